@@ -1,0 +1,1 @@
+"""dlaasctl: the command line client of dlaasd."""

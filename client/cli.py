@@ -1,0 +1,551 @@
+"""`dlaasctl`: the command line for dlaasd. Speaks JSON over the daemon's Unix socket.
+
+Exit codes: 0 ok, 1 refused or failed, 2 usage, 3 daemon not reachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+from urllib.parse import quote, urlencode
+
+from . import fmt
+from .http import ApiError, Client, Unreachable, default_socket
+
+FINAL = {"COMPLETED", "FAILED", "HALTED"}
+
+
+class Failed(Exception):
+    """The command ran but its outcome is a failure (exit code 1)."""
+
+
+def out_json(data) -> None:
+    json.dump(data, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+def err(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def q(value: str) -> str:
+    return quote(value, safe="")
+
+
+# --- runs -------------------------------------------------------------------------------
+
+
+def zip_model(source: Path) -> tuple[Path, int]:
+    """A folder zipped into a temporary file (the caller removes it); a .zip as it is."""
+    if source.is_file():
+        if not zipfile.is_zipfile(source):
+            raise Failed(f"{source} is not a zip file; give a folder or a .zip")
+        return source, -1
+    fd, name = tempfile.mkstemp(suffix=".zip", prefix="dlaas-model-")
+    os.close(fd)
+    count = 0
+    with zipfile.ZipFile(name, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        for dirpath, dirnames, filenames in os.walk(source):
+            dirnames[:] = sorted(d for d in dirnames if d not in (".git", "__pycache__"))
+            for fname in sorted(filenames):
+                full = Path(dirpath) / fname
+                if full.is_file():
+                    zf.write(full, full.relative_to(source).as_posix())
+                    count += 1
+    return Path(name), count
+
+
+def cmd_train(c: Client, a) -> int:
+    manifest = Path(a.manifest)
+    if manifest.is_dir():
+        manifest = manifest / "manifest.yml"
+    if not manifest.is_file():
+        raise Failed(f"no manifest at {a.manifest}; give the path of a manifest.yml")
+    model = Path(a.model) if a.model else manifest.parent
+    if not model.exists():
+        raise Failed(f"no model code at {model}; give a folder or a .zip")
+    archive, count = zip_model(model)
+    try:
+        if count >= 0 and not a.json:
+            err(f"model code: {model} ({count} files, {fmt.size(archive.stat().st_size)} zipped)")
+        query = f"?experiment={q(a.experiment)}" if getattr(a, "experiment", None) else ""
+        result = c.multipart(
+            f"/v1/runs{query}", {"manifest": manifest.read_bytes()}, {"model": archive}
+        )
+    finally:
+        if count >= 0:
+            archive.unlink(missing_ok=True)
+    for warning in result.get("warnings", []):
+        err(f"warning: {warning}")
+    if a.json and not a.follow:
+        out_json(result)
+    else:
+        print(result["id"], flush=True)
+    if a.follow:
+        return follow(c, result["id"], quiet=a.json)
+    return 0
+
+
+def follow(c: Client, run_id: str, quiet: bool = False) -> int:
+    """Stream the log until the run ends; 0 only if it COMPLETED."""
+    for chunk in c.stream(f"/v1/runs/{q(run_id)}/logs?follow=1"):
+        if not quiet:
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.flush()
+    run = c.json("GET", f"/v1/runs/{q(run_id)}")
+    if quiet:
+        out_json(run)
+    else:
+        err(_outcome_line(run))
+    return 0 if run["status"] == "COMPLETED" else 1
+
+
+def _outcome_line(run: dict) -> str:
+    code = f" {run['error_code']}" if run.get("error_code") else ""
+    msg = f": {run['status_message']}" if run.get("status_message") else ""
+    return f"{run['id']} {run['status']}{code}{msg}"
+
+
+def cmd_list(c: Client, a) -> int:
+    params = {"limit": a.limit, "offset": a.offset}
+    if a.status:
+        params["status"] = a.status
+    data = c.json("GET", f"/v1/runs?{urlencode(params)}")
+    if a.json:
+        out_json(data)
+        return 0
+    rows = [
+        (
+            r["id"],
+            r["name"],
+            r["status"] + (f" {r['error_code']}" if r["error_code"] else ""),
+            r["owner"],
+            len(r["gpus"]) or "-",
+            fmt.when(r["submitted"]),
+            fmt.duration(r["started"], r["completed"]),
+        )
+        for r in data["runs"]
+    ]
+    if not rows:
+        err("no runs yet; submit one with `dlaasctl train examples/hello/manifest.yml`")
+        return 0
+    print(fmt.table(["ID", "NAME", "STATUS", "OWNER", "GPUS", "SUBMITTED", "RAN"], rows))
+    if data["total"] > len(rows) + a.offset:
+        err(f"({len(rows)} of {data['total']}; see more with --limit or --offset)")
+    return 0
+
+
+def cmd_show(c: Client, a) -> int:
+    run = c.json("GET", f"/v1/runs/{q(a.run)}")
+    if a.json:
+        out_json(run)
+        return 0
+    status = run["status"] + (f" ({run['error_code']})" if run["error_code"] else "")
+    st = run.get("staging") or {}
+    fields = [
+        ("id", run["id"]),
+        ("name", run["name"]),
+        ("status", status),
+        ("message", run["status_message"]),
+        ("owner", run["owner"]),
+        ("framework", f"{run['framework']}  image {run['image']}"),
+        (
+            "resources",
+            f"{run['cpus']:g} CPUs, {fmt.size(run['memory'])}, "
+            f"GPUs: {', '.join(run['gpus']) or 'none'}",
+        ),
+        ("exit code", run["exit_code"]),
+        ("submitted", run["submitted"]),
+        ("started", run["started"]),
+        ("completed", run["completed"]),
+        ("ran for", fmt.duration(run["started"], run["completed"])),
+        ("results", run["results"]),
+        (
+            "data in",
+            f"{st.get('files_downloaded', 0)} files, {fmt.size(st.get('bytes_downloaded', 0))}"
+            f" downloaded, {st.get('cache_hits', 0)} from cache",
+        ),
+        (
+            "results out",
+            f"{st.get('files_uploaded', 0)} files, {fmt.size(st.get('bytes_uploaded', 0))}",
+        ),
+    ]
+    if run.get("experiment_id"):
+        fields.append(("experiment", run["experiment_id"]))
+    if run.get("hyperparameters"):
+        fields.append(("hyperparameters", json.dumps(run["hyperparameters"])))
+    width = max(len(k) for k, _ in fields)
+    for k, v in fields:
+        print(f"{k.rjust(width)}: {v if v not in (None, '') else '-'}")
+    print("\nhistory:")
+    for e in run["history"]:
+        print(f"  {e['time']}  {e['status']:<11} {e['message']}")
+    return 0
+
+
+def cmd_logs(c: Client, a) -> int:
+    path = f"/v1/runs/{q(a.run)}/logs?follow={int(a.follow)}&learner={a.learner}"
+    for chunk in c.stream(path):
+        sys.stdout.buffer.write(chunk)
+        sys.stdout.flush()
+    return 0
+
+
+def cmd_halt(c: Client, a) -> int:
+    run = c.json("POST", f"/v1/runs/{q(a.run)}/halt")
+    if a.json:
+        out_json(run)
+    else:
+        print(f"{run['id']} {run['status']}: {run['status_message']}")
+    return 0
+
+
+def cmd_delete(c: Client, a) -> int:
+    result = c.json("DELETE", f"/v1/runs/{q(a.run)}?purge={int(a.purge)}")
+    if a.json:
+        out_json(result)
+    else:
+        extra = f", {result['objects_removed']} objects removed from the store" if a.purge else ""
+        print(f"{result['id']} deleted{extra}")
+    return 0
+
+
+def cmd_download(c: Client, a) -> int:
+    kind = "definition" if a.definition else "results"
+    listing = c.json("GET", f"/v1/runs/{q(a.run)}/{kind}")
+    dest = Path(a.dest or (listing["id"] + ("-definition" if a.definition else "")))
+    files = listing["files"]
+    if not files:
+        raise Failed(f"{listing['id']} has no {kind} yet")
+    bar = _progress(sum(f["size"] for f in files), f"{listing['id']} {kind}", a.json)
+    written = []
+    for f in files:
+        target = _inside(dest, f["path"])
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target, "wb") as out:
+            for chunk in c.stream(f"/v1/runs/{q(listing['id'])}/{kind}/{quote(f['path'])}"):
+                out.write(chunk)
+                bar.update(len(chunk))
+        written.append(str(target))
+    bar.close()
+    if a.json:
+        out_json(
+            {"id": listing["id"], "from": listing["location"], "dest": str(dest), "files": written}
+        )
+    else:
+        print(f"{len(written)} files from {listing['location']} -> {dest}/")
+    return 0
+
+
+def _inside(dest: Path, rel: str) -> Path:
+    target = (dest / rel).resolve()
+    if dest.resolve() not in target.parents:
+        raise Failed(f"refusing to write {rel!r} outside {dest}")
+    return target
+
+
+def _progress(total: int, desc: str, quiet: bool):
+    from tqdm import tqdm  # imported here: only the transfer commands need it
+
+    return tqdm(
+        total=total,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc=desc,
+        disable=True if quiet else None,
+        file=sys.stderr,
+        leave=False,
+    )
+
+
+def cmd_gpus(c: Client, a) -> int:
+    data = c.json("GET", "/v1/gpus")
+    if a.json:
+        out_json(data)
+        return 0
+    if not data["gpus"]:
+        print("no GPUs (no NVIDIA driver found); runs with `gpus: 0` still work")
+        return 0
+    rows = [
+        (
+            g["index"],
+            g["uuid"],
+            g["name"],
+            fmt.size(g["memory_total"]),
+            g["run"] or ("busy (not dlaasd)" if g["busy"] else "free"),
+        )
+        for g in data["gpus"]
+    ]
+    print(fmt.table(["#", "UUID", "NAME", "MEMORY", "USED BY"], rows))
+    return 0
+
+
+def cmd_status(c: Client, a) -> int:
+    s = c.json("GET", "/v1/status")
+    if a.json:
+        out_json(s)
+        return 0
+    cap = s["capacity"]
+    store = s["store"]
+    ok = lambda v: "ok" if v else "PROBLEM"  # noqa: E731
+    print(f"dlaasd {s['version']} (pid {s['pid']}), up {int(s['uptime_seconds'])}s")
+    print(f"  state:    {s['state_dir']}")
+    print(f"  socket:   {s['socket']}")
+    print(f"  docker:   {ok(s['docker']['ok'])}: {s['docker']['detail']}")
+    print(
+        f"  store:    {ok(store['ok'])}: {store['mode']} at {store['endpoint']}"
+        + ("" if store["ok"] else f" ({store['detail']})")
+    )
+    print(f"  gpus:     {s['gpus']['count']} ({s['gpus']['source']}), {cap['gpus_used']} in use")
+    print(
+        f"  capacity: {cap['cpus_used']:g}/{cap['cpus']:g} CPUs, "
+        f"{fmt.size(cap['memory_used'])}/{fmt.size(cap['memory'])} memory in use"
+    )
+    counts = ", ".join(f"{n} {k}" for k, n in sorted(s["runs"].items())) or "none"
+    print(f"  runs:     {counts}")
+    return 0
+
+
+# --- data in the object store ------------------------------------------------------------
+
+
+def s3_etag(path: Path, part_size: int) -> str:
+    """The ETag S3 gives an object uploaded with parts of `part_size`."""
+    digests = []
+    with open(path, "rb") as f:
+        while chunk := f.read(part_size):
+            digests.append(hashlib.md5(chunk).digest())
+    if len(digests) <= 1:
+        return digests[0].hex() if digests else hashlib.md5(b"").hexdigest()
+    return f"{hashlib.md5(b''.join(digests)).hexdigest()}-{len(digests)}"
+
+
+def _split(target: str) -> tuple[str, str]:
+    bucket, _, prefix = target.partition("/")
+    return bucket, prefix
+
+
+def _listing(c: Client, bucket: str, prefix: str = "") -> dict:
+    try:
+        return c.json("GET", f"/v1/data/{q(bucket)}?{urlencode({'prefix': prefix})}")
+    except ApiError as exc:
+        if exc.status == 404:
+            return {"objects": [], "part_size": None}
+        raise
+
+
+def cmd_data_upload(c: Client, a) -> int:
+    prefix = a.prefix.strip("/") + "/" if a.prefix and a.prefix.strip("/") else ""
+    plan: list[tuple[Path, str]] = []
+    for raw in a.paths:
+        p = Path(raw)
+        if p.is_dir():
+            plan += [
+                (f, prefix + f.relative_to(p).as_posix())
+                for f in sorted(p.rglob("*"))
+                if f.is_file()
+            ]
+        elif p.is_file():
+            plan.append((p, prefix + p.name))
+        else:
+            raise Failed(f"{raw}: no such file or folder")
+    listing = _listing(c, a.bucket, prefix)
+    there = {o["key"]: o for o in listing["objects"]}
+    part_size = listing.get("part_size") or 16 * 1024 * 1024
+    todo, skipped = [], []
+    for path, key in plan:
+        o = there.get(key)
+        if o and o["size"] == path.stat().st_size and o["etag"] == s3_etag(path, part_size):
+            skipped.append(key)
+        else:
+            todo.append((path, key))
+    bar = _progress(sum(p.stat().st_size for p, _ in todo), f"upload to {a.bucket}", a.json)
+    for path, key in todo:
+        c.upload(f"/v1/data/{q(a.bucket)}/{quote(key)}", path, progress=bar.update)
+    bar.close()
+    if a.json:
+        out_json({"bucket": a.bucket, "uploaded": [k for _, k in todo], "skipped": skipped})
+    else:
+        print(
+            f"{len(todo)} uploaded, {len(skipped)} unchanged (skipped) -> s3://{a.bucket}/{prefix}"
+        )
+    return 0
+
+
+def cmd_data_ls(c: Client, a) -> int:
+    if not a.target:
+        data = c.json("GET", "/v1/data")
+        if a.json:
+            out_json(data)
+        else:
+            for b in data["buckets"]:
+                print(b["name"])
+        return 0
+    bucket, prefix = _split(a.target)
+    data = c.json("GET", f"/v1/data/{q(bucket)}?{urlencode({'prefix': prefix})}")
+    if a.json:
+        out_json(data)
+        return 0
+    rows = [(o["key"], fmt.size(o["size"]), fmt.when(o["modified"])) for o in data["objects"]]
+    print(
+        fmt.table(["KEY", "SIZE", "MODIFIED"], rows) if rows else f"(nothing under s3://{a.target})"
+    )
+    return 0
+
+
+def cmd_data_download(c: Client, a) -> int:
+    bucket, prefix = _split(a.source)
+    data = c.json("GET", f"/v1/data/{q(bucket)}?{urlencode({'prefix': prefix})}")
+    objects = [o for o in data["objects"] if not o["dir"]]
+    if not objects:
+        raise Failed(f"nothing under s3://{a.source}")
+    dest = Path(a.dest)
+    bar = _progress(sum(o["size"] for o in objects), f"download from {bucket}", a.json)
+    written = []
+    for o in objects:
+        rel = o["key"][len(prefix) :].lstrip("/") or Path(o["key"]).name
+        target = _inside(dest, rel)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target, "wb") as out:
+            for chunk in c.stream(f"/v1/data/{q(bucket)}/{quote(o['key'])}"):
+                out.write(chunk)
+                bar.update(len(chunk))
+        written.append(str(target))
+    bar.close()
+    if a.json:
+        out_json({"bucket": bucket, "prefix": prefix, "dest": str(dest), "files": written})
+    else:
+        print(f"{len(written)} files -> {dest}/")
+    return 0
+
+
+# --- parser -------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--socket",
+        help="the daemon's socket (default: $DLAAS_SOCKET, then the "
+        "user's and the system's usual places)",
+    )
+    jsonflag = argparse.ArgumentParser(add_help=False)
+    jsonflag.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+    p = argparse.ArgumentParser(
+        prog="dlaasctl", parents=[common], description="Submit and follow training runs on dlaasd."
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, fn, help: str, parents=(jsonflag,)):
+        sp = sub.add_parser(name, help=help, description=help, parents=[common, *parents])
+        sp.set_defaults(fn=fn)
+        return sp
+
+    sp = add("train", cmd_train, "submit a training run; prints its id")
+    sp.add_argument("manifest", help="manifest.yml (or a folder holding one)")
+    sp.add_argument(
+        "model", nargs="?", help="model code: a folder or a .zip (default: the manifest's folder)"
+    )
+    sp.add_argument(
+        "--follow",
+        "-f",
+        action="store_true",
+        help="stream the log; exit 0 only if the run COMPLETED",
+    )
+    sp = add("list", cmd_list, "list runs, newest first")
+    sp.add_argument("--status", help="only these statuses, e.g. QUEUED,PROCESSING")
+    sp.add_argument("--limit", type=int, default=50)
+    sp.add_argument("--offset", type=int, default=0)
+    sp = add("show", cmd_show, "show one run")
+    sp.add_argument("run", help="run id (or a unique prefix)")
+    sp = add("logs", cmd_logs, "print a run's training log", parents=())
+    sp.add_argument("run")
+    sp.add_argument("--follow", "-f", action="store_true", help="keep streaming until the run ends")
+    sp.add_argument("--learner", type=int, default=1, help="learner number, for multi-learner runs")
+    sp = add("halt", cmd_halt, "halt a run (SIGTERM, then SIGKILL after a grace period)")
+    sp.add_argument("run")
+    sp = add("delete", cmd_delete, "forget a finished run and its local files")
+    sp.add_argument("run")
+    sp.add_argument("--purge", action="store_true", help="also remove its results from the store")
+    sp = add("download", cmd_download, "download a run's results (or its definition)")
+    sp.add_argument("run")
+    sp.add_argument("--dest", help="folder to write to (default: ./<run-id>)")
+    sp.add_argument(
+        "--definition",
+        action="store_true",
+        help="the submitted manifest and model code instead of the results",
+    )
+    add("gpus", cmd_gpus, "list the GPUs and the run using each")
+    add("status", cmd_status, "the daemon's health: Docker, object store, GPUs, capacity")
+
+    data = sub.add_parser("data", help="training data in the object store", parents=[common])
+    dsub = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
+
+    def dadd(name: str, fn, help: str):
+        sp = dsub.add_parser(name, help=help, description=help, parents=[common, jsonflag])
+        sp.set_defaults(fn=fn)
+        return sp
+
+    sp = dadd(
+        "upload",
+        cmd_data_upload,
+        "upload files or folders (their contents) to a bucket; unchanged files are skipped",
+    )
+    sp.add_argument("bucket")
+    sp.add_argument("paths", nargs="+", metavar="PATH")
+    sp.add_argument("--prefix", default="", help="put everything under this key prefix")
+    sp = dadd("ls", cmd_data_ls, "list buckets, or the objects under BUCKET[/PREFIX]")
+    sp.add_argument("target", nargs="?", metavar="BUCKET[/PREFIX]")
+    sp = dadd("download", cmd_data_download, "download BUCKET[/PREFIX] into DEST")
+    sp.add_argument("source", metavar="BUCKET[/PREFIX]")
+    sp.add_argument("dest", metavar="DEST")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    client = Client(Path(args.socket) if args.socket else default_socket())
+    try:
+        return args.fn(client, args)
+    except Unreachable as exc:
+        err(f"dlaasctl: {exc}")
+        return 3
+    except ApiError as exc:
+        code = f" [{exc.code}]" if exc.code else ""
+        err(f"dlaasctl: error{code}: {exc.message}")
+        for p in exc.problems:
+            where = p.get("field") or "(document)"
+            if p.get("line"):
+                where += f" (line {p['line']})"
+            err(f"  - {where}: {p['message']}")
+        if getattr(args, "json", False):
+            out_json(
+                {
+                    "error": {
+                        "status": exc.status,
+                        "code": exc.code,
+                        "message": exc.message,
+                        "problems": exc.problems,
+                    }
+                }
+            )
+        return 1
+    except Failed as exc:
+        err(f"dlaasctl: {exc}")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,490 @@
+"""The REST API: aiohttp on the Unix socket. Thin handlers over `Daemon`.
+
+Every client mistake gets a 4xx with a JSON body {"error": {"message", "code"?,
+"problems"?}}; bad input never gets a 500. The socket is 0600 (0660 with a group).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import grp
+import io
+import logging
+import os
+import socket
+import struct
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+
+from . import openapi
+from .codes import FINAL, STATUSES, RunError
+from .daemon import Caller, Daemon, Refused
+from .manifest import bucket_problem
+from .storage import PART_SIZE, StoreUnavailable, safe_join
+
+log = logging.getLogger(__name__)
+
+DAEMON = web.AppKey("daemon", Daemon)
+MAX_MANIFEST = 1024 * 1024
+MAX_MODEL = 4 * 1024**3
+
+
+@dataclass
+class Route:
+    method: str
+    path: str
+    handler: object
+    summary: str
+    query: dict[str, str] = field(default_factory=dict)  # name -> description
+    body: str | None = None  # request body, in words
+    returns: str = "application/json"
+
+
+def caller_of(request: web.Request) -> Caller:
+    """Who is on the other end of the socket (SO_PEERCRED)."""
+    sock = request.transport.get_extra_info("socket") if request.transport else None
+    if sock is None or sock.family != socket.AF_UNIX:
+        return Caller(os.geteuid(), os.getegid(), 0)
+    fmt = "3i"
+    pid, uid, gid = struct.unpack(
+        fmt, sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize(fmt))
+    )
+    return Caller(uid, gid, pid)
+
+
+def _int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise Refused(
+            400, f"query parameter {name!r}: found {raw!r}; expected a whole number"
+        ) from None
+    if not lo <= value <= hi:
+        raise Refused(400, f"query parameter {name!r}: found {value}; expected {lo} to {hi}")
+    return value
+
+
+def _flag(request: web.Request, name: str) -> bool:
+    return request.query.get(name, "").lower() in ("1", "true", "yes")
+
+
+def daemon_of(request: web.Request) -> Daemon:
+    return request.app[DAEMON]
+
+
+# --- handlers ------------------------------------------------------------------------
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def status(request: web.Request) -> web.Response:
+    return web.json_response(await daemon_of(request).status())
+
+
+async def gpus(request: web.Request) -> web.Response:
+    return web.json_response({"gpus": daemon_of(request).gpu_list()})
+
+
+async def submit(request: web.Request) -> web.Response:
+    d = daemon_of(request)
+    if not request.content_type.startswith("multipart/"):
+        raise Refused(
+            400,
+            "send multipart/form-data with a 'manifest' part and an optional "
+            "'model' part (a zip of the model code)",
+        )
+    reader = await request.multipart()
+    manifest_text: bytes | None = None
+    model: Path | None = None
+    incoming = d.config.state_path / "runs" / ".incoming"
+    incoming.mkdir(parents=True, exist_ok=True)
+    try:
+        while (part := await reader.next()) is not None:
+            if part.name == "manifest":
+                manifest_text = bytes(await part.read(decode=False))
+                if len(manifest_text) > MAX_MANIFEST:
+                    raise Refused(413, "the manifest is larger than 1 MiB")
+            elif part.name == "model":
+                fd, name = tempfile.mkstemp(dir=incoming, suffix=".zip")
+                model = Path(name)
+                size = 0
+                with os.fdopen(fd, "wb") as out:
+                    while chunk := await part.read_chunk(1024 * 1024):
+                        size += len(chunk)
+                        if size > MAX_MODEL:
+                            raise Refused(
+                                413,
+                                "the model archive is larger than 4 GiB; keep "
+                                "data in the object store, not in the model code",
+                            )
+                        out.write(chunk)
+            else:
+                raise Refused(
+                    400, f"unexpected form part {part.name!r}; send 'manifest' and 'model'"
+                )
+        if manifest_text is None:
+            raise Refused(400, "the 'manifest' part is missing")
+        extra = {}
+        if request.query.get("experiment"):
+            extra["experiment_id"] = request.query["experiment"]
+        result = await d.submit(manifest_text, model, caller_of(request), extra=extra)
+        return web.json_response(result, status=201)
+    finally:
+        if model is not None:
+            model.unlink(missing_ok=True)
+
+
+async def list_runs(request: web.Request) -> web.Response:
+    d = daemon_of(request)
+    limit = _int(request, "limit", 50, 1, 10_000)
+    offset = _int(request, "offset", 0, 0, 10**9)
+    statuses = [s.upper() for s in request.query.getall("status", []) for s in s.split(",") if s]
+    bad = [s for s in statuses if s not in STATUSES]
+    if bad:
+        raise Refused(
+            400,
+            f"query parameter 'status': {bad[0]!r} is not a status; allowed: {', '.join(STATUSES)}",
+        )
+    rows, total = d.db.list(
+        limit=limit,
+        offset=offset,
+        status=statuses or None,
+        experiment_id=request.query.get("experiment"),
+    )
+    return web.json_response(
+        {
+            "runs": [d.describe(r, full=False) for r in rows],
+            "total": total,
+            "limit": limit,
+            "offset": offset,
+        }
+    )
+
+
+async def show_run(request: web.Request) -> web.Response:
+    d = daemon_of(request)
+    return web.json_response(d.describe(d.get_run(request.match_info["id"])))
+
+
+async def delete_run(request: web.Request) -> web.Response:
+    d = daemon_of(request)
+    return web.json_response(
+        await d.delete(request.match_info["id"], caller_of(request), purge=_flag(request, "purge"))
+    )
+
+
+async def halt_run(request: web.Request) -> web.Response:
+    d = daemon_of(request)
+    run = await d.halt(request.match_info["id"], caller_of(request))
+    return web.json_response(d.describe(run, full=False))
+
+
+async def logs(request: web.Request) -> web.StreamResponse:
+    """The training log; with follow=1, streamed until the run ends."""
+    d = daemon_of(request)
+    run = d.get_run(request.match_info["id"])
+    learner = _int(request, "learner", 1, 1, max(run["learners"] or 1, 1))
+    follow = _flag(request, "follow")
+    path = d.log_path(run, learner)
+    resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
+    await resp.prepare(request)
+    pos = 0
+    while True:
+        ended = d.db.get(run["id"])["status"] in FINAL  # read before the file: nothing is missed
+        pos = await _send_from(resp, path, pos)
+        if not follow or ended:
+            break
+        await d.wait_change(run["id"], 0.2)
+    await resp.write_eof()
+    return resp
+
+
+async def _send_from(resp: web.StreamResponse, path: Path, pos: int) -> int:
+    try:
+        with open(path, "rb") as f:
+            f.seek(pos)
+            while chunk := f.read(256 * 1024):
+                await resp.write(chunk)
+                pos += len(chunk)
+    except FileNotFoundError:
+        pass
+    return pos
+
+
+async def list_artifacts(request: web.Request) -> web.Response:
+    d = daemon_of(request)
+    run = d.get_run(request.match_info["id"])
+    kind = "definition" if request.path.rstrip("/").endswith("/definition") else "results"
+    where, files = await asyncio.to_thread(d.artifacts, run, kind)
+    return web.json_response({"id": run["id"], "location": where, "files": files})
+
+
+async def get_artifact(request: web.Request) -> web.StreamResponse:
+    d = daemon_of(request)
+    run = d.get_run(request.match_info["id"])
+    kind = "definition" if "/definition/" in request.path else "results"
+    source, ref = await asyncio.to_thread(d.artifact_source, run, kind, request.match_info["path"])
+    if source == "local":
+        return web.FileResponse(ref)
+    objects, bucket, key = ref
+    return await _stream_object(request, objects, bucket, key)
+
+
+async def _stream_object(
+    request: web.Request, objects, bucket: str, key: str
+) -> web.StreamResponse:
+    try:
+        obj = await asyncio.to_thread(objects.get, bucket, key)
+    except RunError as exc:
+        raise Refused(404 if exc.code == "S302" else 403, exc.message) from None
+    try:
+        resp = web.StreamResponse(
+            headers={
+                "Content-Type": "application/octet-stream",
+                "Content-Length": obj.headers.get("Content-Length", ""),
+            }
+        )
+        await resp.prepare(request)
+        chunks = obj.stream(1024 * 1024)
+        while chunk := await asyncio.to_thread(next, chunks, b""):
+            await resp.write(chunk)
+        await resp.write_eof()
+        return resp
+    finally:
+        obj.close()
+        obj.release_conn()
+
+
+# --- data in the object store ----------------------------------------------------------
+
+
+def _bucket(request: web.Request) -> str:
+    bucket = request.match_info["bucket"]
+    problem = bucket_problem(bucket)
+    if problem:
+        raise Refused(400, f"bucket {bucket!r}: {problem}")
+    return bucket
+
+
+def _key(request: web.Request) -> str:
+    key = request.match_info["key"]
+    if safe_join(Path("/x"), key) is None:
+        raise Refused(400, f"object key {key!r} must be a relative path without '..'")
+    return key
+
+
+async def data_buckets(request: web.Request) -> web.Response:
+    d = daemon_of(request)
+    return web.json_response({"buckets": await asyncio.to_thread(d.objects.list_buckets)})
+
+
+async def data_list(request: web.Request) -> web.Response:
+    d = daemon_of(request)
+    bucket = _bucket(request)
+    prefix = request.query.get("prefix", "")
+    recursive = request.query.get("recursive", "1") not in ("0", "false")
+    if not await asyncio.to_thread(d.objects.bucket_exists, bucket):
+        raise Refused(404, f"bucket {bucket!r} does not exist")
+    objects = await asyncio.to_thread(
+        lambda: list(d.objects.list_objects(bucket, prefix, recursive))
+    )
+    return web.json_response(
+        {"bucket": bucket, "prefix": prefix, "objects": objects, "part_size": PART_SIZE}
+    )
+
+
+class _BodyReader(io.RawIOBase):
+    """A request body as a blocking file, for the SDK's upload in a worker thread."""
+
+    def __init__(self, content, loop: asyncio.AbstractEventLoop):
+        self.content = content
+        self.loop = loop
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        coro = self.content.read(n if n and n > 0 else 1024 * 1024)
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+
+async def data_put(request: web.Request) -> web.Response:
+    d = daemon_of(request)
+    bucket, key = _bucket(request), _key(request)
+    if request.content_length is None:
+        raise web.HTTPLengthRequired(text="send a Content-Length")
+    await asyncio.to_thread(d.objects.ensure_bucket, bucket)
+    reader = _BodyReader(request.content, asyncio.get_running_loop())
+    etag = await asyncio.to_thread(
+        d.objects.put_stream, bucket, key, reader, request.content_length
+    )
+    return web.json_response(
+        {"bucket": bucket, "key": key, "size": request.content_length, "etag": etag}, status=201
+    )
+
+
+async def data_get(request: web.Request) -> web.StreamResponse:
+    d = daemon_of(request)
+    return await _stream_object(request, d.objects, _bucket(request), _key(request))
+
+
+async def openapi_doc(request: web.Request) -> web.Response:
+    return web.json_response(openapi.document(ROUTES))
+
+
+ROUTES = [
+    Route("GET", "/v1/health", health, "Liveness: the daemon answers"),
+    Route("GET", "/v1/status", status, "Docker, object store, GPUs, capacity and run counts"),
+    Route("GET", "/v1/gpus", gpus, "GPU inventory with the run holding each"),
+    Route(
+        "POST",
+        "/v1/runs",
+        submit,
+        "Submit a training run",
+        query={"experiment": "experiment id the run belongs to"},
+        body="multipart/form-data: 'manifest' (manifest.yml), 'model' (zip, optional)",
+    ),
+    Route(
+        "GET",
+        "/v1/runs",
+        list_runs,
+        "Runs, newest first",
+        query={
+            "limit": "page size (default 50)",
+            "offset": "skip this many",
+            "status": "only these statuses (comma separated)",
+            "experiment": "only the trials of this experiment",
+        },
+    ),
+    Route("GET", "/v1/runs/{id}", show_run, "One run, with its history and staging figures"),
+    Route(
+        "DELETE",
+        "/v1/runs/{id}",
+        delete_run,
+        "Forget a finished run and its local files",
+        query={"purge": "1: also remove its results from the object store"},
+    ),
+    Route("POST", "/v1/runs/{id}/halt", halt_run, "Halt a run (SIGTERM, then SIGKILL)"),
+    Route(
+        "GET",
+        "/v1/runs/{id}/logs",
+        logs,
+        "The training log",
+        query={"follow": "1: stream until the run ends", "learner": "learner number (1)"},
+        returns="text/plain",
+    ),
+    Route("GET", "/v1/runs/{id}/results", list_artifacts, "The run's result files"),
+    Route(
+        "GET",
+        "/v1/runs/{id}/results/{path:.+}",
+        get_artifact,
+        "One result file",
+        returns="application/octet-stream",
+    ),
+    Route("GET", "/v1/runs/{id}/definition", list_artifacts, "The submitted manifest and model"),
+    Route(
+        "GET",
+        "/v1/runs/{id}/definition/{path:.+}",
+        get_artifact,
+        "One file of the definition",
+        returns="application/octet-stream",
+    ),
+    Route("GET", "/v1/data", data_buckets, "Buckets in the object store"),
+    Route(
+        "GET",
+        "/v1/data/{bucket}",
+        data_list,
+        "Objects in a bucket",
+        query={"prefix": "only keys under this prefix", "recursive": "0: one level"},
+    ),
+    Route(
+        "PUT",
+        "/v1/data/{bucket}/{key:.+}",
+        data_put,
+        "Upload one object (creates the bucket)",
+        body="the object's bytes, with Content-Length",
+    ),
+    Route(
+        "GET",
+        "/v1/data/{bucket}/{key:.+}",
+        data_get,
+        "Download one object",
+        returns="application/octet-stream",
+    ),
+    Route("GET", "/v1/openapi.json", openapi_doc, "This document"),
+]
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler):
+    try:
+        return await handler(request)
+    except Refused as exc:
+        return web.json_response(exc.to_json(), status=exc.status)
+    except StoreUnavailable as exc:
+        return web.json_response(
+            {"error": {"message": f"the object store is unavailable: {exc}"}}, status=503
+        )
+    except RunError as exc:
+        return web.json_response({"error": {"message": exc.message, "code": exc.code}}, status=400)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        message = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
+        if exc.status == 404:
+            message = f"no such route: {request.method} {request.path}; see /v1/openapi.json"
+        elif exc.status == 405:
+            message = f"{request.method} is not allowed on {request.path}"
+        return web.json_response({"error": {"message": message}}, status=exc.status)
+    except (ConnectionResetError, asyncio.CancelledError):
+        raise
+    except Exception as exc:
+        log.exception("event=api_error path=%s", request.path)
+        return web.json_response({"error": {"message": f"internal error: {exc}"}}, status=500)
+
+
+def make_app(daemon: Daemon) -> web.Application:
+    app = web.Application(middlewares=[json_errors], client_max_size=MAX_MANIFEST * 2)
+    app[DAEMON] = daemon
+    for r in ROUTES:
+        app.router.add_route(r.method, r.path, r.handler)
+    return app
+
+
+async def serve(app: web.Application, path: Path, group: str = "") -> web.AppRunner:
+    """Listen on the Unix socket, never world-accessible: 0600, or 0660 for `group`."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o755 if group else 0o700)
+    if path.exists() or path.is_symlink():
+        if _in_use(path):
+            raise SystemExit(f"dlaasd: another daemon is listening on {path}")
+        path.unlink()
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    old = os.umask(0o177)  # no moment where the socket is open to others
+    try:
+        await web.UnixSite(runner, str(path)).start()
+    finally:
+        os.umask(old)
+    if group:
+        os.chown(path, -1, grp.getgrnam(group).gr_gid)
+        os.chmod(path, 0o660)
+    else:
+        os.chmod(path, 0o600)
+    return runner
+
+
+def _in_use(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX) as s:
+        try:
+            s.connect(str(path))
+            return True
+        except OSError:
+            return False

@@ -1,0 +1,138 @@
+"""Model code archives (zip): checked at submit, unpacked into the run's folder.
+
+An archive may not reach outside its folder: no absolute paths, no '..', no links,
+no device files, and no more bytes or files than the limits (zip bombs).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from .units import format_size
+
+MAX_FILES = 100_000
+MAX_BYTES = 4 * 1024**3
+
+
+class ArchiveError(ValueError):
+    code = "C102"
+
+    def __init__(self, problems: list[str], source: str = "model archive"):
+        self.problems = problems
+        self.source = source
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{source} has {len(problems)} problem(s):\n{lines}")
+
+
+@dataclass
+class ArchiveInfo:
+    files: int
+    bytes: int
+    manifest: bytes | None  # a manifest.yml found at the top of the archive, if any
+
+
+def check(path: Path, max_bytes: int = MAX_BYTES, max_files: int = MAX_FILES) -> ArchiveInfo:
+    """Read the central directory and refuse what could escape or explode."""
+    problems: list[str] = []
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ArchiveError([f"not a readable zip file ({exc}); send a folder or a .zip"]) from None
+    with zf:
+        infos = zf.infolist()
+        total = 0
+        for info in infos:
+            problem = _entry_problem(info)
+            if problem:
+                problems.append(f"{info.filename!r}: {problem}")
+            total += info.file_size
+        if len(infos) > max_files:
+            problems.append(f"{len(infos)} entries; at most {max_files} are allowed")
+        if total > max_bytes:
+            problems.append(f"unpacks to {format_size(total)}; at most {format_size(max_bytes)}")
+        manifest = None
+        top = _common_top(infos)
+        for name in (f"{top}manifest.yml", f"{top}manifest.yaml"):
+            if name in zf.namelist():
+                manifest = zf.read(name)
+                break
+    if len(problems) > 20:
+        problems = problems[:20] + [f"... and {len(problems) - 20} more"]
+    if problems:
+        raise ArchiveError(problems)
+    return ArchiveInfo(files=len(infos), bytes=total, manifest=manifest)
+
+
+def _entry_problem(info: zipfile.ZipInfo) -> str | None:
+    name = info.filename
+    if "\\" in name or "\x00" in name:
+        return "has a backslash or NUL in its name"
+    p = PurePosixPath(name)
+    if p.is_absolute() or (len(name) > 1 and name[1] == ":"):
+        return "is an absolute path; archives must hold relative paths"
+    if ".." in p.parts:
+        return "contains '..', which would reach outside the model folder"
+    mode = info.external_attr >> 16
+    if mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        kind = "a symbolic link" if stat.S_ISLNK(mode) else "not a regular file"
+        return f"is {kind}; only files and folders are allowed"
+    return None
+
+
+def _common_top(infos: list[zipfile.ZipInfo]) -> str:
+    """'model/' when every entry sits under one folder (zips made of a folder), else ''."""
+    tops = {i.filename.split("/", 1)[0] for i in infos}
+    if len(tops) == 1 and all("/" in i.filename for i in infos):
+        return tops.pop() + "/"
+    return ""
+
+
+def unpack(path: Path, dest: Path, max_bytes: int = MAX_BYTES) -> None:
+    """Unpack into `dest` (one top folder is stripped, so a zipped folder unpacks flat)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    root = dest.resolve()
+    written = 0
+    with zipfile.ZipFile(path) as zf:
+        infos = zf.infolist()
+        top = _common_top(infos)
+        for info in infos:
+            if _entry_problem(info):
+                raise ArchiveError([f"{info.filename!r}: {_entry_problem(info)}"])
+            rel = info.filename[len(top) :]
+            if not rel:
+                continue
+            target = (dest / rel).resolve()
+            if root not in target.parents and target != root:
+                raise ArchiveError(
+                    [f"{info.filename!r}: would be written outside the model folder"]
+                )
+            if info.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with zf.open(info) as src, open(target, "wb") as out:
+                while chunk := src.read(1024 * 1024):
+                    written += len(chunk)
+                    if written > max_bytes:  # sizes in the directory can lie
+                        raise ArchiveError([f"unpacks to more than {format_size(max_bytes)}"])
+                    out.write(chunk)
+            mode = (info.external_attr >> 16) & 0o777
+            os.chmod(target, (mode | 0o644) & 0o755 if mode else 0o644)
+
+
+def pack_dir(src: Path, dest: Path) -> int:
+    """Zip the regular files of folder `src` into `dest`; return the number of files."""
+    count = 0
+    with zipfile.ZipFile(dest, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        for dirpath, dirnames, filenames in os.walk(src):
+            dirnames[:] = sorted(d for d in dirnames if d not in (".git", "__pycache__"))
+            for name in sorted(filenames):
+                full = Path(dirpath) / name
+                if full.is_file():
+                    zf.write(full, full.relative_to(src).as_posix())
+                    count += 1
+    return count

@@ -1,0 +1,269 @@
+"""Daemon settings: the embedded dlaasd.yaml, then a config file, env, and flags.
+
+The embedded file is both the defaults and their documentation, so the two cannot drift.
+"""
+
+from __future__ import annotations
+
+import grp
+import json
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Literal
+
+from . import schema
+from .manifest import Bucket, Duration, Size
+from .schema import Parse, Problem, Rule, SchemaError
+from .units import parse_size
+
+OptionalSize = Annotated[
+    int | None,
+    Parse(lambda v: None if v in ("", None) else parse_size(v), 'a size such as 16GiB, or ""'),
+]
+NonNegativeFloat = Annotated[float, Rule(lambda v: v >= 0, "a number, 0 or more")]
+PositiveInt = Annotated[int, Rule(lambda v: v >= 1, "a whole number, 1 or more")]
+
+
+def _uid_gid(value: object) -> str:
+    parts = str(value).split(":")
+    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        raise ValueError("")
+    return str(value)
+
+
+UidGid = Annotated[str, Parse(_uid_gid, 'numeric "uid:gid", such as "65534:65534"')]
+
+SYSTEM_CONFIG = Path("/etc/dlaas/dlaasd.yaml")
+
+
+@dataclass
+class Capacity:
+    cpus: NonNegativeFloat
+    memory: OptionalSize
+
+
+@dataclass
+class Containers:
+    user: UidGid
+    allow_network: bool
+    allowed_volumes: list[str]
+    halt_grace: Duration
+    pids_limit: PositiveInt
+    pull_missing_images: bool
+    cap_add: list[str]
+
+
+@dataclass
+class Store:
+    endpoint: str
+    access_key: str
+    secret_key: str
+    credentials_file: str
+    region: str
+    minio_binary: str
+    minio_address: str
+    results_bucket: Bucket
+    definitions_bucket: Bucket
+    transfer_workers: PositiveInt
+    upload_retry_for: Duration
+    download_retry_for: Duration
+
+    @property
+    def bundled(self) -> bool:
+        return not self.endpoint
+
+
+@dataclass
+class Cache:
+    max_size: Size
+
+
+@dataclass
+class Results:
+    keep_local: bool
+    mirror_to_drop_dir: bool
+
+
+@dataclass
+class Config:
+    state_dir: str
+    socket: str
+    socket_group: str
+    drop_dir: str
+    log_level: Literal["debug", "info", "warning", "error"]
+    capacity: Capacity
+    containers: Containers
+    frameworks: dict[str, dict[str, str]]
+    store: Store
+    cache: Cache
+    results: Results
+    # Where the settings came from, for --print-config and error messages.
+    source: str = field(default="embedded defaults", metadata={"key": "_source"})
+
+    @property
+    def state_path(self) -> Path:
+        return Path(self.state_dir)
+
+    @property
+    def socket_path(self) -> Path:
+        return Path(self.socket)
+
+    @property
+    def drop_path(self) -> Path:
+        return Path(self.drop_dir)
+
+
+class ConfigError(SchemaError):
+    pass
+
+
+def system_mode() -> bool:
+    return os.geteuid() == 0
+
+
+def default_config_file() -> Path:
+    if system_mode():
+        return SYSTEM_CONFIG
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "dlaas" / "dlaasd.yaml"
+
+
+def embedded_text() -> str:
+    return resources.files("dlaasd").joinpath("dlaasd.yaml").read_text()
+
+
+def load(
+    path: str | Path | None = None,
+    overrides: dict | None = None,
+    env: dict[str, str] | None = None,
+) -> Config:
+    """Build the effective config. `path` None means the default file, if it exists."""
+    env = os.environ if env is None else env
+    data, _ = schema.load_yaml(embedded_text(), "embedded dlaasd.yaml")
+    lines: dict[str, int] = {}
+    source = "embedded defaults"
+    path = path or env.get("DLAAS_CONFIG")
+    explicit = path is not None
+    file = Path(path) if path else default_config_file()
+    if explicit and not file.is_file():
+        raise ConfigError([Problem("", f"config file {file} does not exist")], str(file))
+    if file.is_file():
+        user, lines = schema.load_yaml(file.read_text(), str(file))
+        if user is not None and not isinstance(user, dict):
+            raise ConfigError([Problem("", "expected a mapping of keys", 1)], str(file))
+        data = _merge(data, user or {})
+        source = str(file)
+    for var, key in (
+        ("DLAAS_STATE_DIR", "state_dir"),
+        ("DLAAS_SOCKET", "socket"),
+        ("DLAAS_LOG_LEVEL", "log_level"),
+    ):
+        if env.get(var):
+            data[key] = env[var]
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            data[key] = value
+    try:
+        config = schema.load(Config, data, lines, source)
+    except SchemaError as exc:
+        raise ConfigError(exc.problems, source) from None
+    config.source = source
+    _resolve(config, env)
+    _check(config, source)
+    return config
+
+
+def _merge(base: dict, override: dict) -> dict:
+    out = dict(base)
+    for k, v in override.items():
+        # frameworks replace per framework name; everything else merges key by key
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "frameworks":
+            out[k] = _merge(out[k], v)
+        elif k == "frameworks" and isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = {**out[k], **v}
+        else:
+            out[k] = v
+    return out
+
+
+def _resolve(c: Config, env) -> None:
+    """Fill the empty paths with the defaults of user or system mode."""
+    if not c.state_dir:
+        if system_mode():
+            c.state_dir = "/var/lib/dlaas"
+        else:
+            base = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+            c.state_dir = str(Path(base) / "dlaas")
+    c.state_dir = str(Path(c.state_dir).expanduser().absolute())
+    if not c.socket:
+        if system_mode():
+            c.socket = "/run/dlaas/dlaasd.sock"
+        elif env.get("XDG_RUNTIME_DIR"):
+            c.socket = str(Path(env["XDG_RUNTIME_DIR"]) / "dlaas" / "dlaasd.sock")
+        else:
+            c.socket = str(Path(c.state_dir) / "dlaasd.sock")
+    c.socket = str(Path(c.socket).expanduser().absolute())
+    if not c.drop_dir:
+        c.drop_dir = str(Path(c.state_dir) / "inbox")
+    c.drop_dir = str(Path(c.drop_dir).expanduser().absolute())
+    if not c.socket_group and system_mode() and _group_exists("dlaas"):
+        c.socket_group = "dlaas"
+    if not c.capacity.cpus:
+        c.capacity.cpus = float(os.cpu_count() or 1)
+    if c.capacity.memory is None:
+        c.capacity.memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if c.store.credentials_file:
+        creds = json.loads(Path(c.store.credentials_file).read_text())
+        c.store.access_key = creds["access_key"]
+        c.store.secret_key = creds["secret_key"]
+
+
+def _group_exists(name: str) -> bool:
+    try:
+        grp.getgrnam(name)
+        return True
+    except KeyError:
+        return False
+
+
+def _check(c: Config, source: str) -> None:
+    problems = []
+    if c.socket_group and not _group_exists(c.socket_group):
+        problems.append(
+            Problem(
+                "socket_group",
+                f"group {c.socket_group!r} does not exist; "
+                "create it (groupadd) or leave the key empty",
+            )
+        )
+    if c.store.endpoint:
+        if not c.store.endpoint.startswith(("http://", "https://")):
+            problems.append(
+                Problem(
+                    "store.endpoint",
+                    f"found {c.store.endpoint!r}; expected a URL such as http://127.0.0.1:9000",
+                )
+            )
+        if not (c.store.access_key and c.store.secret_key):
+            problems.append(
+                Problem(
+                    "store.access_key",
+                    "an external store needs access_key and secret_key (or credentials_file)",
+                )
+            )
+    for name, versions in c.frameworks.items():
+        if not versions:
+            problems.append(Problem(f"frameworks.{name}", "maps no version to an image"))
+    if problems:
+        raise ConfigError(problems, source)
+
+
+def printable(c: Config) -> dict:
+    """The effective settings, with secrets masked."""
+    out = schema.dump(c)
+    for k in ("secret_key", "access_key"):
+        if out["store"][k]:
+            out["store"][k] = "********"
+    return out

@@ -1,0 +1,568 @@
+"""The composition root: wires the parts, recovers runs at start, schedules, shuts down.
+
+Each step of the data flow lives in its own module; this one only decides when they run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import pwd
+import secrets
+import shutil
+import string
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import __version__, admission, archive, manifest
+from .codes import (
+    ACTIVE,
+    DOWNLOADING,
+    FINAL,
+    HALTED,
+    HOLDING_RESOURCES,
+    PROCESSING,
+    QUEUED,
+    STORING,
+    RunError,
+)
+from .config import Config
+from .gpus import GpuInventory
+from .lifecycle import Lifecycle
+from .minio_server import BundledMinio
+from .runfolder import RunFolder
+from .runner import Runner
+from .scheduler import FreeGpu, Request, place
+from .schema import Problem
+from .storage import DataCache, Endpoint, ObjectStore, StoreUnavailable
+from .store import NotFound, Store
+
+log = logging.getLogger(__name__)
+
+
+class Refused(Exception):
+    """A request the daemon will not carry out; becomes a 4xx with this body."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        code: str | None = None,
+        problems: list[Problem] | None = None,
+    ):
+        self.status = status
+        self.message = message
+        self.code = code
+        self.problems = problems or []
+        super().__init__(message)
+
+    def to_json(self) -> dict:
+        body = {"message": self.message}
+        if self.code:
+            body["code"] = self.code
+        if self.problems:
+            body["problems"] = [p.to_json() for p in self.problems]
+        return {"error": body}
+
+
+@dataclass
+class Caller:
+    uid: int
+    gid: int
+    pid: int
+
+    @property
+    def name(self) -> str:
+        try:
+            return pwd.getpwuid(self.uid).pw_name
+        except KeyError:
+            return str(self.uid)
+
+    def may_change(self, run: dict) -> bool:
+        return self.uid == 0 or self.uid == run.get("owner_uid") or self.uid == os.geteuid()
+
+
+def new_run_id() -> str:
+    alphabet = string.ascii_lowercase + string.digits
+    return "training-" + "".join(secrets.choice(alphabet) for _ in range(9))
+
+
+class Daemon:
+    def __init__(self, config: Config):
+        self.config = config
+        state = config.state_path
+        state.mkdir(parents=True, exist_ok=True)
+        os.chmod(state, 0o711 if os.geteuid() == 0 else 0o700)
+        self._lock = _lock(state / "dlaasd.lock")
+        self.db = Store(state / "dlaas.db")
+        self.runner = Runner(daemon_label=str(state))
+        self.gpus = GpuInventory()
+        self.cache = DataCache(state / "cache", config.cache.max_size)
+        if config.store.bundled:
+            self.minio: BundledMinio | None = BundledMinio(
+                state, config.store.minio_binary, config.store.minio_address
+            )
+            endpoint = self.minio.endpoint
+        else:
+            self.minio = None
+            endpoint = Endpoint(
+                config.store.endpoint.rstrip("/"),
+                config.store.access_key,
+                config.store.secret_key,
+                config.store.region,
+            )
+        self.objects = ObjectStore(endpoint, config.store.transfer_workers)
+        self.lifecycle = Lifecycle(
+            config, self.db, self.runner, self.objects, self.cache, self.changed
+        )
+        self.tasks: dict[str, asyncio.Task] = {}
+        self.started_at = time.time()
+        self._wake = asyncio.Event()
+        self._changes: dict[str, asyncio.Event] = {}
+        self._scheduler: asyncio.Task | None = None
+        self._docker_ok = (0.0, False, "")
+
+    # --- start and stop ---------------------------------------------------------------
+
+    async def start(self) -> None:
+        (self.config.state_path / "runs").mkdir(exist_ok=True)
+        if self.minio:
+            await self.minio.start()
+        self.recover()
+        self._scheduler = asyncio.create_task(self._schedule_loop(), name="scheduler")
+
+    def recover(self) -> None:
+        """Resume every run that was under way when the daemon stopped or died."""
+        for run in self.db.in_status(ACTIVE):
+            log.info("event=recover run=%s status=%s", run["id"], run["status"])
+            if run["halt_requested"]:
+                self.lifecycle.halting.add(run["id"])
+            self._drive(run["id"])
+        self._wake.set()
+
+    async def stop(self) -> None:
+        """Stop scheduling and following; leave containers running for the next start."""
+        if self._scheduler:
+            self._scheduler.cancel()
+        for task in list(self.tasks.values()):
+            task.cancel()
+        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        if self.minio:
+            await self.minio.stop()
+        log.info("event=stopped")
+
+    # --- change notification ----------------------------------------------------------
+
+    def changed(self, run_id: str) -> None:
+        self._wake.set()
+        event = self._changes.pop(run_id, None)
+        if event:
+            event.set()
+
+    async def wait_change(self, run_id: str, timeout: float) -> None:
+        event = self._changes.setdefault(run_id, asyncio.Event())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout)
+
+    # --- scheduling --------------------------------------------------------------------
+
+    async def _schedule_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=5)
+            self._wake.clear()
+            try:
+                await self.schedule_once()
+            except Exception:
+                log.exception("event=schedule_error")
+
+    async def docker_ok(self) -> tuple[bool, str]:
+        """Docker's health, checked at most every 2 s (a ping per scheduling pass is waste)."""
+        checked, ok, detail = self._docker_ok
+        if time.monotonic() - checked > (2 if ok else 0.5):
+            ok, detail = await asyncio.to_thread(self.runner.ping)
+            self._docker_ok = (time.monotonic(), ok, detail)
+        return ok, detail
+
+    async def schedule_once(self) -> None:
+        queued = self.db.queued()
+        if not queued:
+            return
+        ok, detail = await self.docker_ok()
+        if not ok:
+            log.warning("event=schedule_wait reason=%r", detail)
+            return
+        holding = self.db.in_status(HOLDING_RESOURCES)
+        assigned = {g for r in holding for g in (r["gpus"] or [])}
+        free_gpus = [
+            FreeGpu(g.uuid, g.name)
+            for g in self.gpus.list()
+            if g.uuid not in assigned and not g.processes
+        ]
+        free_cpus = self.config.capacity.cpus - sum(r["cpus"] for r in holding)
+        free_memory = self.config.capacity.memory - sum(r["memory"] for r in holding)
+        requests = [
+            Request(r["id"], r["gpu_count"], r["cpus"], r["memory"], r["gpu_type"] or "")
+            for r in queued
+        ]
+        for p in place(requests, free_gpus, free_cpus, free_memory):
+            gpus = ", ".join(p.gpus) if p.gpus else "no GPU"
+            self.db.transition(
+                p.run_id, DOWNLOADING, f"placed on {gpus}; preparing", gpus=list(p.gpus)
+            )
+            log.info("event=placed run=%s gpus=%s", p.run_id, ",".join(p.gpus) or "-")
+            self.changed(p.run_id)
+            self._drive(p.run_id)
+
+    def _drive(self, run_id: str) -> None:
+        task = asyncio.create_task(self.lifecycle.drive(run_id), name=f"run-{run_id}")
+        self.tasks[run_id] = task
+
+        def done(_: asyncio.Task) -> None:
+            self.tasks.pop(run_id, None)
+            self.lifecycle.halting.discard(run_id)
+            self._wake.set()
+
+        task.add_done_callback(done)
+
+    # --- the operations the API offers ------------------------------------------------
+
+    async def submit(
+        self,
+        manifest_text: bytes,
+        model_zip: Path | None,
+        caller: Caller,
+        source: str = "api",
+        extra: dict | None = None,
+    ) -> dict:
+        """Check everything that can be known now, then queue. `model_zip` is moved."""
+        try:
+            m = manifest.parse(manifest_text)
+        except manifest.ManifestError as exc:
+            raise Refused(
+                400, "the manifest has problems; nothing was queued", exc.code, exc.problems
+            ) from None
+        if model_zip is not None:
+            try:
+                await asyncio.to_thread(archive.check, model_zip)
+            except archive.ArchiveError as exc:
+                raise Refused(
+                    400,
+                    "the model archive has problems; nothing was queued",
+                    exc.code,
+                    [Problem("model", p) for p in exc.problems],
+                ) from None
+        gpu_names = [g.name for g in self.gpus.list()]
+        try:
+            admitted = admission.admit(m, self.config, gpu_names)
+        except admission.AdmissionError as exc:
+            what = (
+                "it asks for more than this machine has"
+                if exc.code == "C104"
+                else "it cannot run here"
+            )
+            raise Refused(
+                400, f"the run was refused: {what}; nothing was queued", exc.code, exc.problems
+            ) from None
+        admitted.warnings += await self._check_data_store(m)
+        run_id = new_run_id()
+        folder = RunFolder.of(self.config.state_path, run_id)
+        folder.root.mkdir(parents=True)
+        folder.manifest.write_bytes(manifest_text)
+        if model_zip is not None:
+            shutil.move(model_zip, folder.model_zip)
+        self.db.insert_run(
+            {
+                "id": run_id,
+                "name": m.name,
+                "description": m.description,
+                "owner_uid": caller.uid,
+                "owner_name": caller.name,
+                "status": QUEUED,
+                "status_message": "waiting for resources",
+                "gpus": [],
+                "gpu_count": m.total_gpus,
+                "gpu_type": m.gpu_type,
+                "cpus": m.cpus * m.learners,
+                "memory": m.memory * m.learners,
+                "learners": m.learners,
+                "framework": f"{m.framework.name} {m.framework.version}".strip(),
+                "image": admitted.image,
+                "manifest": manifest_text.decode(errors="replace"),
+                "source": source,
+                "staging": {},
+                **(extra or {}),
+            }
+        )
+        log.info("event=submitted run=%s name=%r owner=%s", run_id, m.name, caller.uid)
+        self._wake.set()
+        return {"id": run_id, "status": QUEUED, "warnings": admitted.warnings}
+
+    async def _check_data_store(self, m: manifest.Manifest) -> list[str]:
+        """Refuse wrong credentials (C103) and a missing data bucket now, where the store
+        answers; if it does not, queue anyway and let DOWNLOADING retry."""
+        store = m.data_store
+        if not store or store.type == "mount_volume" or not store.training_data:
+            return []
+        objects = self.lifecycle.store_for(m)
+        bucket = store.training_data.container
+        try:
+            exists = await asyncio.to_thread(objects.bucket_exists, bucket)
+        except StoreUnavailable as exc:
+            return [
+                f"the object store at {objects.endpoint.label} did not answer ({exc}); "
+                "the run is queued and the download will be retried"
+            ]
+        except RunError as exc:  # C103: the store refused the credentials
+            raise Refused(
+                400, exc.message, exc.code, [Problem("data_stores[0].connection", exc.message)]
+            ) from None
+        if not exists:
+            where = "" if objects is self.objects else f" at {objects.endpoint.label}"
+            raise Refused(
+                400,
+                f"the training data bucket {bucket!r} does not exist{where}; "
+                f"upload the data first: dlaasctl data upload {bucket} PATH...",
+                "C101",
+                [
+                    Problem(
+                        "data_stores[0].training_data.container",
+                        f"bucket {bucket!r} does not exist",
+                    )
+                ],
+            )
+        return []
+
+    def get_run(self, ref: str) -> dict:
+        try:
+            return self.db.get(self.db.resolve(ref))
+        except NotFound:
+            raise Refused(404, f"no run {ref!r}; `dlaasctl list` shows the runs") from None
+        except KeyError as exc:  # Ambiguous
+            raise Refused(
+                400, f"{ref!r} matches several runs ({', '.join(exc.args[0])}); give more of the id"
+            ) from None
+
+    async def halt(self, ref: str, caller: Caller) -> dict:
+        run = self.get_run(ref)
+        self._check_owner(run, caller, "halt")
+        run_id, status = run["id"], run["status"]
+        if status in FINAL:
+            raise Refused(409, f"{run_id} has already ended ({status})")
+        if status == STORING:
+            raise Refused(409, f"{run_id} has finished training and is storing its results")
+        if status == QUEUED:
+            self.db.transition(
+                run_id, HALTED, f"halted by {caller.name} before it started", halt_requested=1
+            )
+            self.changed(run_id)
+            return self.db.get(run_id)
+        self.db.update(run_id, halt_requested=1)
+        self.lifecycle.halting.add(run_id)
+        self.db.note(run_id, f"halting (requested by {caller.name})")
+        if status == PROCESSING:
+            asyncio.create_task(self._stop_containers(run_id))
+        return self.db.get(run_id)
+
+    async def _stop_containers(self, run_id: str) -> None:
+        grace = self.config.containers.halt_grace
+        for cid in await asyncio.to_thread(self.runner.find, run_id):
+            await asyncio.to_thread(self.runner.stop, cid, grace)
+
+    async def delete(self, ref: str, caller: Caller, purge: bool = False) -> dict:
+        run = self.get_run(ref)
+        self._check_owner(run, caller, "delete")
+        if run["status"] not in FINAL:
+            raise Refused(
+                409, f"{run['id']} is {run['status']}; halt it first (dlaasctl halt {run['id']})"
+            )
+        removed = 0
+        if purge and run.get("results"):
+            bucket, _, prefix = run["results"].removeprefix("s3://").partition("/")
+            m = manifest.parse(run["manifest"])
+            try:
+                removed = await asyncio.to_thread(
+                    self.lifecycle.store_for(m).remove_prefix, bucket, prefix
+                )
+            except StoreUnavailable as exc:
+                raise Refused(503, f"could not remove the results from the store: {exc}") from None
+        await asyncio.to_thread(RunFolder.of(self.config.state_path, run["id"]).remove)
+        self.db.delete(run["id"])
+        return {"id": run["id"], "deleted": True, "objects_removed": removed}
+
+    def _check_owner(self, run: dict, caller: Caller, verb: str) -> None:
+        if not caller.may_change(run):
+            raise Refused(
+                403,
+                f"{run['id']} belongs to {run.get('owner_name') or run.get('owner_uid')}; "
+                f"only its owner or root may {verb} it",
+            )
+
+    # --- describing ---------------------------------------------------------------
+
+    def describe(self, run: dict, full: bool = True) -> dict:
+        """The public shape of a run (what `show --json` prints)."""
+        out = {
+            "id": run["id"],
+            "name": run["name"],
+            "status": run["status"],
+            "error_code": run["error_code"] or None,
+            "status_message": run["status_message"] or "",
+            "owner": run["owner_name"],
+            "owner_uid": run["owner_uid"],
+            "gpus": run["gpus"] or [],
+            "cpus": run["cpus"],
+            "memory": run["memory"],
+            "learners": run["learners"],
+            "framework": run["framework"],
+            "image": run["image"],
+            "exit_code": run["exit_code"],
+            "submitted": run["submitted"],
+            "started": run["started"],
+            "completed": run["completed"],
+            "results": run["results"],
+            "experiment_id": run["experiment_id"],
+        }
+        if full:
+            staging = {
+                "bytes_downloaded": 0,
+                "files_downloaded": 0,
+                "cache_hits": 0,
+                "download_seconds": 0.0,
+                "bytes_uploaded": 0,
+                "files_uploaded": 0,
+                "upload_seconds": 0.0,
+            }
+            out["staging"] = {**staging, **(run["staging"] or {})}
+            out["description"] = run["description"]
+            out["hyperparameters"] = run["hyperparameters"]
+            out["manifest"] = run["manifest"]
+            out["history"] = self.db.events(run["id"])
+        return out
+
+    async def status(self) -> dict:
+        docker_ok, docker_detail = await self.docker_ok()
+        store_ok, store_detail = await asyncio.to_thread(self.objects.healthy)
+        holding = self.db.in_status(HOLDING_RESOURCES)
+        gpus = self.gpus.list()
+        store = {
+            "mode": "bundled" if self.minio else "external",
+            "endpoint": self.objects.endpoint.url,
+            "ok": store_ok,
+            "detail": store_detail,
+        }
+        if self.minio:
+            store.update(pid=self.minio.pid, restarts=self.minio.restarts)
+        return {
+            "version": __version__,
+            "pid": os.getpid(),
+            "uptime_seconds": round(time.time() - self.started_at, 1),
+            "state_dir": str(self.config.state_path),
+            "socket": str(self.config.socket_path),
+            "drop_dir": str(self.config.drop_path),
+            "docker": {"ok": docker_ok, "detail": docker_detail},
+            "store": store,
+            "gpus": {"source": self.gpus.source, "count": len(gpus), "error": self.gpus.error},
+            "capacity": {
+                "cpus": self.config.capacity.cpus,
+                "memory": self.config.capacity.memory,
+                "cpus_used": sum(r["cpus"] for r in holding),
+                "memory_used": sum(r["memory"] for r in holding),
+                "gpus_used": sum(len(r["gpus"] or []) for r in holding),
+            },
+            "runs": self.db.counts(),
+        }
+
+    def gpu_list(self) -> list[dict]:
+        holders = {
+            g: r["id"] for r in self.db.in_status(HOLDING_RESOURCES) for g in (r["gpus"] or [])
+        }
+        out = []
+        for g in self.gpus.list():
+            d = g.to_json()
+            d["run"] = holders.get(g.uuid)
+            d["busy"] = bool(d["run"] or g.processes)
+            out.append(d)
+        return out
+
+    # --- files of a run -----------------------------------------------------------
+
+    def log_path(self, run: dict, learner: int = 1) -> Path:
+        return (
+            RunFolder.of(self.config.state_path, run["id"]).learner_logs(learner)
+            / "training-log.txt"
+        )
+
+    def running(self, run: dict) -> bool:
+        return run["status"] not in FINAL
+
+    def artifacts(self, run: dict, kind: str) -> tuple[str, list[dict]]:
+        """(where, files) of a run's results or definition: from the store once uploaded,
+        else from the run's folder."""
+        folder = RunFolder.of(self.config.state_path, run["id"])
+        if kind == "definition":
+            local = [(p, p.name) for p in (folder.manifest, folder.model_zip) if p.exists()]
+            bucket, prefix, objects = (
+                self.config.store.definitions_bucket,
+                f"{run['id']}/",
+                self.objects,
+            )
+        else:
+            local = [(p, key.partition("/")[2]) for p, key in folder.outputs(run["id"])]
+            bucket, prefix, objects = None, None, None
+            if run.get("results") and run["status"] in FINAL:
+                bucket, _, prefix = run["results"].removeprefix("s3://").partition("/")
+                objects = self.lifecycle.store_for(manifest.parse(run["manifest"]))
+        if objects is not None:
+            try:
+                files = [
+                    {"path": o["key"][len(prefix) :], "size": o["size"], "source": "store"}
+                    for o in objects.list_objects(bucket, prefix)
+                    if not o["dir"]
+                ]
+                if files:
+                    return f"s3://{bucket}/{prefix}", files
+            except (StoreUnavailable, Exception) as exc:  # the local copy may still serve
+                log.warning("event=artifacts_store_error run=%s error=%r", run["id"], str(exc))
+        return str(folder.job), [
+            {"path": rel, "size": p.stat().st_size, "source": "local"} for p, rel in local
+        ]
+
+    def artifact_source(self, run: dict, kind: str, rel: str):
+        """('local', path) or ('store', (objects, bucket, key)) for one file."""
+        where, files = self.artifacts(run, kind)
+        entry = next((f for f in files if f["path"] == rel), None)
+        if entry is None:
+            raise Refused(404, f"{run['id']} has no {kind} file {rel!r}")
+        if entry["source"] == "local":
+            folder = RunFolder.of(self.config.state_path, run["id"])
+            if kind == "definition":
+                return "local", folder.root / rel
+            return "local", next(
+                p for p, key in folder.outputs(run["id"]) if key.partition("/")[2] == rel
+            )
+        bucket, _, prefix = where.removeprefix("s3://").partition("/")
+        objects = (
+            self.objects
+            if kind == "definition"
+            else self.lifecycle.store_for(manifest.parse(run["manifest"]))
+        )
+        return "store", (objects, bucket, prefix + rel)
+
+
+def _lock(path: Path):
+    """One daemon per state folder."""
+    f = open(path, "w")  # noqa: SIM115 (held for the daemon's life)
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise SystemExit(
+            f"dlaasd: another dlaasd is already using {path.parent}; stop it first"
+        ) from None
+    f.write(str(os.getpid()))
+    f.flush()
+    return f

@@ -1,0 +1,465 @@
+"""Drives one run through its phases, from wherever it stands (so a restart resumes it).
+
+    DOWNLOADING  unpack the model code, stage the training data in
+    PROCESSING   start the containers (or find them again), wait, decide the outcome
+    STORING      upload results, logs and the definition; only then the final status
+
+The outcome of the training is decided when the containers end and kept in the run's
+`outcome` column, so a restart during STORING still ends with the right status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import pwd
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from . import archive, manifest
+from .admission import volume_path
+from .codes import (
+    COMPLETED,
+    DOWNLOADING,
+    FAILED,
+    HALTED,
+    PROCESSING,
+    STORING,
+    RunError,
+)
+from .config import Config
+from .manifest import Manifest
+from .runfolder import IN_CONTAINER, RunFolder
+from .runner import ContainerSpec, DockerUnavailable, Exit, Runner
+from .storage import DataCache, Endpoint, ObjectStore, StoreUnavailable, Transfer
+from .store import Store, now, parse_time
+from .units import format_duration, format_size
+
+log = logging.getLogger(__name__)
+
+
+class Lifecycle:
+    def __init__(
+        self,
+        config: Config,
+        db: Store,
+        runner: Runner,
+        objects: ObjectStore,
+        cache: DataCache,
+        notify: Callable[[str], None],
+    ):
+        self.config = config
+        self.db = db
+        self.runner = runner
+        self.objects = objects  # the configured store (bundled MinIO or external)
+        self.cache = cache
+        self.notify = notify
+        self.after_store: list[Callable[[str, RunFolder], None]] = []  # e.g. the drop folder
+        self.halting: set[str] = set()  # read by transfer threads, which must not touch SQLite
+        self._stores: dict[Endpoint, ObjectStore] = {}
+
+    def folder(self, run_id: str) -> RunFolder:
+        return RunFolder.of(self.config.state_path, run_id)
+
+    def store_for(self, m: Manifest) -> ObjectStore:
+        """The manifest's own endpoint (FfDL `connection`), or the configured store."""
+        conn = m.data_store.connection if m.data_store else None
+        if not conn or not conn.auth_url:
+            return self.objects
+        ep = Endpoint(conn.auth_url.rstrip("/"), conn.user_name, conn.password, conn.region)
+        if ep not in self._stores:
+            self._stores[ep] = ObjectStore(ep, self.config.store.transfer_workers)
+        return self._stores[ep]
+
+    def results_location(self, run_id: str, m: Manifest) -> tuple[ObjectStore, str, str]:
+        store = m.data_store
+        if store and store.training_results and store.type != "mount_volume":
+            return self.store_for(m), store.training_results.container, f"{run_id}/"
+        return self.objects, self.config.store.results_bucket, f"{run_id}/"
+
+    def _to(self, run_id: str, status: str, message: str = "", **fields) -> dict:
+        self.db.transition(run_id, status, message, **fields)
+        log.info("event=status run=%s status=%s message=%r", run_id, status, message)
+        self.notify(run_id)
+        return self.db.get(run_id)
+
+    def halted(self, run_id: str) -> bool:
+        return run_id in self.halting or bool(self.db.get(run_id)["halt_requested"])
+
+    # --- the whole way ------------------------------------------------------------
+
+    async def drive(self, run_id: str) -> None:
+        run = self.db.get(run_id)
+        m = manifest.parse(run["manifest"])
+        folder = self.folder(run_id)
+        try:
+            if run["status"] == DOWNLOADING:
+                outcome = await self._guard(self.download(run_id, m, folder))
+                if outcome is None and self.halted(run_id):
+                    outcome = _outcome(HALTED, "halted while the data was downloading")
+                if outcome is None:
+                    run = self._to(run_id, PROCESSING, "training", started=now())
+                else:
+                    run = self._to(run_id, STORING, "uploading logs", outcome=outcome)
+            if run["status"] == PROCESSING:
+                outcome = await self._guard(self.process(run, m, folder))
+                run = self._to(
+                    run_id,
+                    STORING,
+                    "uploading results and logs",
+                    outcome=outcome,
+                    exit_code=outcome.get("exit_code"),
+                )
+            if run["status"] == STORING:
+                await self.store(run, m, folder)
+        except asyncio.CancelledError:
+            raise  # daemon shutdown: the run resumes from its status at the next start
+        except Exception as exc:
+            log.exception("event=run_error run=%s", run_id)
+            self._to(run_id, FAILED, f"dlaasd internal error: {exc}", error_code="S101")
+
+    async def _guard(self, phase) -> dict | None:
+        """Run a phase; a RunError becomes a FAILED outcome (the logs still get stored)."""
+        try:
+            return await phase
+        except RunError as exc:
+            return _outcome(FAILED, exc.message, exc.code)
+
+    # --- DOWNLOADING ----------------------------------------------------------------
+
+    async def download(self, run_id: str, m: Manifest, folder: RunFolder) -> None:
+        folder.prepare()
+        if folder.model_zip.exists():
+            await asyncio.to_thread(_fresh_unpack, folder.model_zip, folder.model_code)
+        store = m.data_store
+        if store and store.type != "mount_volume" and store.training_data:
+            bucket, prefix = store.training_data.container, store.training_data.prefix
+            objects = self.store_for(m)
+            stats = Transfer()
+
+            def transfer() -> None:
+                objects.stage_in(
+                    bucket,
+                    prefix,
+                    folder.data,
+                    self.cache,
+                    stats,
+                    stop=lambda: run_id in self.halting,
+                )
+
+            await self._with_retries(
+                run_id, transfer, stats, "downloading", self.config.store.download_retry_for, "S302"
+            )
+            self._merge_staging(
+                run_id,
+                bytes_downloaded=stats.bytes,
+                files_downloaded=stats.files,
+                cache_hits=stats.cache_hits,
+                download_seconds=round(stats.seconds, 3),
+            )
+            await asyncio.to_thread(self.cache.evict)
+        uid, gid = self.container_user(self.db.get(run_id))
+        if os.geteuid() == 0:
+            await asyncio.to_thread(folder.give_to, uid, gid)
+
+    async def _with_retries(
+        self,
+        run_id: str,
+        fn: Callable[[], None],
+        stats: Transfer,
+        verb: str,
+        retry_for: float,
+        code: str,
+    ) -> None:
+        """Run a blocking transfer in a thread, showing progress; retry while the store is
+        unavailable, with backoff, for `retry_for` seconds, then fail with `code`."""
+        deadline = time.monotonic() + retry_for
+        delay, attempt = 1.0, 1
+        while True:
+            task = asyncio.create_task(asyncio.to_thread(fn))
+            while not task.done():
+                await asyncio.wait([task], timeout=1.0)
+                if not task.done() and stats.total_files:
+                    self.db.note(run_id, stats.progress(verb))
+            try:
+                task.result()
+                return
+            except StoreUnavailable as exc:
+                if time.monotonic() + delay > deadline:
+                    raise RunError(
+                        code,
+                        f"{verb} failed after {attempt} attempts over "
+                        f"{format_duration(retry_for)}: {exc}",
+                    ) from exc
+                self.db.note(
+                    run_id,
+                    f"{verb}: the object store is unavailable ({exc}); "
+                    f"retry {attempt} in {delay:.0f}s",
+                )
+                log.warning(
+                    "event=store_retry run=%s attempt=%d error=%r", run_id, attempt, str(exc)
+                )
+                await asyncio.sleep(delay)
+                delay, attempt = min(delay * 2, 30), attempt + 1
+
+    def _merge_staging(self, run_id: str, **values) -> None:
+        staging = self.db.get(run_id).get("staging") or {}
+        self.db.update(run_id, staging={**staging, **values})
+
+    # --- PROCESSING ----------------------------------------------------------------
+
+    def container_user(self, run: dict) -> tuple[int, int]:
+        """The daemon's own user in user mode; the submitter, or the configured user for
+        root's runs, in system mode. Never root."""
+        if os.geteuid() != 0:
+            return os.geteuid(), os.getegid()
+        uid = run.get("owner_uid") or 0
+        if uid:
+            try:
+                return uid, pwd.getpwuid(uid).pw_gid
+            except KeyError:
+                return uid, uid
+        u, g = self.config.containers.user.split(":")
+        return int(u), int(g)
+
+    def specs(self, run: dict, m: Manifest, folder: RunFolder) -> list[ContainerSpec]:
+        uid, gid = self.container_user(run)
+        gpus = run.get("gpus") or []
+        simulated = any(g.startswith("GPU-simulated") for g in gpus)
+        mounts = [(str(folder.job), IN_CONTAINER["JOB_STATE_DIR"], False)]
+        volume = volume_path(m)
+        data_source = str(volume) if volume else str(folder.data)
+        mounts.append((data_source, IN_CONTAINER["DATA_DIR"], True))
+        specs = []
+        for learner in range(1, m.learners + 1):
+            mine = gpus[(learner - 1) * m.gpus : learner * m.gpus]
+            logs = folder.learner_logs(learner)
+            logs.mkdir(parents=True, exist_ok=True)
+            if os.geteuid() == 0:
+                os.chown(logs, uid, gid)
+            env = {
+                **m.env,
+                **IN_CONTAINER,
+                "LOG_DIR": f"{IN_CONTAINER['JOB_STATE_DIR']}/{logs.relative_to(folder.job)}",
+                "TRAINING_ID": run["id"],
+                "GPU_COUNT": str(m.gpus),
+                "LEARNER_ID": str(learner),
+                "NUM_LEARNERS": str(m.learners),
+                "CUDA_VISIBLE_DEVICES": ",".join(mine),
+                "HOME": "/tmp",
+            }
+            specs.append(
+                ContainerSpec(
+                    run_id=run["id"],
+                    learner=learner,
+                    image=run["image"],
+                    command=m.framework.command,
+                    env=env,
+                    user=f"{uid}:{gid}",
+                    cpus=m.cpus,
+                    memory=m.memory,
+                    mounts=mounts,
+                    gpus=[] if simulated else mine,
+                    network=m.network,
+                    pids_limit=self.config.containers.pids_limit,
+                    cap_add=self.config.containers.cap_add,
+                )
+            )
+        return specs
+
+    async def process(self, run: dict, m: Manifest, folder: RunFolder) -> dict:
+        run_id = run["id"]
+        ids = await self._docker(run_id, self.runner.find, run_id)
+        if not ids:
+            if self.halted(run_id):
+                return _outcome(HALTED, "halted before the training started")
+            await self._docker(
+                run_id,
+                self.runner.ensure_image,
+                run["image"],
+                self.config.containers.pull_missing_images,
+            )
+            for spec in self.specs(run, m, folder):
+                try:
+                    ids.append(await self._docker(run_id, self.runner.start, spec))
+                except RunError:
+                    for cid in ids:
+                        await self._docker(run_id, self.runner.remove, cid)
+                    raise
+        else:
+            log.info("event=reattach run=%s containers=%d", run_id, len(ids))
+        deadline = None
+        if m.timeout:
+            deadline = parse_time(run["started"]).timestamp() + m.timeout
+        exits, timed_out = await self._wait_all(run_id, ids, deadline)
+        return self._decide(run_id, m, folder, exits, timed_out, ids)
+
+    async def _docker(self, run_id: str, fn: Callable, *args):
+        """A Docker call in a thread; while the engine is down, wait for it."""
+        noted = False
+        while True:
+            try:
+                return await asyncio.to_thread(fn, *args)
+            except DockerUnavailable as exc:
+                if not noted:
+                    self.db.note(run_id, f"waiting for the Docker Engine: {exc}")
+                    log.warning("event=docker_unavailable run=%s", run_id)
+                    noted = True
+                await asyncio.sleep(2)
+
+    async def _wait_all(self, run_id: str, ids: list[str], deadline: float | None):
+        """Wait for every learner; one failing, the timeout or a halt ends them all."""
+        grace = self.config.containers.halt_grace
+
+        async def wait_one(cid: str) -> Exit | None:
+            timeout = None if deadline is None else max(deadline - time.time(), 0.01)
+            return await self._docker(run_id, self.runner.wait, cid, timeout)
+
+        pending = {asyncio.create_task(wait_one(cid)): cid for cid in ids}
+        exits: dict[str, Exit] = {}
+        timed_out = False
+        try:
+            while pending:
+                done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    cid = pending.pop(task)
+                    result = task.result()
+                    if result is None:  # the deadline passed
+                        timed_out = True
+                        await self._docker(run_id, self.runner.stop, cid, grace)
+                        pending[
+                            asyncio.create_task(self._docker(run_id, self.runner.wait, cid, None))
+                        ] = cid
+                        continue
+                    exits[cid] = result
+                    if result.code != 0:
+                        for other in pending.values():
+                            await self._docker(run_id, self.runner.stop, other, grace)
+        finally:
+            for task in pending:
+                task.cancel()
+        return exits, timed_out
+
+    def _decide(
+        self,
+        run_id: str,
+        m: Manifest,
+        folder: RunFolder,
+        exits: dict[str, Exit],
+        timed_out: bool,
+        ids: list[str],
+    ) -> dict:
+        ordered = [exits[cid] for cid in ids if cid in exits]
+        failed = next((e for e in ordered if e.code != 0), None)
+        code = failed.code if failed else (ordered[0].code if ordered else -1)
+        if self.halted(run_id):
+            return _outcome(HALTED, "halted on request", exit_code=code)
+        if timed_out:
+            return _outcome(
+                FAILED,
+                f"timed out after {format_duration(m.timeout)} (the "
+                "manifest's timeout); raise it or make the training shorter",
+                "C203",
+                code,
+            )
+        if failed is None:
+            return _outcome(COMPLETED, "training completed", exit_code=code)
+        if failed.oom_killed:
+            return _outcome(
+                FAILED,
+                f"killed for using more than its {format_size(m.memory)} "
+                "of memory; ask for more with `memory` in the manifest",
+                "C202",
+                code,
+            )
+        last = _last_line(folder.log_file) or failed.error
+        return _outcome(
+            FAILED,
+            f"the training command exited with code {code}" + (f": {last}" if last else ""),
+            "C201",
+            code,
+        )
+
+    # --- STORING --------------------------------------------------------------------
+
+    async def store(self, run: dict, m: Manifest, folder: RunFolder) -> None:
+        run_id = run["id"]
+        outcome = run.get("outcome") or _outcome(FAILED, "the run ended without an outcome", "S101")
+        for cid in await self._docker(run_id, self.runner.find, run_id):
+            await self._docker(run_id, self.runner.remove, cid)
+        objects, bucket, prefix = self.results_location(run_id, m)
+        outputs = folder.outputs(run_id)
+        definition = [
+            (p, f"{run_id}/{p.name}") for p in (folder.manifest, folder.model_zip) if p.exists()
+        ]
+        stats = Transfer()
+
+        def upload() -> None:
+            objects.stage_out(outputs, bucket, stats)
+            self.objects.stage_out(definition, self.config.store.definitions_bucket, Transfer())
+
+        try:
+            await self._with_retries(
+                run_id, upload, stats, "uploading", self.config.store.upload_retry_for, "S303"
+            )
+        except RunError as exc:
+            self._to(
+                run_id,
+                FAILED,
+                f"{exc.message}; the results stay in {folder.job}",
+                error_code=exc.code,
+            )
+            return
+        self._merge_staging(
+            run_id,
+            bytes_uploaded=stats.bytes,
+            files_uploaded=stats.files,
+            upload_seconds=round(stats.seconds, 3),
+        )
+        self.db.update(run_id, results=f"s3://{bucket}/{prefix}")
+        for hook in self.after_store:
+            try:
+                await asyncio.to_thread(hook, run_id, folder)
+            except Exception:
+                log.exception("event=after_store_failed run=%s", run_id)
+        if not self.config.results.keep_local:
+            await asyncio.to_thread(folder.drop_outputs)
+        await asyncio.to_thread(folder.drop_data)
+        self._to(
+            run_id,
+            outcome["status"],
+            outcome["message"],
+            error_code=outcome.get("error_code"),
+            exit_code=outcome.get("exit_code"),
+        )
+
+
+def _outcome(
+    status: str, message: str, error_code: str | None = None, exit_code: int | None = None
+) -> dict:
+    return {"status": status, "message": message, "error_code": error_code, "exit_code": exit_code}
+
+
+def _fresh_unpack(zip_path: Path, dest: Path) -> None:
+    shutil.rmtree(dest, ignore_errors=True)
+    try:
+        archive.unpack(zip_path, dest)
+    except archive.ArchiveError as exc:
+        raise RunError("C102", "; ".join(exc.problems)) from None
+
+
+def _last_line(path: Path, max_bytes: int = 4096) -> str:
+    """The last non-empty line of the training log: usually the error."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, f.seek(0, 2) - max_bytes))
+            lines = [
+                ln.strip() for ln in f.read().decode(errors="replace").splitlines() if ln.strip()
+            ]
+    except OSError:
+        return ""
+    line = lines[-1] if lines else ""
+    return line if len(line) <= 200 else line[:197] + "..."

@@ -1,0 +1,107 @@
+"""`dlaasd`: start the daemon in the foreground (systemd runs it the same way)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import logging
+import signal
+import sys
+
+import yaml
+
+from . import __version__
+from . import config as configuration
+from .api import make_app, serve
+from .daemon import Daemon
+from .minio_server import MinioError
+
+log = logging.getLogger("dlaasd")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="dlaasd",
+        description="Deep learning as a service on one machine: queue FfDL training runs, "
+        "run them in Docker on the GPUs, keep data and results in an object store.",
+    )
+    p.add_argument("--state-dir", help="runs, queue database, data cache, bundled MinIO data")
+    p.add_argument("--socket", help="the Unix socket dlaasctl talks to")
+    p.add_argument(
+        "--config",
+        help="config file (default: ~/.config/dlaas/dlaasd.yaml, or "
+        "/etc/dlaas/dlaasd.yaml as root)",
+    )
+    p.add_argument("--drop-dir", help="the watched drop folder (default: <state-dir>/inbox)")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--print-config", action="store_true", help="print the effective settings and exit"
+    )
+    p.add_argument("--version", action="version", version=f"dlaasd {__version__}")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        config = configuration.load(
+            args.config,
+            overrides={
+                "state_dir": args.state_dir,
+                "socket": args.socket,
+                "drop_dir": args.drop_dir,
+                "log_level": args.log_level,
+            },
+        )
+    except configuration.ConfigError as exc:
+        print(f"dlaasd: refusing to start: {exc}", file=sys.stderr)
+        return 2
+    if args.print_config:
+        yaml.safe_dump(configuration.printable(config), sys.stdout, sort_keys=False)
+        return 0
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("urllib3", "docker", "asyncio"):  # their debug lines drown ours
+        logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLogger().level))
+    try:
+        asyncio.run(run(config))
+    except MinioError as exc:
+        log.error("event=fatal error=%r", str(exc))
+        print(f"dlaasd: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+async def run(config: configuration.Config) -> None:
+    loop = asyncio.get_running_loop()
+    # Docker waits block a thread each for as long as a run trains.
+    loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(max_workers=256))
+    daemon = Daemon(config)
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await daemon.start()
+    web_runner = await serve(make_app(daemon), config.socket_path, config.socket_group)
+    log.info(
+        "event=ready socket=%s state_dir=%s store=%s gpus=%s",
+        config.socket,
+        config.state_dir,
+        daemon.objects.endpoint.url,
+        daemon.gpus.source,
+    )
+    try:
+        await stop.wait()
+    finally:
+        log.info("event=stopping")
+        await web_runner.cleanup()
+        await daemon.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

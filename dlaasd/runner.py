@@ -1,0 +1,243 @@
+"""Docker, through docker-py: create, start, wait, stop, and find containers again.
+
+Every container carries the label `dlaas.run-id`, so a restarted daemon finds the runs
+it left. The training's output goes to $LOG_DIR/training-log.txt from inside the
+container, so it keeps being written while the daemon is down.
+
+All calls block; the lifecycle runs them in threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass, field
+
+import docker
+import docker.errors
+import requests
+from docker.types import DeviceRequest, Mount
+
+from .codes import RunError
+
+log = logging.getLogger(__name__)
+
+LABEL_RUN = "dlaas.run-id"
+LABEL_LEARNER = "dlaas.learner"
+LABEL_DAEMON = "dlaas.daemon"  # the state folder of the dlaasd that started it
+
+# The command runs under `sh -c` in MODEL_DIR; its output goes to the training log.
+SCRIPT = 'exec >>"$LOG_DIR/training-log.txt" 2>&1\n'
+
+
+@dataclass
+class ContainerSpec:
+    run_id: str
+    learner: int
+    image: str
+    command: str
+    env: dict[str, str]
+    user: str  # uid:gid
+    cpus: float
+    memory: int
+    mounts: list[tuple[str, str, bool]]  # (host path, container path, read only)
+    gpus: list[str] = field(default_factory=list)  # UUIDs for the NVIDIA runtime
+    network: bool = False
+    pids_limit: int = 4096
+    cap_add: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return f"dlaas-{self.run_id}" + (f"-{self.learner}" if self.learner > 1 else "")
+
+
+@dataclass
+class Exit:
+    code: int
+    oom_killed: bool
+    error: str = ""
+
+
+class DockerUnavailable(Exception):
+    pass
+
+
+class Runner:
+    def __init__(self, daemon_label: str = "") -> None:
+        self.daemon_label = daemon_label
+        self._client: docker.DockerClient | None = None
+
+    @property
+    def client(self) -> docker.DockerClient:
+        if self._client is None:
+            try:
+                # DOCKER_HOST is honoured; the pool is as large as the waits that may block
+                self._client = docker.from_env(timeout=60, max_pool_size=256)
+            except docker.errors.DockerException as exc:
+                raise DockerUnavailable(_docker_hint(exc)) from exc
+        return self._client
+
+    def ping(self) -> tuple[bool, str]:
+        try:
+            version = self.client.version()
+            return True, version.get("Version", "?")
+        except (DockerUnavailable, docker.errors.DockerException, requests.RequestException) as exc:
+            self._client = None
+            return False, _docker_hint(exc)
+
+    # --- images ----------------------------------------------------------------
+
+    def image_present(self, image: str) -> bool:
+        try:
+            self.client.images.get(image)
+            return True
+        except docker.errors.ImageNotFound:
+            return False
+        except requests.RequestException as exc:
+            raise DockerUnavailable(_docker_hint(exc)) from exc
+
+    def ensure_image(self, image: str, pull: bool) -> None:
+        if self.image_present(image):
+            return
+        if not pull:
+            raise RunError(
+                "S103",
+                f"image {image!r} is not on this machine and pulling is off "
+                "(containers.pull_missing_images); build or pull it first",
+            )
+        log.info("event=image_pull image=%s", image)
+        try:
+            repo, _, tag = (
+                image.rpartition(":") if ":" in image.split("/")[-1] else (image, "", "latest")
+            )
+            self.client.images.pull(repo, tag=tag)
+        except (docker.errors.DockerException, requests.RequestException) as exc:
+            raise RunError(
+                "S103",
+                f"image {image!r} is not on this machine and could not be "
+                f"pulled ({_first_line(exc)}); build it (scripts/build-images) or map "
+                "the framework to an image you have in the config",
+            ) from exc
+
+    # --- containers ------------------------------------------------------------
+
+    def start(self, spec: ContainerSpec) -> str:
+        """Create and start a container; return its id. RunError S101 if it cannot start."""
+        try:
+            old = self.client.containers.get(spec.name)  # left by an attempt that died mid-way
+            old.remove(force=True)
+        except docker.errors.NotFound:
+            pass
+        device_requests = []
+        if spec.gpus:
+            device_requests.append(DeviceRequest(device_ids=spec.gpus, capabilities=[["gpu"]]))
+        try:
+            container = self.client.containers.create(
+                spec.image,
+                entrypoint=["/bin/sh", "-c", SCRIPT + spec.command],
+                name=spec.name,
+                labels={
+                    LABEL_RUN: spec.run_id,
+                    LABEL_LEARNER: str(spec.learner),
+                    LABEL_DAEMON: self.daemon_label,
+                },
+                environment={**spec.env, "TINI_KILL_PROCESS_GROUP": "1"},
+                working_dir=spec.env["MODEL_DIR"],
+                user=spec.user,
+                network_mode="bridge" if spec.network else "none",
+                cap_drop=["ALL"],
+                cap_add=spec.cap_add or None,
+                security_opt=["no-new-privileges"],
+                init=True,  # tini forwards halt's SIGTERM to the whole process group
+                nano_cpus=int(spec.cpus * 1e9),
+                mem_limit=spec.memory,
+                memswap_limit=spec.memory,  # no swap: over the limit is an OOM kill (C202)
+                shm_size=max(64 * 1024**2, spec.memory // 4),
+                pids_limit=spec.pids_limit,
+                mounts=[
+                    Mount(target=c, source=h, type="bind", read_only=ro) for h, c, ro in spec.mounts
+                ],
+                device_requests=device_requests or None,
+                log_config={"type": "json-file", "config": {"max-size": "1m"}},
+                detach=True,
+            )
+        except docker.errors.ImageNotFound as exc:
+            raise RunError(
+                "S103", f"image {spec.image!r} is not available: {_first_line(exc)}"
+            ) from exc
+        except docker.errors.APIError as exc:
+            raise RunError(
+                "S101", f"the container could not be created: {_first_line(exc)}"
+            ) from exc
+        except requests.RequestException as exc:
+            raise DockerUnavailable(_docker_hint(exc)) from exc
+        try:
+            container.start()
+        except docker.errors.APIError as exc:
+            container.remove(force=True)
+            raise RunError("S101", f"the container could not start: {_first_line(exc)}") from exc
+        log.info("event=container_start run=%s container=%s", spec.run_id, container.short_id)
+        return container.id
+
+    def find(self, run_id: str) -> list[str]:
+        """Ids of the containers of a run, learner 1 first."""
+        found = self.client.containers.list(all=True, filters={"label": f"{LABEL_RUN}={run_id}"})
+        found.sort(key=lambda c: int(c.labels.get(LABEL_LEARNER, "1")))
+        return [c.id for c in found]
+
+    def wait(self, container_id: str, timeout: float | None) -> Exit | None:
+        """Block until the container exits (its Exit), or None after `timeout` seconds."""
+        try:
+            container = self.client.containers.get(container_id)
+            container.wait(timeout=timeout)
+        except requests.exceptions.ReadTimeout:
+            return None
+        except requests.exceptions.ConnectionError as exc:
+            if "Read timed out" in str(exc):
+                return None
+            raise DockerUnavailable(_docker_hint(exc)) from exc
+        return self.exit_info(container_id)
+
+    def exit_info(self, container_id: str) -> Exit:
+        state = self.client.containers.get(container_id).attrs["State"]
+        return Exit(
+            int(state.get("ExitCode", -1)), bool(state.get("OOMKilled")), state.get("Error", "")
+        )
+
+    def running(self, container_id: str) -> bool:
+        try:
+            return self.client.containers.get(container_id).status in (
+                "running",
+                "created",
+                "restarting",
+            )
+        except docker.errors.NotFound:
+            return False
+
+    def stop(self, container_id: str, grace: float) -> None:
+        """SIGTERM, then SIGKILL after `grace` seconds."""
+        with contextlib.suppress(docker.errors.NotFound):
+            self.client.api.stop(container_id, timeout=int(max(grace, 1)))
+
+    def remove(self, container_id: str) -> None:
+        with contextlib.suppress(docker.errors.NotFound):
+            self.client.api.remove_container(container_id, force=True)
+
+    def output(self, container_id: str) -> str:
+        """What the container printed before its output went to the log (shell errors)."""
+        try:
+            return self.client.api.logs(container_id, tail=20).decode(errors="replace").strip()
+        except docker.errors.DockerException:
+            return ""
+
+
+def _first_line(exc: BaseException) -> str:
+    text = getattr(exc, "explanation", None) or str(exc)
+    return str(text).strip().splitlines()[0] if str(text).strip() else type(exc).__name__
+
+
+def _docker_hint(exc: BaseException) -> str:
+    return (
+        f"the Docker Engine is not reachable ({_first_line(exc)}); start it "
+        "(systemctl start docker, or dockerd) and check access to /var/run/docker.sock"
+    )

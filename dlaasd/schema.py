@@ -1,0 +1,329 @@
+"""Typed loading of YAML documents into dataclasses, listing every problem at once.
+
+Manifests, the daemon's config and experiment files are each a tree of dataclasses.
+A document is checked against the tree's type hints; each problem keeps its field path
+and YAML line, so a user can fix them all in one go instead of one per attempt.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: str
+    message: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = self.path or "(document)"
+        if self.line:
+            where += f" (line {self.line})"
+        return f"{where}: {self.message}"
+
+    def to_json(self) -> dict:
+        return {"field": self.path, "line": self.line, "message": self.message}
+
+
+class SchemaError(ValueError):
+    """A document that does not fit its schema; `problems` lists every one."""
+
+    def __init__(self, problems: list[Problem], source: str = "document"):
+        self.problems = problems
+        self.source = source
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{source} has {len(problems)} problem(s):\n{lines}")
+
+
+@dataclass(frozen=True)
+class Parse:
+    """Annotated marker: convert the raw YAML value with `fn` (raises ValueError)."""
+
+    fn: Callable[[Any], Any]
+    allowed: str
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Annotated marker: after the base type is checked, `fn(value)` must be true."""
+
+    fn: Callable[[Any], bool]
+    allowed: str
+
+
+def spec(*, key: str | None = None, help: str | None = None, **kw: Any) -> Any:
+    """A dataclass field with a YAML key other than its Python name (`in`, say) and/or a
+    short help text that error messages quote."""
+    meta = {k: v for k, v in (("key", key), ("help", help)) if v}
+    return dataclasses.field(metadata=meta, **kw)
+
+
+# --- YAML with line numbers -------------------------------------------------------
+
+
+def load_yaml(text: str | bytes, source: str = "document") -> tuple[Any, dict[str, int]]:
+    """Parse YAML; return the data and a map from field path to line number."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark else None
+        what = getattr(exc, "problem", None) or str(exc)
+        context = getattr(exc, "context", None)
+        msg = f"YAML syntax error: {what}" + (f" ({context})" if context else "")
+        if mark:
+            msg += f" at line {mark.line + 1}, column {mark.column + 1}"
+        raise SchemaError([Problem("", msg, line)], source) from None
+    if node is None:
+        return None, {}
+    lines: dict[str, int] = {}
+    problems: list[Problem] = []
+    data = _construct(node, "", lines, problems)
+    if problems:
+        raise SchemaError(problems, source)
+    return data, lines
+
+
+_constructor = yaml.constructor.SafeConstructor()
+
+
+def _construct(node: yaml.Node, path: str, lines: dict[str, int], problems: list[Problem]) -> Any:
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            k = _construct(key_node, path, {}, problems)
+            if not isinstance(k, str | int | float | bool):
+                problems.append(
+                    Problem(path, "keys must be plain words", key_node.start_mark.line + 1)
+                )
+                continue
+            k = str(k)
+            child = f"{path}.{k}" if path else k
+            if k in out:
+                problems.append(Problem(child, "duplicate key", key_node.start_mark.line + 1))
+            out[k] = _construct(value_node, child, lines, problems)
+            lines[child] = key_node.start_mark.line + 1
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_construct(v, f"{path}[{i}]", lines, problems) for i, v in enumerate(node.value)]
+    if node.tag == "tag:yaml.org,2002:timestamp":  # keep dates as the text written
+        return node.value
+    try:
+        return _constructor.construct_object(node, deep=True)
+    except yaml.YAMLError as exc:
+        problems.append(Problem(path, f"cannot read value: {exc}", node.start_mark.line + 1))
+        return None
+
+
+# --- checking against dataclasses -------------------------------------------------
+
+
+def load(cls: type, data: Any, lines: dict[str, int] | None = None, source: str = "document"):
+    """Check `data` against dataclass `cls`; return the instance or raise SchemaError."""
+    checker = _Checker(lines or {})
+    if data is None:
+        data = {}
+    value = checker.convert(cls, data, "")
+    if checker.problems:
+        raise SchemaError(sort_problems(checker.problems), source)
+    return value
+
+
+def load_text(cls: type, text: str | bytes, source: str = "document"):
+    data, lines = load_yaml(text, source)
+    return load(cls, data, lines, source)
+
+
+def describe(tp: Any) -> str:
+    """What a user may write for type `tp`, in words."""
+    origin = get_origin(tp)
+    if origin is Annotated:
+        base, *marks = get_args(tp)
+        for m in marks:
+            if isinstance(m, Parse | Rule):
+                return m.allowed
+        return describe(base)
+    if origin in (Union, types.UnionType):
+        return " or ".join(describe(a) for a in get_args(tp) if a is not type(None))
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(tp))
+    if origin is list:
+        return "a list"
+    if origin is dict or dataclasses.is_dataclass(tp):
+        return "a mapping of keys to values"
+    return {str: "text", int: "a whole number", float: "a number", bool: "true or false"}.get(
+        tp, str(tp)
+    )
+
+
+def found(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if value is None:
+        return "nothing"
+    if isinstance(value, str):
+        shown = value if len(value) <= 60 else value[:57] + "..."
+        return f"{shown!r} (text)"
+    return repr(value)
+
+
+def suggest(word: str, choices: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def field_key(f: dataclasses.Field) -> str:
+    return f.metadata.get("key", f.name)
+
+
+class _Checker:
+    def __init__(self, lines: dict[str, int]):
+        self.lines = lines
+        self.problems: list[Problem] = []
+
+    def fail(self, path: str, message: str) -> None:
+        line = self.lines.get(path)
+        parent = path
+        while line is None and parent:  # report the nearest line we know
+            parent = parent.rpartition(".")[0] if "." in parent else ""
+            line = self.lines.get(parent)
+        self.problems.append(Problem(path, message, line))
+
+    def wrong(self, path: str, value: Any, tp: Any) -> None:
+        self.fail(path, f"found {found(value)}; expected {describe(tp)}")
+
+    def convert(self, tp: Any, value: Any, path: str) -> Any:
+        origin = get_origin(tp)
+        if origin is Annotated:
+            return self._annotated(tp, value, path)
+        if origin in (Union, types.UnionType):
+            args = [a for a in get_args(tp) if a is not type(None)]
+            if value is None:
+                return None
+            return self.convert(args[0] if len(args) == 1 else Any, value, path)
+        if tp is Any:
+            return value
+        if origin is Literal:
+            allowed = get_args(tp)
+            if value not in allowed:
+                hint = (
+                    suggest(str(value), [str(a) for a in allowed]) if isinstance(value, str) else ""
+                )
+                self.fail(
+                    path, f"found {found(value)}; allowed: {', '.join(map(str, allowed))}{hint}"
+                )
+            return value
+        if origin is list:
+            if not isinstance(value, list):
+                return self.wrong(path, value, tp)
+            (item,) = get_args(tp)
+            return [self.convert(item, v, f"{path}[{i}]") for i, v in enumerate(value)]
+        if origin is dict:
+            if not isinstance(value, dict):
+                return self.wrong(path, value, tp)
+            _, item = get_args(tp)
+            return {
+                k: self.convert(item, v, f"{path}.{k}" if path else k) for k, v in value.items()
+            }
+        if dataclasses.is_dataclass(tp):
+            return self._dataclass(tp, value, path)
+        return self._scalar(tp, value, path)
+
+    def _annotated(self, tp: Any, value: Any, path: str) -> Any:
+        base, *marks = get_args(tp)
+        parse = next((m for m in marks if isinstance(m, Parse)), None)
+        if parse:
+            try:
+                return parse.fn(value)
+            except (ValueError, TypeError) as exc:
+                detail = f" ({exc})" if str(exc) else ""
+                self.fail(path, f"found {found(value)}{detail}; expected {parse.allowed}")
+                return None
+        before = len(self.problems)
+        converted = self.convert(base, value, path)
+        if len(self.problems) == before:
+            for rule in (m for m in marks if isinstance(m, Rule)):
+                if not rule.fn(converted):
+                    self.fail(path, f"found {found(value)}; expected {rule.allowed}")
+        return converted
+
+    def _scalar(self, tp: Any, value: Any, path: str) -> Any:
+        if tp is bool:
+            if isinstance(value, bool):
+                return value
+        elif isinstance(value, bool):
+            pass  # YAML's yes/true are never numbers or text here
+        elif tp is str:
+            if isinstance(value, str):
+                return value
+            if isinstance(value, int | float):  # `version: 1.0` means the text "1.0"
+                return str(value)
+        elif tp is int:
+            if isinstance(value, int):
+                return value
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+        elif tp is float:
+            if isinstance(value, int | float):
+                return float(value)
+        else:
+            raise TypeError(f"schema: unsupported type {tp!r} at {path}")
+        return self.wrong(path, value, tp)
+
+    def _dataclass(self, cls: Any, value: Any, path: str) -> Any:
+        if not isinstance(value, dict):
+            return self.wrong(path, value, cls)
+        hints = get_type_hints(cls, include_extras=True)
+        fields = {field_key(f): f for f in dataclasses.fields(cls) if f.init}
+        for k in value:
+            if k not in fields:
+                child = f"{path}.{k}" if path else k
+                allowed = ", ".join(fields)
+                self.fail(child, f"unknown key{suggest(k, fields)} (allowed here: {allowed})")
+        before = len(self.problems)
+        kwargs = {}
+        for k, f in fields.items():
+            child = f"{path}.{k}" if path else k
+            if k not in value or (value[k] is None and not _optional(hints[f.name])):
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                    what = describe(hints[f.name])
+                    if "help" in f.metadata:
+                        what = f"{f.metadata['help']} ({what})"
+                    self.fail(child, f"missing; required: {what}")
+                continue
+            kwargs[f.name] = self.convert(hints[f.name], value[k], child)
+        if len(self.problems) != before:
+            return None
+        return cls(**kwargs)
+
+
+def sort_problems(problems: list[Problem]) -> list[Problem]:
+    """In the order of the document: that is how people read and fix them."""
+    return sorted(problems, key=lambda p: (p.line is None, p.line or 0))
+
+
+def _optional(tp: Any) -> bool:
+    return get_origin(tp) in (Union, types.UnionType) and type(None) in get_args(tp)
+
+
+def dump(obj: Any) -> Any:
+    """A dataclass tree back into plain data, with YAML key names."""
+    if dataclasses.is_dataclass(obj):
+        return {field_key(f): dump(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, list | tuple):
+        return [dump(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: dump(v) for k, v in obj.items()}
+    return obj

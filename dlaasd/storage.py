@@ -1,0 +1,365 @@
+"""The object store (any S3 endpoint, through the minio SDK): stage-in, stage-out, data.
+
+Stage-in fills a local cache keyed by endpoint, bucket, key and ETag; a run's DATA_DIR is
+a tree of hard links into it, so unchanged data is never fetched twice and a run's view
+cannot change under it. Stage-out uploads results and logs, then checks every object's
+size in the bucket before the local copy may go.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlparse
+
+import urllib3
+from minio import Minio
+from minio.error import S3Error, ServerError
+
+from .codes import RunError
+from .units import format_size
+
+log = logging.getLogger(__name__)
+
+CHUNK = 1024 * 1024
+AUTH_ERRORS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken"}
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    url: str  # http://host:port
+    access_key: str
+    secret_key: str
+    region: str = ""
+
+    @property
+    def label(self) -> str:
+        return urlparse(self.url).netloc
+
+
+class StoreUnavailable(Exception):
+    """The endpoint did not answer, or answered with a server error: worth retrying."""
+
+
+@dataclass
+class Transfer:
+    """Statistics of one stage-in or stage-out, reported in `show --json`."""
+
+    files: int = 0
+    bytes: int = 0
+    cache_hits: int = 0
+    seconds: float = 0.0
+    total_files: int = 0
+    total_bytes: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, nbytes: int, hit: bool = False) -> None:
+        with self.lock:
+            if hit:
+                self.cache_hits += 1
+            else:
+                self.files += 1
+                self.bytes += nbytes
+
+    def progress(self, verb: str) -> str:
+        done = self.files + self.cache_hits
+        return (
+            f"{verb} {done}/{self.total_files} files, "
+            f"{format_size(self.bytes)} of {format_size(self.total_bytes)}"
+        )
+
+
+def classify(exc: BaseException, what: str) -> BaseException:
+    """Turn an SDK/transport error into RunError (final) or StoreUnavailable (retry)."""
+    if isinstance(exc, S3Error):
+        if exc.code in AUTH_ERRORS:
+            return RunError(
+                "C103",
+                f"the object store refused the credentials for {what} "
+                f"({exc.code}); check the access key and secret key",
+            )
+        if exc.code == "NoSuchBucket":
+            return RunError(
+                "S302",
+                f"bucket {exc.bucket_name!r} does not exist ({what}); "
+                f"create it or upload data with `dlaasctl data upload`",
+            )
+        if exc.code == "NoSuchKey":
+            return RunError("S302", f"object {exc.object_name!r} does not exist ({what})")
+        return StoreUnavailable(f"{exc.code}: {exc.message}")
+    if isinstance(exc, ServerError | urllib3.exceptions.HTTPError | OSError):
+        return StoreUnavailable(f"{type(exc).__name__}: {_short(exc)}")
+    return exc
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc)
+    if "Connection refused" in text:
+        return "connection refused"
+    return text if len(text) < 160 else text[:157] + "..."
+
+
+class ObjectStore:
+    def __init__(self, endpoint: Endpoint, workers: int = 8):
+        self.endpoint = endpoint
+        self.workers = workers
+        u = urlparse(endpoint.url)
+        http = urllib3.PoolManager(
+            maxsize=workers * 2 + 4,
+            timeout=urllib3.Timeout(connect=3, read=120),
+            retries=urllib3.Retry(total=1, backoff_factor=0.2, status_forcelist=(502, 503, 504)),
+        )
+        self.client = Minio(
+            u.netloc,
+            access_key=endpoint.access_key,
+            secret_key=endpoint.secret_key,
+            secure=u.scheme == "https",
+            region=endpoint.region or None,
+            http_client=http,
+        )
+
+    def call(self, what: str, fn: Callable, *args, **kwargs):
+        """Run an SDK call, classifying its failure."""
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            raise classify(exc, what) from exc
+
+    # --- health and buckets ------------------------------------------------------
+
+    def healthy(self) -> tuple[bool, str]:
+        try:
+            self.client.list_buckets()
+            return True, "ok"
+        except Exception as exc:
+            err = classify(exc, "health check")
+            return False, str(err)
+
+    def bucket_exists(self, bucket: str) -> bool:
+        return self.call(f"bucket {bucket}", self.client.bucket_exists, bucket)
+
+    def ensure_bucket(self, bucket: str) -> None:
+        if not self.bucket_exists(bucket):
+            try:
+                self.client.make_bucket(bucket)
+            except S3Error as exc:
+                if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                    raise classify(exc, f"bucket {bucket}") from exc
+
+    def list_buckets(self) -> list[dict]:
+        return [
+            {"name": b.name, "created": b.creation_date.isoformat() if b.creation_date else None}
+            for b in self.call("list buckets", self.client.list_buckets)
+        ]
+
+    def list_objects(self, bucket: str, prefix: str = "", recursive: bool = True) -> Iterator[dict]:
+        try:
+            for o in self.client.list_objects(bucket, prefix=prefix or None, recursive=recursive):
+                yield {
+                    "key": o.object_name,
+                    "size": o.size or 0,
+                    "etag": (o.etag or "").strip('"'),
+                    "modified": o.last_modified.isoformat() if o.last_modified else None,
+                    "dir": bool(o.is_dir),
+                }
+        except Exception as exc:
+            raise classify(exc, f"s3://{bucket}/{prefix}") from exc
+
+    def remove_prefix(self, bucket: str, prefix: str) -> int:
+        from minio.deleteobjects import DeleteObject
+
+        keys = [DeleteObject(o["key"]) for o in self.list_objects(bucket, prefix) if not o["dir"]]
+        for err in self.client.remove_objects(bucket, keys):
+            raise StoreUnavailable(f"could not remove {err.name}: {err.code} {err.message}")
+        return len(keys)
+
+    # --- stage-in ----------------------------------------------------------------
+
+    def stage_in(
+        self,
+        bucket: str,
+        prefix: str,
+        dest: Path,
+        cache: DataCache,
+        stats: Transfer,
+        stop: Callable[[], bool] = lambda: False,
+    ) -> None:
+        """Link every object under `prefix` into `dest`, downloading only cache misses."""
+        started = time.monotonic()
+        objects = [o for o in self.list_objects(bucket, prefix) if not o["dir"]]
+        stats.total_files = len(objects)
+        stats.total_bytes = sum(o["size"] for o in objects)
+        root = dest.resolve()
+
+        def fetch(obj: dict) -> None:
+            if stop():
+                return
+            rel = obj["key"][len(prefix) :].lstrip("/")
+            target = safe_join(root, rel)
+            if target is None:
+                raise RunError("S302", f"object key {obj['key']!r} is not a usable file path")
+            blob = cache.blob(self.endpoint.label, bucket, obj["key"], obj["etag"])
+            if blob.exists():
+                stats.add(obj["size"], hit=True)
+            else:
+                blob = self._download(bucket, obj, cache)
+                stats.add(obj["size"])
+            target.parent.mkdir(parents=True, exist_ok=True)
+            cache.link(blob, target)
+
+        self._parallel(fetch, objects)
+        stats.seconds += time.monotonic() - started
+
+    def _download(self, bucket: str, obj: dict, cache: DataCache) -> Path:
+        what = f"s3://{bucket}/{obj['key']}"
+        try:
+            resp = self.client.get_object(bucket, obj["key"])
+        except Exception as exc:
+            raise classify(exc, what) from exc
+        try:
+            etag = resp.headers.get("ETag", obj["etag"]).strip('"')  # changed since listed?
+            blob = cache.blob(self.endpoint.label, bucket, obj["key"], etag)
+            tmp = blob.with_name(f"{blob.name}.part-{uuid.uuid4().hex[:8]}")
+            tmp.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                with open(tmp, "wb") as out:
+                    for chunk in resp.stream(CHUNK):
+                        out.write(chunk)
+                os.chmod(tmp, 0o444)
+                os.replace(tmp, blob)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+        except RunError:
+            raise
+        except Exception as exc:
+            raise classify(exc, what) from exc
+        finally:
+            resp.close()
+            resp.release_conn()
+        return blob
+
+    # --- stage-out ---------------------------------------------------------------
+
+    def stage_out(self, files: list[tuple[Path, str]], bucket: str, stats: Transfer) -> None:
+        """Upload (local path, key) pairs, then verify every object's size in the bucket."""
+        started = time.monotonic()
+        self.ensure_bucket(bucket)
+        stats.total_files = len(files)
+        stats.total_bytes = sum(p.stat().st_size for p, _ in files)
+        prefixes = {k.split("/", 1)[0] + "/" for _, k in files}
+        present = {o["key"]: o["size"] for p in prefixes for o in self.list_objects(bucket, p)}
+
+        def put(item: tuple[Path, str]) -> None:
+            path, key = item
+            size = path.stat().st_size
+            if present.get(key) == size:  # uploaded by an earlier, interrupted attempt
+                stats.add(size, hit=True)
+                return
+            self.call(f"s3://{bucket}/{key}", self.client.fput_object, bucket, key, str(path))
+            stats.add(size)
+
+        self._parallel(put, files)
+        present = {o["key"]: o["size"] for p in prefixes for o in self.list_objects(bucket, p)}
+        missing = [k for p, k in files if present.get(k) != p.stat().st_size]
+        if missing:
+            raise StoreUnavailable(
+                f"{len(missing)} object(s) missing after upload, e.g. {missing[0]}"
+            )
+        stats.seconds += time.monotonic() - started
+
+    def _parallel(self, fn: Callable, items: list) -> None:
+        if len(items) <= 1:
+            for item in items:
+                fn(item)
+            return
+        with ThreadPoolExecutor(max_workers=self.workers) as pool:
+            for future in [pool.submit(fn, item) for item in items]:
+                future.result()  # the first failure propagates
+
+    # --- plain transfers (the data API, definitions) ------------------------------
+
+    def put_file(self, bucket: str, key: str, path: Path) -> None:
+        self.call(f"s3://{bucket}/{key}", self.client.fput_object, bucket, key, str(path))
+
+    def put_stream(self, bucket: str, key: str, stream, length: int) -> str:
+        result = self.call(
+            f"s3://{bucket}/{key}",
+            self.client.put_object,
+            bucket,
+            key,
+            stream,
+            length,
+            part_size=PART_SIZE,
+        )
+        return (result.etag or "").strip('"')
+
+    def get(self, bucket: str, key: str):
+        """A streaming response; the caller closes it and releases the connection."""
+        return self.call(f"s3://{bucket}/{key}", self.client.get_object, bucket, key)
+
+    def stat(self, bucket: str, key: str):
+        return self.call(f"s3://{bucket}/{key}", self.client.stat_object, bucket, key)
+
+
+# Part size for uploads through the daemon; the client computes ETags with the same size.
+PART_SIZE = 16 * 1024 * 1024
+
+
+def safe_join(root: Path, rel: str) -> Path | None:
+    """root/rel if it stays inside root, else None."""
+    parts = PurePosixPath(rel).parts
+    if not rel or rel.startswith("/") or ".." in parts or "\x00" in rel:
+        return None
+    target = (root / rel).resolve()
+    return target if root in target.parents else None
+
+
+class DataCache:
+    """Content cache of downloaded objects. A blob with one link is used by no run."""
+
+    def __init__(self, root: Path, max_bytes: int):
+        self.root = root
+        self.max_bytes = max_bytes
+        (root / "blobs").mkdir(parents=True, exist_ok=True)
+
+    def blob(self, endpoint: str, bucket: str, key: str, etag: str) -> Path:
+        digest = hashlib.sha256(f"{endpoint}\0{bucket}\0{key}\0{etag}".encode()).hexdigest()
+        return self.root / "blobs" / digest[:2] / digest
+
+    def link(self, blob: Path, target: Path) -> None:
+        target.unlink(missing_ok=True)
+        try:
+            os.link(blob, target)
+        except OSError:  # another file system: copy instead
+            shutil.copyfile(blob, target)
+        os.utime(blob)  # recently used
+
+    def evict(self) -> int:
+        """Remove least recently used unlinked blobs beyond max_bytes; return bytes freed."""
+        blobs = []
+        total = 0
+        for path in (self.root / "blobs").glob("*/*"):
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                continue
+            total += st.st_size
+            if st.st_nlink == 1 and ".part-" not in path.name:
+                blobs.append((st.st_mtime, st.st_size, path))
+        freed = 0
+        for _, size, path in sorted(blobs):
+            if total - freed <= self.max_bytes:
+                break
+            path.unlink(missing_ok=True)
+            freed += size
+        return freed

@@ -1,0 +1,218 @@
+"""SQLite state through sqlite-utils: runs and their status history. The only writer.
+
+WAL mode, so readers (the API) never wait for the scheduler's writes. JSON columns
+(gpus, staging, outcome) are decoded on the way out.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import sqlite_utils
+
+from .codes import FINAL
+
+JSON_COLUMNS = ("gpus", "staging", "outcome", "hyperparameters")
+
+RUN_COLUMNS = {
+    "id": str,
+    "name": str,
+    "description": str,
+    "owner_uid": int,
+    "owner_name": str,
+    "status": str,
+    "status_message": str,
+    "error_code": str,
+    "exit_code": int,
+    "gpus": str,  # JSON list of GPU UUIDs, kept after the run for history
+    "cpus": float,  # in all (every learner)
+    "memory": int,  # bytes, in all
+    "gpu_count": int,  # in all
+    "gpu_type": str,
+    "learners": int,
+    "framework": str,
+    "image": str,
+    "manifest": str,  # the YAML text as submitted
+    "submitted": str,
+    "started": str,
+    "completed": str,
+    "halt_requested": int,
+    "outcome": str,  # JSON: the final status decided when training ended, set in STORING
+    "results": str,  # s3://bucket/prefix/
+    "staging": str,  # JSON: transfer statistics
+    "experiment_id": str,
+    "hyperparameters": str,  # JSON, for experiment trials
+    "source": str,  # "api" or "inbox:<name>"
+}
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_time(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
+
+
+class NotFound(KeyError):
+    pass
+
+
+class Ambiguous(KeyError):
+    pass
+
+
+class Store:
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(path), check_same_thread=False)
+        self.db = sqlite_utils.Database(conn)
+        self.db.enable_wal()
+        self.db.execute("PRAGMA synchronous=NORMAL")  # WAL keeps this crash-safe
+        self.db.execute("PRAGMA busy_timeout=5000")
+        runs = self.db["runs"]
+        if not runs.exists():
+            runs.create(RUN_COLUMNS, pk="id", defaults={"halt_requested": 0})
+        else:  # a database from an older dlaasd: add the columns it lacks
+            for name, kind in RUN_COLUMNS.items():
+                if name not in runs.columns_dict:
+                    runs.add_column(name, kind)
+        runs.create_index(["status"], if_not_exists=True)
+        runs.create_index(["experiment_id"], if_not_exists=True)
+        events = self.db["events"]
+        if not events.exists():
+            events.create({"run_id": str, "time": str, "status": str, "message": str})
+        events.create_index(["run_id"], if_not_exists=True)
+
+    # --- reading ---------------------------------------------------------------
+
+    def get(self, run_id: str) -> dict:
+        rows = list(self.db.query("select * from runs where id = ?", [run_id]))
+        if not rows:
+            raise NotFound(run_id)
+        return _decode(rows[0])
+
+    def resolve(self, ref: str) -> str:
+        """A full id, or a unique prefix of one (with or without 'training-')."""
+        if self.db.execute("select 1 from runs where id = ?", [ref]).fetchone():
+            return ref
+        patterns = [ref + "%"] + ([f"training-{ref}%"] if not ref.startswith("training-") else [])
+        found: set[str] = set()
+        for pattern in patterns:
+            found.update(
+                r[0]
+                for r in self.db.execute(
+                    "select id from runs where id like ? limit 5", [pattern.replace("_", r"\_")]
+                )
+            )
+        if not found:
+            raise NotFound(ref)
+        if len(found) > 1:
+            raise Ambiguous(sorted(found))
+        return found.pop()
+
+    def list(
+        self,
+        limit: int = 50,
+        offset: int = 0,
+        status: Iterable[str] | None = None,
+        experiment_id: str | None = None,
+        owner_uid: int | None = None,
+        newest_first: bool = True,
+    ) -> tuple[list[dict], int]:
+        where, params = [], []
+        if status:
+            status = list(status)
+            where.append(f"status in ({', '.join('?' * len(status))})")
+            params += status
+        if experiment_id:
+            where.append("experiment_id = ?")
+            params.append(experiment_id)
+        if owner_uid is not None:
+            where.append("owner_uid = ?")
+            params.append(owner_uid)
+        clause = (" where " + " and ".join(where)) if where else ""
+        order = "desc" if newest_first else "asc"
+        total = self.db.execute(f"select count(*) from runs{clause}", params).fetchone()[0]
+        rows = self.db.query(
+            f"select * from runs{clause} order by rowid {order} limit ? offset ?",
+            [*params, limit, offset],
+        )
+        return [_decode(r) for r in rows], total
+
+    def queued(self) -> list[dict]:
+        """QUEUED runs in submit order."""
+        return [
+            _decode(r)
+            for r in self.db.query("select * from runs where status = 'QUEUED' order by rowid")
+        ]
+
+    def in_status(self, statuses: Iterable[str]) -> list[dict]:
+        statuses = list(statuses)
+        sql = (
+            f"select * from runs where status in ({', '.join('?' * len(statuses))}) order by rowid"
+        )
+        return [_decode(r) for r in self.db.query(sql, statuses)]
+
+    def events(self, run_id: str) -> list[dict]:
+        return list(
+            self.db.query(
+                "select time, status, message from events where run_id = ? order by rowid", [run_id]
+            )
+        )
+
+    def counts(self) -> dict[str, int]:
+        return dict(self.db.execute("select status, count(*) from runs group by status").fetchall())
+
+    # --- writing ---------------------------------------------------------------
+
+    def insert_run(self, row: dict) -> None:
+        row = {
+            **row,
+            "submitted": row.get("submitted") or now(),
+            "status": row.get("status", "QUEUED"),
+        }
+        with self.db.conn:
+            self.db["runs"].insert(_encode(row))
+            self._event(row["id"], row["status"], row.get("status_message", ""))
+
+    def update(self, run_id: str, **fields) -> None:
+        self.db["runs"].update(run_id, _encode(fields))
+
+    def transition(self, run_id: str, status: str, message: str = "", **fields) -> None:
+        """Move a run to `status`, recording the event; final statuses stamp `completed`."""
+        fields = {"status": status, "status_message": message, **fields}
+        if status in FINAL and "completed" not in fields:
+            fields["completed"] = now()
+        with self.db.conn:
+            self.db["runs"].update(run_id, _encode(fields))
+            self._event(run_id, status, message)
+
+    def note(self, run_id: str, message: str) -> None:
+        """Update the status message without a status change (retries, progress)."""
+        self.db["runs"].update(run_id, {"status_message": message})
+
+    def _event(self, run_id: str, status: str, message: str) -> None:
+        self.db["events"].insert(
+            {"run_id": run_id, "time": now(), "status": status, "message": message}
+        )
+
+    def delete(self, run_id: str) -> None:
+        with self.db.conn:
+            self.db.execute("delete from events where run_id = ?", [run_id])
+            self.db.execute("delete from runs where id = ?", [run_id])
+
+
+def _encode(row: dict) -> dict:
+    return {k: json.dumps(v) if k in JSON_COLUMNS and v is not None else v for k, v in row.items()}
+
+
+def _decode(row: dict) -> dict:
+    for k in JSON_COLUMNS:
+        if row.get(k):
+            row[k] = json.loads(row[k])
+    return row

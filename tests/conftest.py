@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import shutil
+
+import docker
+import pytest
+
+from tests.harness import PYTHON_IMAGE, Dlaasd, Minio, short_tmp
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    try:
+        client = docker.from_env()
+        client.ping()
+    except docker.errors.DockerException as exc:
+        pytest.fail(f"the Docker Engine is not reachable ({exc}); start dockerd (CI: .ci/run)")
+    try:
+        client.images.get(PYTHON_IMAGE)
+    except docker.errors.ImageNotFound:
+        pytest.fail(f"image {PYTHON_IMAGE} is missing; build it with scripts/build-images")
+    return client
+
+
+@pytest.fixture(scope="session")
+def minio():
+    """One real MinIO server shared by the session's daemons (external store mode)."""
+    root = short_tmp("dlaas-minio-")
+    server = Minio(root).start()
+    yield server
+    server.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def make_daemon(docker_client, minio):
+    """Start daemons for one test; each is stopped and cleaned up afterwards."""
+    started: list[Dlaasd] = []
+    roots = []
+
+    def make(start: bool = True, bundled: bool = False, **kw) -> Dlaasd:
+        root = short_tmp("dlaas-t-")
+        roots.append(root)
+        d = Dlaasd(root, None if bundled else minio, **kw)
+        started.append(d)
+        return d.start() if start else d
+
+    yield make
+    for d in started:
+        d.cleanup()
+    for root in roots:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def daemon(docker_client, minio):
+    """A daemon shared by the tests of one module (the runs do not interfere)."""
+    root = short_tmp("dlaas-m-")
+    d = Dlaasd(root, minio).start()
+    yield d
+    d.cleanup()
+    shutil.rmtree(root, ignore_errors=True)
