@@ -77,11 +77,13 @@ def load_yaml(text: str | bytes, source: str = "document") -> tuple[Any, dict[st
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark else None
-        what = getattr(exc, "problem", None) or str(exc)
-        context = getattr(exc, "context", None)
-        msg = f"YAML syntax error: {what}" + (f" ({context})" if context else "")
+        msg = f"YAML syntax error: {getattr(exc, 'problem', None) or exc}"
         if mark:
             msg += f" at line {mark.line + 1}, column {mark.column + 1}"
+        context, start = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+        if context and start:
+            msg += f" ({context} that starts at line {start.line + 1}, column {start.column + 1})"
+            line = start.line + 1
         raise SchemaError([Problem("", msg, line)], source) from None
     if node is None:
         return None, {}
