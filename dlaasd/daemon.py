@@ -69,6 +69,10 @@ class Refused(Exception):
         return {"error": body}
 
 
+class StoreRefused(RuntimeError):
+    """The configured object store refused dlaasd's credentials."""
+
+
 @dataclass
 class Caller:
     uid: int
@@ -132,8 +136,22 @@ class Daemon:
         (self.config.state_path / "runs").mkdir(exist_ok=True)
         if self.minio:
             await self.minio.start()
+        else:
+            await self._check_external_store()
         self.recover()
         self._scheduler = asyncio.create_task(self._schedule_loop(), name="scheduler")
+
+    async def _check_external_store(self) -> None:
+        """Wrong keys are a config error: refuse to start. An endpoint that does not answer
+        may come later (its own service starting): warn and go on."""
+        try:
+            await asyncio.to_thread(self.objects.check)
+        except RunError as exc:
+            raise StoreRefused(f"store.access_key/secret_key: {exc.message}") from None
+        except StoreUnavailable as exc:
+            log.warning(
+                "event=store_unavailable endpoint=%s error=%r", self.objects.endpoint.url, str(exc)
+            )
 
     def recover(self) -> None:
         """Resume every run that was under way when the daemon stopped or died."""

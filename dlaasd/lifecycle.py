@@ -406,12 +406,13 @@ class Lifecycle:
                 run_id, upload, stats, "uploading", self.config.store.upload_retry_for, "S303"
             )
         except RunError as exc:
-            self._to(
-                run_id,
-                FAILED,
-                f"{exc.message}; the results stay in {folder.job}",
-                error_code=exc.code,
-            )
+            kept = f"the results stay in {folder.job}"
+            if outcome["status"] == FAILED:  # the first failure is the one to report
+                code = outcome["error_code"]
+                message = f"{outcome['message']}; also {exc.message}; {kept}"
+            else:
+                code, message = exc.code, f"{exc.message}; {kept}"
+            self._to(run_id, FAILED, message, error_code=code, exit_code=outcome.get("exit_code"))
             return
         self._merge_staging(
             run_id,

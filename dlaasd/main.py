@@ -14,7 +14,7 @@ import yaml
 from . import __version__
 from . import config as configuration
 from .api import make_app, serve
-from .daemon import Daemon
+from .daemon import Daemon, StoreRefused
 from .minio_server import MinioError
 
 log = logging.getLogger("dlaasd")
@@ -65,11 +65,11 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
         stream=sys.stderr,
     )
-    for noisy in ("urllib3", "docker", "asyncio"):  # their debug lines drown ours
-        logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLogger().level))
+    for noisy in ("urllib3", "docker"):  # their lines repeat ours with less sense
+        logging.getLogger(noisy).setLevel(logging.ERROR)
     try:
         asyncio.run(run(config))
-    except MinioError as exc:
+    except (MinioError, StoreRefused) as exc:
         log.error("event=fatal error=%r", str(exc))
         print(f"dlaasd: {exc}", file=sys.stderr)
         return 1

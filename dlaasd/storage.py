@@ -136,13 +136,16 @@ class ObjectStore:
 
     # --- health and buckets ------------------------------------------------------
 
+    def check(self) -> None:
+        """Raise RunError (C103: credentials refused) or StoreUnavailable unless healthy."""
+        self.call(f"the object store at {self.endpoint.label}", self.client.list_buckets)
+
     def healthy(self) -> tuple[bool, str]:
         try:
-            self.client.list_buckets()
+            self.check()
             return True, "ok"
-        except Exception as exc:
-            err = classify(exc, "health check")
-            return False, str(err)
+        except (RunError, StoreUnavailable) as exc:
+            return False, str(exc)
 
     def bucket_exists(self, bucket: str) -> bool:
         return self.call(f"bucket {bucket}", self.client.bucket_exists, bucket)

@@ -38,10 +38,14 @@ def make_daemon(docker_client, minio):
     started: list[Dlaasd] = []
     roots = []
 
-    def make(start: bool = True, bundled: bool = False, **kw) -> Dlaasd:
+    def make(
+        start: bool = True, bundled: bool = False, server: Minio | None = None, **kw
+    ) -> Dlaasd:
+        """bundled: dlaasd starts its own MinIO; server: another MinIO than the shared one;
+        other keywords are config sections merged over the test defaults."""
         root = short_tmp("dlaas-t-")
         roots.append(root)
-        d = Dlaasd(root, None if bundled else minio, **kw)
+        d = Dlaasd(root, None if bundled else (server or minio), **kw)
         started.append(d)
         return d.start() if start else d
 

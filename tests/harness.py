@@ -19,8 +19,8 @@ from pathlib import Path
 
 import docker
 import yaml
-
 from dlaasctl.http import Client
+
 from dlaasd.minio_server import find_binary, free_port
 
 PYTHON_IMAGE = "dlaas/python:bookworm"
@@ -48,14 +48,28 @@ class Minio:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 60) -> Minio:
-        env = {**os.environ, "MINIO_ROOT_USER": self.access_key,
-               "MINIO_ROOT_PASSWORD": self.secret_key, "MINIO_BROWSER": "off", "MINIO_CI_CD": "1"}  # fmt: skip
+        env = {
+            **os.environ,
+            "MINIO_ROOT_USER": self.access_key,
+            "MINIO_ROOT_PASSWORD": self.secret_key,
+            "MINIO_BROWSER": "off",
+            "MINIO_CI_CD": "1",
+        }
         log = open(self.root / "minio.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [find_binary("minio"), "server", "--quiet", "--address", f"127.0.0.1:{self.port}",
-             str(self.root / "data")],
-            env=env, stdout=log, stderr=log, start_new_session=True,
-        )  # fmt: skip
+            [
+                find_binary("minio"),
+                "server",
+                "--quiet",
+                "--address",
+                f"127.0.0.1:{self.port}",
+                str(self.root / "data"),
+            ],
+            env=env,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
@@ -83,15 +97,23 @@ class Minio:
 class Dlaasd:
     """One dlaasd process with its own state folder and socket."""
 
-    def __init__(self, root: Path, minio: Minio | None = None, simulate_gpus: int | None = None,
-                 **config: object):  # fmt: skip
+    def __init__(
+        self,
+        root: Path,
+        minio: Minio | None = None,
+        simulate_gpus: int | None = None,
+        **config: object,
+    ):
         self.root = root
         self.state = root / "state"
         self.socket = root / "dlaasd.sock"
         self.log = root / "dlaasd.log"
         self.simulate_gpus = simulate_gpus
-        self.settings: dict = {"capacity": {"cpus": 2, "memory": "4GiB"},
-                               "containers": {"halt_grace": "3s"}, "log_level": "debug"}  # fmt: skip
+        self.settings: dict = {
+            "capacity": {"cpus": 2, "memory": "4GiB"},
+            "containers": {"halt_grace": "3s"},
+            "log_level": "debug",
+        }
         if minio:
             self.settings["store"] = minio.config()
         for k, v in config.items():
@@ -114,10 +136,22 @@ class Dlaasd:
         config.write_text(yaml.safe_dump(self.settings))
         log = open(self.log, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "dlaasd.main", "--config", str(config),
-             "--state-dir", str(self.state), "--socket", str(self.socket)],
-            env=self.env, stdout=log, stderr=log, start_new_session=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "dlaasd.main",
+                "--config",
+                str(config),
+                "--state-dir",
+                str(self.state),
+                "--socket",
+                str(self.socket),
+            ],
+            env=self.env,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -159,13 +193,18 @@ class Dlaasd:
     def api(self) -> Client:
         return Client(self.socket)
 
-    def ctl(self, *args: str, timeout: float = 300, input: str | None = None
-            ) -> subprocess.CompletedProcess:  # fmt: skip
+    def ctl(
+        self, *args: str, timeout: float = 300, input: str | None = None
+    ) -> subprocess.CompletedProcess:
         """Run the real dlaasctl against this daemon."""
         return subprocess.run(
-            [sys.executable, "-m", "dlaasctl.cli", *args], env=self.env, capture_output=True,
-            text=True, timeout=timeout, input=input,
-        )  # fmt: skip
+            [sys.executable, "-m", "dlaasctl.cli", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=input,
+        )
 
     def ctl_json(self, *args: str, **kw) -> dict:
         r = self.ctl(*args, "--json", **kw)
@@ -204,8 +243,14 @@ def model(root: Path, manifest: dict | str, files: dict[str, str] | None = None)
 
 
 def manifest(command: str, name: str = "test", image: str = PYTHON_IMAGE, **fields) -> dict:
-    m = {"name": name, "version": "1.0", "gpus": 0, "cpus": 0.5, "memory": "256MiB",
-         "framework": {"name": "python", "version": "3", "command": command}}  # fmt: skip
+    m = {
+        "name": name,
+        "version": "1.0",
+        "gpus": 0,
+        "cpus": 0.5,
+        "memory": "256MiB",
+        "framework": {"name": "python", "version": "3", "command": command},
+    }
     if image != PYTHON_IMAGE:
         m["framework"]["image"] = image
     m.update(fields)

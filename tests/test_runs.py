@@ -31,15 +31,17 @@ def test_hello_completes_with_results_and_contract(daemon, tmp_path):
     code = """
 import json, os
 keys = ["JOB_STATE_DIR", "MODEL_DIR", "DATA_DIR", "RESULT_DIR", "CHECKPOINT_DIR", "LOG_DIR",
-        "TRAINING_ID", "GPU_COUNT", "LEARNER_ID", "NUM_LEARNERS", "CUDA_VISIBLE_DEVICES", "GREETING"]
+        "TRAINING_ID", "GPU_COUNT", "LEARNER_ID", "NUM_LEARNERS", "CUDA_VISIBLE_DEVICES",
+        "GREETING"]
 env = {k: os.environ.get(k) for k in keys}
 env["cwd"] = os.getcwd()
 env["uid"] = os.getuid()
 print("hello from", env["TRAINING_ID"])
 json.dump(env, open(os.path.join(os.environ["RESULT_DIR"], "env.json"), "w"))
 """
-    folder = model(tmp_path / "m", manifest("python3 hello.py", env={"GREETING": "hi"}),
-                   {"hello.py": code})  # fmt: skip
+    folder = model(
+        tmp_path / "m", manifest("python3 hello.py", env={"GREETING": "hi"}), {"hello.py": code}
+    )
     r = daemon.ctl("train", str(folder / "manifest.yml"), "--follow")
     assert r.returncode == 0, r.stderr
     run_id = r.stdout.splitlines()[0]
@@ -48,12 +50,27 @@ json.dump(env, open(os.path.join(os.environ["RESULT_DIR"], "env.json"), "w"))
     assert "COMPLETED" in r.stderr
 
     run = daemon.ctl_json("show", run_id)
-    for key in ("id", "name", "status", "error_code", "status_message", "gpus", "exit_code",
-                "submitted", "started", "completed"):  # fmt: skip
+    for key in (
+        "id",
+        "name",
+        "status",
+        "error_code",
+        "status_message",
+        "gpus",
+        "exit_code",
+        "submitted",
+        "started",
+        "completed",
+    ):
         assert key in run
     assert run["status"] == "COMPLETED" and run["exit_code"] == 0 and run["error_code"] is None
     assert [e["status"] for e in run["history"]] == [
-        "QUEUED", "DOWNLOADING", "PROCESSING", "STORING", "COMPLETED"]  # fmt: skip
+        "QUEUED",
+        "DOWNLOADING",
+        "PROCESSING",
+        "STORING",
+        "COMPLETED",
+    ]
     assert run["submitted"] <= run["started"] <= run["completed"]
 
     dest = tmp_path / "out"
@@ -76,8 +93,10 @@ json.dump(env, open(os.path.join(os.environ["RESULT_DIR"], "env.json"), "w"))
 
 
 def test_container_is_locked_down(daemon, tmp_path):
-    cmd = ("id -u; grep CapEff /proc/self/status; ls /sys/class/net; "
-           "grep NoNewPrivs /proc/self/status; touch /etc/x 2>&1 || echo no-root-write")  # fmt: skip
+    cmd = (
+        "id -u; grep CapEff /proc/self/status; ls /sys/class/net; "
+        "grep NoNewPrivs /proc/self/status; touch /etc/x 2>&1 || echo no-root-write"
+    )
     run_id = daemon.submit(model(tmp_path / "m", manifest(cmd)))
     assert daemon.wait(run_id)["status"] == "COMPLETED"
     out = daemon.ctl("logs", run_id).stdout.split()
@@ -114,8 +133,9 @@ def test_missing_command_is_c201(daemon, tmp_path):
 
 def test_out_of_memory_is_c202(daemon, tmp_path):
     code = "x = []\nwhile True:\n    x.append(bytearray(16 * 1024 * 1024))\n"
-    run_id = daemon.submit(model(tmp_path / "m", manifest("python3 eat.py", memory="64MiB"),
-                                 {"eat.py": code}))  # fmt: skip
+    run_id = daemon.submit(
+        model(tmp_path / "m", manifest("python3 eat.py", memory="64MiB"), {"eat.py": code})
+    )
     run = daemon.wait(run_id)
     assert run["status"] == "FAILED" and run["error_code"] == "C202", run
     assert "64.0MiB" in run["status_message"]
@@ -131,8 +151,9 @@ def test_timeout_is_c203(daemon, tmp_path):
 
 
 def test_halt_sends_sigterm_and_keeps_what_was_saved(daemon, tmp_path):
-    run_id = daemon.submit(model(tmp_path / "m", manifest("python3 train.py"),
-                                 {"train.py": SIGTERM_AWARE}))  # fmt: skip
+    run_id = daemon.submit(
+        model(tmp_path / "m", manifest("python3 train.py"), {"train.py": SIGTERM_AWARE})
+    )
     daemon.wait(run_id, "PROCESSING")
     deadline = time.monotonic() + 30
     while "training" not in daemon.ctl("logs", run_id).stdout and time.monotonic() < deadline:
@@ -171,8 +192,10 @@ def test_halt_a_queued_run_and_delete(make_daemon, tmp_path):
 def test_fifo_on_simulated_gpus(make_daemon, tmp_path):
     d = make_daemon(simulate_gpus=2, capacity={"cpus": 2})
     cmd = "echo gpus=$CUDA_VISIBLE_DEVICES count=$GPU_COUNT; sleep 2"
-    ids = [d.submit(model(tmp_path / f"m{i}", manifest(cmd, name=f"gpu{i}", gpus=1, cpus=0.1)))
-           for i in range(3)]  # fmt: skip
+    ids = [
+        d.submit(model(tmp_path / f"m{i}", manifest(cmd, name=f"gpu{i}", gpus=1, cpus=0.1)))
+        for i in range(3)
+    ]
     runs = [d.wait(i, timeout=120) for i in ids]
     assert all(r["status"] == "COMPLETED" for r in runs), runs
     spans = []
@@ -208,7 +231,13 @@ def test_queued_runs_survive_a_restart(make_daemon, tmp_path):
     d.wait(first, "PROCESSING")
     d.stop()
     d.start()
-    assert d.run(second)["status"] in ("QUEUED", "DOWNLOADING", "PROCESSING", "STORING", "COMPLETED")
+    assert d.run(second)["status"] in (
+        "QUEUED",
+        "DOWNLOADING",
+        "PROCESSING",
+        "STORING",
+        "COMPLETED",
+    )
     assert d.wait(first)["status"] == "COMPLETED"
     assert d.wait(second)["status"] == "COMPLETED"
     assert "second" in d.ctl("logs", second).stdout
@@ -254,9 +283,12 @@ def test_bad_manifests_are_refused_and_the_daemon_keeps_serving(daemon, tmp_path
         "name: x\nframework: {name: python, version: '3'}\n": ("framework.command", "missing"),
         "name: x\nmemory: 12\nframework: {name: python, command: x}\n": ("memory", "unit"),
         "name: [\n": ("(line ", "YAML syntax error"),
-        "name: x\nframework: {name: pytorchh, command: x}\n": ("framework.name", "did you mean 'pytorch'"),
+        "name: x\nframework: {name: pytorchh, command: x}\n": (
+            "framework.name",
+            "did you mean 'pytorch'",
+        ),
         "name: x\ngpus: two\nframework: {name: python, command: x}\n": ("gpus", "whole number"),
-    }  # fmt: skip
+    }
     for i, (text, (field, words)) in enumerate(cases.items()):
         folder = model(tmp_path / f"bad{i}", text)
         r = daemon.ctl("train", str(folder / "manifest.yml"))
@@ -302,10 +334,15 @@ def test_unreachable_daemon_exits_3_with_a_hint(tmp_path):
     import sys
 
     env = {**os.environ, "DLAAS_SOCKET": str(tmp_path / "none.sock")}
-    r = subprocess.run([sys.executable, "-m", "dlaasctl.cli", "list"], env=env,
-                       capture_output=True, text=True)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-m", "dlaasctl.cli", "list"], env=env, capture_output=True, text=True
+    )
     assert r.returncode == 3
     assert "not reachable" in r.stderr and "dlaasd" in r.stderr
-    usage = subprocess.run([sys.executable, "-m", "dlaasctl.cli", "frobnicate"], env=env,
-                           capture_output=True, text=True)  # fmt: skip
+    usage = subprocess.run(
+        [sys.executable, "-m", "dlaasctl.cli", "frobnicate"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert usage.returncode == 2

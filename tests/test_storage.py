@@ -1,0 +1,302 @@
+"""The object store: data in, results out, the cache, retries, and the bundled MinIO."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import time
+
+import pytest
+
+from tests.harness import Minio, manifest, model, short_tmp
+
+pytestmark = pytest.mark.integration
+
+READER = """
+import os, pathlib
+data = pathlib.Path(os.environ["DATA_DIR"])
+for p in sorted(data.rglob("*")):
+    if p.is_file():
+        print(p.relative_to(data), p.read_text().strip())
+try:
+    (data / "x").write_text("no")
+    print("DATA_DIR writable")
+except OSError:
+    print("DATA_DIR read-only")
+pathlib.Path(os.environ["RESULT_DIR"], "seen.txt").write_text(str(len(list(data.rglob("*")))))
+"""
+
+
+def data_manifest(bucket: str, results: str = "test-results", **kw) -> dict:
+    return manifest(
+        "python3 read.py",
+        data_stores=[
+            {
+                "id": "store",
+                "type": "s3_datastore",
+                "training_data": {"container": bucket},
+                "training_results": {"container": results},
+            }
+        ],
+        **kw,
+    )
+
+
+def test_stage_in_cache_and_changed_objects(make_daemon, tmp_path):
+    d = make_daemon()
+    data = tmp_path / "data"
+    (data / "sub").mkdir(parents=True)
+    (data / "a.txt").write_text("alpha")
+    (data / "b.txt").write_text("beta")
+    (data / "sub" / "c.txt").write_text("gamma")
+    up = d.ctl_json("data", "upload", "stage-in-test", str(data))
+    assert sorted(up["uploaded"]) == ["a.txt", "b.txt", "sub/c.txt"]
+    again = d.ctl_json("data", "upload", "stage-in-test", str(data))
+    assert again["uploaded"] == [] and len(again["skipped"]) == 3  # unchanged: skipped
+    listing = d.ctl("data", "ls", "stage-in-test")
+    assert "sub/c.txt" in listing.stdout
+
+    folder = model(tmp_path / "m", data_manifest("stage-in-test"), {"read.py": READER})
+    first = d.wait(d.submit(folder))
+    assert first["status"] == "COMPLETED", first
+    log = d.ctl("logs", first["id"]).stdout
+    assert "a.txt alpha" in log and "sub/c.txt gamma" in log and "DATA_DIR read-only" in log
+    s1 = d.ctl_json("show", first["id"])["staging"]
+    assert s1["files_downloaded"] == 3 and s1["bytes_downloaded"] == 14 and s1["cache_hits"] == 0
+    assert s1["bytes_uploaded"] > 0 and s1["files_uploaded"] == 2  # seen.txt + training log
+
+    second = d.wait(d.submit(folder))
+    s2 = d.ctl_json("show", second["id"])["staging"]
+    assert s2["files_downloaded"] == 0 and s2["bytes_downloaded"] == 0 and s2["cache_hits"] == 3
+
+    (data / "a.txt").write_text("ALPHA, changed")
+    changed = d.ctl_json("data", "upload", "stage-in-test", str(data / "a.txt"))
+    assert changed["uploaded"] == ["a.txt"]
+    third = d.wait(d.submit(folder))
+    s3 = d.ctl_json("show", third["id"])["staging"]
+    assert s3["files_downloaded"] == 1 and s3["cache_hits"] == 2
+    assert "a.txt ALPHA, changed" in d.ctl("logs", third["id"]).stdout
+
+    run = d.ctl_json("show", third["id"])
+    assert run["results"] == f"s3://test-results/{third['id']}/"
+    # the run's data links are gone once it ended; the cache keeps the blobs
+    assert not (d.state / "runs" / third["id"] / "job" / "data").exists()
+
+
+def test_results_and_logs_uploaded_after_success_failure_and_halt(make_daemon, minio, tmp_path):
+    d = make_daemon()
+    script = "import os; open(os.path.join(os.environ['RESULT_DIR'], 'r.txt'), 'w').write('r')\n"
+    cases = {
+        "COMPLETED": "python3 w.py && echo ok",
+        "FAILED": "python3 w.py && echo bad && exit 3",
+        "HALTED": "python3 w.py && echo halting && sleep 60",
+    }
+    ids = {}
+    for status, cmd in cases.items():
+        m = manifest(
+            cmd,
+            data_stores=[
+                {"id": "s", "type": "s3_datastore", "training_results": {"container": "outcomes"}}
+            ],
+        )
+        ids[status] = d.submit(model(tmp_path / status, m, {"w.py": script}))
+    d.wait(ids["HALTED"], "PROCESSING")
+    deadline = time.monotonic() + 30
+    while "halting" not in d.ctl("logs", ids["HALTED"]).stdout and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert d.ctl("halt", ids["HALTED"]).returncode == 0
+    sdk = minio.client()
+    for status, run_id in ids.items():
+        run = d.wait(run_id, timeout=60)
+        assert run["status"] == status, run
+        keys = {
+            o.object_name for o in sdk.list_objects("outcomes", prefix=f"{run_id}/", recursive=True)
+        }
+        assert keys == {f"{run_id}/r.txt", f"{run_id}/training-log.txt"}, keys
+        # the local copy of the results goes once the upload is verified
+        assert not (d.state / "runs" / run_id / "job" / "results").exists()
+    log = sdk.get_object("outcomes", f"{ids['FAILED']}/training-log.txt").read().decode()
+    assert "bad" in log
+
+
+def test_definition_is_kept_exactly(daemon, tmp_path):
+    folder = model(
+        tmp_path / "m", manifest("cat notes.txt"), {"notes.txt": "v1", "pkg/x.py": "y=1"}
+    )
+    run = daemon.wait(daemon.submit(folder))
+    dest = tmp_path / "def"
+    r = daemon.ctl("download", run["id"], "--definition", "--dest", str(dest))
+    assert r.returncode == 0, r.stderr
+    assert (dest / "manifest.yml").read_bytes() == (folder / "manifest.yml").read_bytes()
+    import zipfile
+
+    with zipfile.ZipFile(dest / "model.zip") as zf:
+        assert zf.read("notes.txt") == b"v1" and zf.read("pkg/x.py") == b"y=1"
+
+
+def test_data_upload_large_file_multipart_and_download(daemon, tmp_path):
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(40 * 1024 * 1024))  # three 16 MiB parts
+    up = daemon.ctl_json("data", "upload", "big-data", str(big), "--prefix", "raw")
+    assert up["uploaded"] == ["raw/big.bin"]
+    again = daemon.ctl_json("data", "upload", "big-data", str(big), "--prefix", "raw")
+    assert again["skipped"] == ["raw/big.bin"]  # the multipart ETag matched
+    listing = daemon.ctl_json("data", "ls", "big-data/raw/")
+    assert listing["objects"][0]["etag"].endswith("-3")
+    out = tmp_path / "out"
+    r = daemon.ctl("data", "download", "big-data/raw/", str(out))
+    assert r.returncode == 0, r.stderr
+    assert (out / "big.bin").read_bytes() == big.read_bytes()
+    bad = daemon.ctl("data", "upload", "Bad_Bucket", str(big))
+    assert bad.returncode == 1 and "bad-bucket" in bad.stderr
+
+
+def test_missing_bucket_refused_at_submit(daemon, tmp_path):
+    folder = model(tmp_path / "m", data_manifest("no-such-bucket-here"), {"read.py": READER})
+    r = daemon.ctl("train", str(folder / "manifest.yml"))
+    assert r.returncode == 1
+    assert "no-such-bucket-here" in r.stderr and "does not exist" in r.stderr
+    assert "data upload" in r.stderr
+
+
+def test_manifest_connection_with_wrong_key_is_c103(daemon, minio, tmp_path):
+    m = data_manifest("stage-in-test")
+    m["data_stores"][0]["connection"] = {
+        "auth_url": minio.url,
+        "user_name": minio.access_key,
+        "password": "wrong-password",
+    }
+    r = daemon.ctl("train", str(model(tmp_path / "m", m, {"read.py": READER}) / "manifest.yml"))
+    assert r.returncode == 1 and "C103" in r.stderr and "credentials" in r.stderr
+
+
+def test_manifest_connection_to_another_store(daemon, tmp_path):
+    other = Minio(short_tmp("dlaas-other-")).start()
+    try:
+        other.client().make_bucket("elsewhere")
+        import io
+
+        other.client().put_object("elsewhere", "f.txt", io.BytesIO(b"far away"), 8)
+        m = data_manifest("elsewhere", results="elsewhere-results")
+        m["data_stores"][0]["connection"] = {
+            "auth_url": other.url,
+            "user_name": other.access_key,
+            "password": other.secret_key,
+        }
+        run = daemon.wait(daemon.submit(model(tmp_path / "m", m, {"read.py": READER})))
+        assert run["status"] == "COMPLETED", run
+        assert "f.txt far away" in daemon.ctl("logs", run["id"]).stdout
+        keys = [
+            o.object_name for o in other.client().list_objects("elsewhere-results", recursive=True)
+        ]
+        assert f"{run['id']}/seen.txt" in keys
+    finally:
+        other.stop()
+
+
+def test_store_killed_during_storing_then_back_loses_nothing(make_daemon, tmp_path):
+    own = Minio(short_tmp("dlaas-own-")).start()
+    try:
+        d = make_daemon(server=own)
+        code = (
+            "import os, time\n"
+            "for i in range(20):\n"
+            "    path = os.path.join(os.environ['RESULT_DIR'], f'part{i}.txt')\n"
+            "    open(path, 'w').write(str(i))\n"
+            "print('wrote results', flush=True)\n"
+            "time.sleep(2)\n"
+        )
+        stores = [{"id": "s", "type": "s3_datastore", "training_results": {"container": "kept"}}]
+        m = manifest("python3 w.py", data_stores=stores)
+        run_id = d.submit(model(tmp_path / "m", m, {"w.py": code}))
+        d.wait(run_id, "PROCESSING")
+        own.stop(signal.SIGKILL)  # the store dies before the upload starts
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            run = d.run(run_id)
+            if run["status"] == "STORING" and "retry" in run["status_message"]:
+                break
+            time.sleep(0.2)
+        assert run["status"] == "STORING" and "unavailable" in run["status_message"], run
+        assert len(list((d.state / "runs" / run_id / "job" / "results").iterdir())) == 20
+        own.start()  # same port, same data
+        run = d.wait(run_id, timeout=90)
+        assert run["status"] == "COMPLETED", run
+        keys = {o.object_name for o in own.client().list_objects("kept", recursive=True)}
+        assert {f"{run_id}/part{i}.txt" for i in range(20)} | {f"{run_id}/training-log.txt"} <= keys
+    finally:
+        own.stop()
+
+
+def test_store_down_too_long_is_s303_and_keeps_the_local_copy(make_daemon, tmp_path):
+    own = Minio(short_tmp("dlaas-own-")).start()
+    try:
+        d = make_daemon(server=own, store={"upload_retry_for": "3s"})
+        m = manifest("echo result > $RESULT_DIR/r.txt; sleep 1")
+        run_id = d.submit(model(tmp_path / "m", m))
+        d.wait(run_id, "PROCESSING")
+        own.stop(signal.SIGKILL)
+        run = d.wait(run_id, timeout=60)
+        assert run["status"] == "FAILED" and run["error_code"] == "S303", run
+        local = d.state / "runs" / run_id / "job" / "results" / "r.txt"
+        assert local.read_text() == "result\n"
+        assert str(local.parent.parent) in run["status_message"]
+    finally:
+        own.stop()
+
+
+def test_wrong_external_key_refuses_to_start(make_daemon, minio):
+    d = make_daemon(start=False, store={"secret_key": "not-the-key"})
+    with pytest.raises(RuntimeError) as info:
+        d.start(timeout=30)
+    assert "secret_key" in str(info.value) and "credentials" in str(info.value)
+
+
+def test_unreachable_external_store_is_reported(make_daemon, tmp_path):
+    d = make_daemon(
+        store={
+            "endpoint": "http://127.0.0.1:9",
+            "access_key": "a",
+            "secret_key": "b",
+            "download_retry_for": "2s",
+            "upload_retry_for": "2s",
+        }
+    )
+    status = d.ctl_json("status")
+    assert status["store"]["ok"] is False and "connection refused" in status["store"]["detail"]
+    r = d.ctl("status")
+    assert "PROBLEM" in r.stdout
+    folder = model(tmp_path / "m", data_manifest("anything"), {"read.py": READER})
+    sub = d.ctl("train", str(folder / "manifest.yml"))
+    assert sub.returncode == 0 and "did not answer" in sub.stderr  # queued, with a warning
+    run = d.wait(sub.stdout.strip(), timeout=60)
+    assert run["status"] == "FAILED" and run["error_code"] == "S302", run
+    assert "download" in run["status_message"] and "stay in" in run["status_message"]
+
+
+def test_bundled_minio_is_started_watched_and_stopped(make_daemon, tmp_path):
+    d = make_daemon(bundled=True)
+    status = d.ctl_json("status")["store"]
+    assert status["mode"] == "bundled" and status["ok"] and status["pid"]
+    assert status["endpoint"].startswith("http://127.0.0.1:")
+    creds = d.state / "minio" / "credentials.json"
+    assert stat.S_IMODE(creds.stat().st_mode) == 0o600
+    secret = __import__("json").loads(creds.read_text())["secret_key"]
+    assert secret not in d.ctl("status", "--json").stdout + d.log.read_text()
+
+    os.kill(status["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        now = d.ctl_json("status")["store"]
+        if now["ok"] and now["pid"] and now["pid"] != status["pid"]:
+            break
+        time.sleep(0.2)
+    assert now["ok"] and now["restarts"] >= 1, now
+    run = d.wait(d.submit(model(tmp_path / "m", manifest("echo via bundled"))))
+    assert run["status"] == "COMPLETED" and run["results"].startswith("s3://dlaas-results/")
+    pid = now["pid"]
+    d.stop()
+    time.sleep(0.5)
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)

@@ -1,0 +1,634 @@
+"""dlaasd.manifest: the FfDL v1 manifest.yml, and every way to get it wrong."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from dlaasd import manifest
+from dlaasd.manifest import ManifestError
+
+# The FfDL tensorflow example (etc/examples/tf-model/manifest.yml), with bucket names
+# that S3/MinIO accept (the original's tf_training_data is refused: see below).
+GOOD = """\
+name: tf_convolutional_network_tutorial
+description: Convolutional network model using tensorflow
+version: 1.0
+gpus: 0
+cpus: 0.5
+memory: 1Gb
+learners: 1
+
+# Object stores that allow the system to retrieve training data.
+data_stores:
+  - id: sl-internal-os
+    type: mount_cos
+    training_data:
+      container: tf-training-data
+    training_results:
+      container: tf-trained-model
+    connection:
+      auth_url: http://s3.default.svc.cluster.local
+      user_name: test
+      password: test
+
+framework:
+  name: tensorflow
+  version: "1.5.0-py3"
+  command: python3 convolutional_network.py --trainImagesFile ${DATA_DIR}/train.gz
+
+evaluation_metrics:
+  type: tensorboard
+  in: "$JOB_STATE_DIR/logs/tb"
+"""
+
+# Four lines that make a valid manifest; each bad case adds to it from line 5 on.
+H = "name: run\nframework:\n  name: python\n  command: python train.py\n"
+
+
+def problems_of(text: str) -> list:
+    with pytest.raises(ManifestError) as info:
+        manifest.parse(text)
+    assert info.value.code == "C101"
+    assert info.value.problems
+    return info.value.problems
+
+
+# --- a good manifest ----------------------------------------------------------------
+
+
+def test_good_ffdl_manifest_reads_every_field():
+    m = manifest.parse(GOOD)
+    assert m.name == "tf_convolutional_network_tutorial"
+    assert m.description == "Convolutional network model using tensorflow"
+    assert m.version == "1.0"  # YAML float 1.0 becomes the text "1.0"
+    assert m.gpus == 0 and m.total_gpus == 0
+    assert m.cpus == 0.5
+    assert m.memory == 1000**3  # "1Gb" is gigabytes
+    assert m.learners == 1
+    assert m.gpu_type == ""
+    assert len(m.data_stores) == 1
+    ds = m.data_store
+    assert ds is m.data_stores[0]
+    assert ds.id == "sl-internal-os"
+    assert ds.type == "mount_cos"
+    assert ds.training_data.container == "tf-training-data"
+    assert ds.training_data.prefix == ""
+    assert ds.training_results.container == "tf-trained-model"
+    assert ds.connection.auth_url == "http://s3.default.svc.cluster.local"
+    assert ds.connection.user_name == "test"
+    assert ds.connection.password == "test"
+    assert m.framework.name == "tensorflow"
+    assert m.framework.version == "1.5.0-py3"
+    assert m.framework.command.startswith("python3 convolutional_network.py")
+    assert "${DATA_DIR}" in m.framework.command
+    assert m.framework.image_tag == "" and m.framework.image == ""
+    assert m.evaluation_metrics.type == "tensorboard"
+    assert m.evaluation_metrics.in_ == "$JOB_STATE_DIR/logs/tb"
+    assert m.timeout is None and m.env == {} and m.network is False
+
+
+def test_verbatim_ffdl_example_is_refused_only_for_its_bucket_names():
+    """FfDL's own example uses underscores, which S3 and MinIO refuse; the message gives
+    the name to use instead. (Contract question: DESIGN says 'accepted unchanged'.)"""
+    text = GOOD.replace("tf-training-data", "tf_training_data").replace(
+        "tf-trained-model", "tf_trained_model"
+    )
+    ps = problems_of(text)
+    assert [p.path for p in ps] == [
+        "data_stores[0].training_data.container",
+        "data_stores[0].training_results.container",
+    ]
+    assert "'tf-training-data'" in ps[0].message
+    assert "'tf-trained-model'" in ps[1].message
+
+
+def test_minimal_manifest_defaults():
+    m = manifest.parse(H)
+    assert m.version == "1.0"
+    assert (m.gpus, m.cpus, m.memory, m.learners) == (0, 1.0, 1024**3, 1)
+    assert m.data_stores == [] and m.data_store is None
+    assert m.evaluation_metrics is None
+
+
+def test_bytes_are_accepted():
+    assert manifest.parse(H.encode()).name == "run"
+
+
+def test_extensions_are_read():
+    m = manifest.parse(
+        H
+        + textwrap.dedent(
+            """\
+            gpus: 2
+            learners: 3
+            gpu_type: nvidia-TeslaV100
+            timeout: 1h30m
+            network: true
+            env:
+              EPOCHS: 3
+              LR: 0.5
+              VERBOSE: true
+              NAME: text
+            data_stores:
+              - id: local
+                type: mount_volume
+                training_data: {container: mnist, prefix: raw/}
+                connection: {path: /data}
+            evaluation_metrics:
+              type: log
+              pattern: 'loss=(?P<loss>[0-9.]+)'
+            """
+        )
+    )
+    assert m.total_gpus == 6 and m.gpu_type == "nvidia-TeslaV100"
+    assert m.timeout == 5400.0 and m.network is True
+    assert m.env == {"EPOCHS": "3", "LR": "0.5", "VERBOSE": "true", "NAME": "text"}
+    assert m.data_store.connection.path == "/data"
+    assert m.data_store.training_data.prefix == "raw/"
+    assert m.evaluation_metrics.pattern == "loss=(?P<loss>[0-9.]+)"
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("1Gb", 1000**3),
+        ("1000MiB", 1000 * 1024**2),
+        ("512MB", 512 * 1000**2),
+        ("2GiB", 2 * 1024**3),
+        ("2Gi", 2 * 1024**3),
+        ("1.5GB", 1_500_000_000),
+    ],
+)
+def test_memory_units(value, expected):
+    assert manifest.parse(H + f"memory: {value}\n").memory == expected
+
+
+@pytest.mark.parametrize("value", ['"12"', "12", "abc", "-1GB", "1XB", "12.5", "true"])
+def test_memory_refused(value):
+    (p,) = problems_of(H + f"memory: {value}\n")
+    assert p.path == "memory" and p.line == 5
+    assert "512MiB" in p.message  # the allowed forms are shown
+
+
+def test_memory_without_unit_says_add_a_unit():
+    (p,) = problems_of(H + "memory: 12\n")
+    assert "add a unit" in p.message
+
+
+@pytest.mark.parametrize("version, expected", [("1.0", "1.0"), ("1", "1"), ('"1.0"', "1.0")])
+def test_version_number_becomes_text(version, expected):
+    assert manifest.parse(H + f"version: {version}\n").version == expected
+
+
+def test_framework_version_number_becomes_text():
+    m = manifest.parse("name: a\nframework:\n  name: pytorch\n  version: 2.1\n  command: x\n")
+    assert m.framework.version == "2.1"
+
+
+@pytest.mark.xfail(
+    reason="BUG: an unquoted framework.version 1.10 is read as the float 1.1, so the "
+    "run silently gets the image for version 1.1; keep the scalar's text as written",
+    strict=True,
+)
+def test_framework_version_keeps_trailing_zero():
+    m = manifest.parse("name: a\nframework:\n  name: pytorch\n  version: 1.10\n  command: x\n")
+    assert m.framework.version == "1.10"
+
+
+# --- bad manifests ------------------------------------------------------------------
+
+# (id, yaml text, field path of one problem, a word its message must contain, its line)
+# line None: the YAML has no line for it (an empty document).
+BAD = [
+    # YAML syntax
+    # .line is where the enclosing block starts (here the document); the message has both
+    ("syntax-indent", "name: a\nframework:\n  name: python\n command: x\n", "", "syntax", 1),
+    ("syntax-tab", "name: a\n\tframework: x\n", "", "syntax", 2),
+    ("syntax-unclosed", "name: a\nframework: [1, 2\ngpus: 1\n", "", "starts at line 2", 2),
+    (
+        "syntax-line-in-text",
+        "name: a\nframework:\n  name: python\n command: x\n",
+        "",
+        "at line 4, column 2",
+        1,
+    ),
+    # the top level
+    ("top-list", "- name: a\n- framework: x\n", "", "mapping", 1),
+    ("top-scalar", "just some text\n", "", "mapping", 1),
+    ("top-number", "42\n", "", "mapping", 1),
+    ("empty", "", "name", "missing", None),
+    ("only-comment", "# nothing here\n", "framework", "missing", None),
+    # missing fields
+    ("missing-name", "framework: {name: python, command: x}\n", "name", "missing", 1),
+    ("null-name", "name:\nframework: {name: python, command: x}\n", "name", "missing", 1),
+    ("empty-name", "name: ''\nframework: {name: python, command: x}\n", "name", "empty", 1),
+    ("missing-framework", "name: a\ngpus: 1\n", "framework", "missing", 1),
+    ("missing-command", "name: a\nframework:\n  name: python\n", "framework.command", "missing", 2),
+    ("missing-fw-name", "name: a\nframework:\n  command: x\n", "framework.name", "missing", 2),
+    (
+        "blank-command",
+        "name: a\nframework: {name: python, command: ' '}\n",
+        "framework.command",
+        "empty",
+        2,
+    ),
+    ("framework-text", "name: a\nframework: python\n", "framework", "mapping", 2),
+    # misspelt keys
+    (
+        "typo-framwork",
+        "name: a\nframwork:\n  name: python\n  command: x\n",
+        "framwork",
+        "did you mean 'framework'",
+        2,
+    ),
+    ("typo-gpu", H + "gpu: 1\n", "gpu", "did you mean 'gpus'", 5),
+    ("typo-learner", H + "learner: 2\n", "learner", "did you mean 'learners'", 5),
+    (
+        "typo-comand",
+        "name: a\nframework:\n  name: python\n  comand: x\n",
+        "framework.comand",
+        "did you mean 'command'",
+        4,
+    ),
+    (
+        "typo-trainig-data",
+        H + "data_stores:\n  - id: s\n    type: mount_cos\n    trainig_data:\n"
+        "      container: abc\n",
+        "data_stores[0].trainig_data",
+        "did you mean 'training_data'",
+        8,
+    ),
+    (
+        "typo-auth-ur",
+        H + "data_stores:\n  - id: s\n    type: s3_datastore\n    connection:\n"
+        "      auth_ur: http://x\n",
+        "data_stores[0].connection.auth_ur",
+        "did you mean 'auth_url'",
+        9,
+    ),
+    (
+        "typo-metrics-in",
+        H + "evaluation_metrics:\n  type: tensorboard\n  inn: logs\n",
+        "evaluation_metrics.inn",
+        "did you mean 'in'",
+        7,
+    ),
+    ("unknown-key", H + "colour: blue\n", "colour", "unknown key", 5),
+    ("non-scalar-key", H + "[a, b]: 1\n", "", "plain words", 5),
+    # wrong types and ranges
+    ("gpus-text", H + "gpus: two\n", "gpus", "whole number", 5),
+    ("gpus-negative", H + "gpus: -1\n", "gpus", "0 or more", 5),
+    ("gpus-fraction", H + "gpus: 1.5\n", "gpus", "whole number", 5),
+    ("gpus-bool", H + "gpus: true\n", "gpus", "whole number", 5),
+    ("cpus-list", H + "cpus: [1]\n", "cpus", "a list", 5),
+    ("cpus-zero", H + "cpus: 0\n", "cpus", "more than 0", 5),
+    ("cpus-text", H + "cpus: many\n", "cpus", "a number", 5),
+    ("learners-zero", H + "learners: 0\n", "learners", "1 or more", 5),
+    ("learners-bool", H + "learners: true\n", "learners", "whole number", 5),
+    ("gpu-type-list", H + "gpu_type: [a]\n", "gpu_type", "text", 5),
+    ("description-map", H + "description: {a: 1}\n", "description", "text", 5),
+    # memory
+    ("memory-no-unit", H + "memory: 12\n", "memory", "unit", 5),
+    ("memory-text-no-unit", H + "memory: '12'\n", "memory", "unit", 5),
+    ("memory-abc", H + "memory: abc\n", "memory", "size", 5),
+    ("memory-negative", H + "memory: -1GB\n", "memory", "size", 5),
+    ("memory-bad-unit", H + "memory: 1XB\n", "memory", "size", 5),
+    ("memory-tiny", H + "memory: 1MB\n", "memory", "16MiB", 5),
+    # timeout
+    ("timeout-5x", H + "timeout: 5x\n", "timeout", "duration", 5),
+    ("timeout-zero", H + "timeout: 0\n", "timeout", "more than zero", 5),
+    ("timeout-negative", H + "timeout: -3\n", "timeout", "more than zero", 5),
+    # env
+    ("env-reserved", H + "env:\n  MODEL_DIR: /tmp\n", "env.MODEL_DIR", "cannot be overridden", 6),
+    (
+        "env-reserved-cuda",
+        H + "env:\n  CUDA_VISIBLE_DEVICES: '0'\n",
+        "env.CUDA_VISIBLE_DEVICES",
+        "set by dlaasd",
+        6,
+    ),
+    ("env-bad-name", H + "env:\n  1ABC: x\n", "env.1ABC", "variable name", 6),
+    ("env-dash-name", H + "env:\n  MY-VAR: x\n", "env.MY-VAR", "variable name", 6),
+    ("env-list-value", H + "env:\n  A: [1, 2]\n", "env.A", "text, a number", 6),
+    ("env-null-value", H + "env:\n  A:\n", "env.A", "nothing", 6),
+    ("env-not-mapping", H + "env: [A=1]\n", "env", "mapping", 5),
+    # data stores
+    ("stores-not-list", H + "data_stores:\n  id: s\n", "data_stores", "a list", 5),
+    ("store-no-id", H + "data_stores:\n  - type: mount_cos\n", "data_stores[0].id", "missing", 6),
+    ("store-no-type", H + "data_stores:\n  - id: s\n", "data_stores[0].type", "missing", 6),
+    (
+        "store-type",
+        H + "data_stores:\n  - id: s\n    type: mount_coss\n",
+        "data_stores[0].type",
+        "did you mean 'mount_cos'",
+        7,
+    ),
+    (
+        "store-type-s3",
+        H + "data_stores:\n  - id: s\n    type: s3\n",
+        "data_stores[0].type",
+        "s3_datastore",
+        7,
+    ),
+    (
+        "bucket-underscore",
+        H + "data_stores:\n  - id: s\n    type: mount_cos\n    training_data:\n"
+        "      container: tf_training_data\n",
+        "data_stores[0].training_data.container",
+        "'tf-training-data'",
+        9,
+    ),
+    (
+        "bucket-uppercase",
+        H + "data_stores:\n  - id: s\n    type: mount_cos\n    training_data:\n"
+        "      container: MyData\n",
+        "data_stores[0].training_data.container",
+        "'mydata'",
+        9,
+    ),
+    (
+        "results-bucket",
+        H + "data_stores:\n  - id: s\n    type: mount_cos\n    training_results:\n"
+        "      container: Results_2024\n",
+        "data_stores[0].training_results.container",
+        "'results-2024'",
+        9,
+    ),
+    (
+        "bucket-missing",
+        H + "data_stores:\n  - id: s\n    type: mount_cos\n    training_data: {}\n",
+        "data_stores[0].training_data.container",
+        "missing",
+        8,
+    ),
+    (
+        "auth-url",
+        H + "data_stores:\n  - id: s\n    type: s3_datastore\n    connection:\n"
+        "      auth_url: s3.example.org\n",
+        "data_stores[0].connection.auth_url",
+        "http",
+        9,
+    ),
+    (
+        "auth-url-ftp",
+        H + "data_stores:\n  - id: s\n    type: mount_cos\n    connection:\n"
+        "      auth_url: ftp://s3.example.org\n",
+        "data_stores[0].connection.auth_url",
+        "https://",
+        9,
+    ),
+    (
+        "volume-no-path",
+        H + "data_stores:\n  - id: s\n    type: mount_volume\n",
+        "data_stores[0].connection.path",
+        "host folder",
+        6,
+    ),
+    (
+        "volume-no-path-conn",
+        H + "data_stores:\n  - id: s\n    type: mount_volume\n    connection: {user_name: u}\n",
+        "data_stores[0].connection.path",
+        "host folder",
+        8,
+    ),
+    # evaluation metrics
+    (
+        "metrics-type",
+        H + "evaluation_metrics:\n  type: tensorbord\n",
+        "evaluation_metrics.type",
+        "did you mean 'tensorboard'",
+        6,
+    ),
+    (
+        "log-no-pattern",
+        H + "evaluation_metrics:\n  type: log\n",
+        "evaluation_metrics.pattern",
+        "regular expression",
+        5,
+    ),
+    (
+        "log-bad-regex",
+        H + "evaluation_metrics:\n  type: log\n  pattern: 'loss=([0-9'\n",
+        "evaluation_metrics.pattern",
+        "not a valid regular expression",
+        7,
+    ),
+    (
+        "log-no-group",
+        H + "evaluation_metrics:\n  type: log\n  pattern: 'loss=([0-9.]+)'\n",
+        "evaluation_metrics.pattern",
+        "named group",
+        7,
+    ),
+    # duplicates
+    (
+        "duplicate-top",
+        "name: a\nname: b\nframework: {name: python, command: x}\n",
+        "name",
+        "duplicate",
+        2,
+    ),
+    (
+        "duplicate-nested",
+        "name: a\nframework:\n  name: python\n  name: pytorch\n  command: x\n",
+        "framework.name",
+        "duplicate",
+        4,
+    ),
+    # framework
+    (
+        "custom-no-version",
+        "name: a\nframework:\n  name: custom\n  command: x\n",
+        "framework.version",
+        "custom",
+        2,
+    ),
+    # network
+    ("network-text", H + "network: yes please\n", "network", "true or false", 5),
+    ("network-number", H + "network: 1\n", "network", "true or false", 5),
+]
+
+# Problems found by the checks after the schema (manifest._cross_checks) on a field that
+# is missing get no line, while the schema's own "missing" problems get the parent's.
+LINE_BUGS = {"custom-no-version", "volume-no-path", "volume-no-path-conn", "log-no-pattern"}
+
+
+def _find(problems, path):
+    hits = [p for p in problems if p.path == path]
+    assert hits, f"no problem at {path!r}; got: " + "; ".join(str(p) for p in problems)
+    return hits[0]
+
+
+@pytest.mark.parametrize("text, path, word", [b[1:4] for b in BAD], ids=[b[0] for b in BAD])
+def test_bad_manifest(text, path, word):
+    p = _find(problems_of(text), path)
+    assert word in p.message, str(p)
+
+
+@pytest.mark.parametrize(
+    "text, path, line",
+    [
+        pytest.param(
+            b[1],
+            b[2],
+            b[4],
+            id=b[0],
+            marks=pytest.mark.xfail(
+                reason="BUG: _cross_checks' fail() uses lines.get(path) only; fall back to "
+                "the nearest parent's line as schema._Checker.fail does",
+                strict=True,
+            )
+            if b[0] in LINE_BUGS
+            else (),
+        )
+        for b in BAD
+    ],
+)
+def test_bad_manifest_line(text, path, line):
+    assert _find(problems_of(text), path).line == line
+
+
+def test_bad_manifest_table_is_large_and_unique():
+    ids = [b[0] for b in BAD]
+    assert len(ids) >= 30 and len(set(ids)) == len(ids)
+
+
+def test_syntax_error_message_names_the_line_and_column():
+    (p,) = problems_of("name: a\nframework:\n  name: python\n command: x\n")
+    assert p.message.startswith("YAML syntax error:")
+    assert "line 4, column" in p.message
+
+
+def test_top_level_list_is_one_problem():
+    (p,) = problems_of("- a\n- b\n")
+    assert p.message == "found a list; expected a mapping of keys such as name, framework, gpus"
+
+
+def test_empty_document_lists_both_required_fields():
+    assert [p.path for p in problems_of("")] == ["name", "framework"]
+
+
+def test_misspelt_key_also_reports_the_missing_one():
+    paths = {p.path for p in problems_of("name: a\nframwork:\n  name: python\n  command: x\n")}
+    assert paths == {"framework", "framwork"}
+
+
+def test_unknown_key_lists_the_allowed_keys():
+    p = _find(problems_of(H + "gpu: 1\n"), "gpu")
+    assert "allowed here: name, framework, description, version, gpus" in p.message
+
+
+def test_bucket_message_suggests_a_valid_name():
+    p = _find(
+        problems_of(
+            H + "data_stores:\n  - id: s\n    type: mount_cos\n    training_data:\n"
+            "      container: My_Training_Data\n"
+        ),
+        "data_stores[0].training_data.container",
+    )
+    assert "use 'my-training-data'" in p.message
+
+
+@pytest.mark.parametrize("name", ["ab", "a..b", "x"])
+@pytest.mark.xfail(
+    reason="BUG: bucket_problem() suggests a name that is itself invalid (too short, or "
+    "with '..'); pad/fix the suggestion and check it against _BUCKET before offering it",
+    strict=True,
+)
+def test_suggested_bucket_name_is_itself_valid(name):
+    problem = manifest.bucket_problem(name)
+    assert problem is not None
+    suggested = problem.split("use ")[1].strip("'")
+    assert manifest.bucket_problem(suggested) is None, problem
+
+
+@pytest.mark.xfail(
+    reason="BUG: 'container: 2024' (a YAML int) is a valid bucket name but _bucket() refuses "
+    "non-text, with a message that the value seems to satisfy; accept ints as text like str "
+    "fields do",
+    strict=True,
+)
+def test_numeric_bucket_name_is_accepted():
+    m = manifest.parse(
+        H + "data_stores:\n  - id: s\n    type: mount_cos\n    training_data:\n"
+        "      container: 2024\n"
+    )
+    assert m.data_store.training_data.container == "2024"
+
+
+def test_several_problems_listed_at_once_sorted_by_line():
+    text = textwrap.dedent(
+        """\
+        name: a
+        framework:
+          name: python
+          comand: x
+        gpus: two
+        cpus: 0
+        memory: 12
+        learners: 0
+        netwrk: true
+        """
+    )
+    ps = problems_of(text)
+    assert len(ps) >= 3
+    assert [p.line for p in ps] == sorted(p.line for p in ps)
+    assert {"framework.comand", "gpus", "cpus", "memory", "learners", "netwrk"} <= {
+        p.path for p in ps
+    }
+    assert str(ps[0]).startswith(ps[0].path)
+
+
+def test_several_cross_check_problems_listed_at_once():
+    text = H + "env:\n  MODEL_DIR: x\n  1A: y\nevaluation_metrics:\n  type: log\n  pattern: '('\n"
+    ps = problems_of(text)
+    assert [p.path for p in ps] == ["env.MODEL_DIR", "env.1A", "evaluation_metrics.pattern"]
+    assert [p.line for p in ps] == [6, 7, 10]
+
+
+@pytest.mark.xfail(
+    reason="BUG: _cross_checks run only when the schema passes, so a manifest with a type "
+    "error AND a reserved env name reports only the first; DESIGN promises every problem "
+    "at once. Run the cross checks on the raw data too (or make them Rules/Parse marks)",
+    strict=True,
+)
+def test_schema_and_cross_check_problems_listed_together():
+    ps = problems_of(H + "gpus: two\nenv:\n  MODEL_DIR: x\n")
+    assert {p.path for p in ps} == {"gpus", "env.MODEL_DIR"}
+
+
+def test_error_message_names_the_source():
+    with pytest.raises(ManifestError) as info:
+        manifest.parse(H + "gpus: two\n", source="job/manifest.yml")
+    assert str(info.value).startswith("job/manifest.yml has 1 problem(s):")
+    assert "gpus (line 5): found 'two' (text); expected a whole number" in str(info.value)
+
+
+def test_problems_serialise_to_json():
+    (p,) = problems_of(H + "gpus: two\n")
+    assert p.to_json() == {
+        "field": "gpus",
+        "line": 5,
+        "message": "found 'two' (text); expected a whole number",
+    }
+
+
+def test_custom_framework_with_image_needs_no_version():
+    m = manifest.parse("name: a\nframework:\n  name: custom\n  image: me/img:1\n  command: x\n")
+    assert m.framework.image == "me/img:1"
+
+
+@pytest.mark.parametrize("name", sorted(manifest.RESERVED_ENV))
+def test_every_reserved_env_name_is_refused(name):
+    p = _find(problems_of(H + f"env:\n  {name}: x\n"), f"env.{name}")
+    assert "cannot be overridden" in p.message
+
+
+def test_mount_volume_skips_the_auth_url_check():
+    m = manifest.parse(
+        H + "data_stores:\n  - id: s\n    type: mount_volume\n    connection:\n"
+        "      path: /data\n      auth_url: not-a-url\n"
+    )
+    assert m.data_store.connection.path == "/data"
