@@ -79,7 +79,8 @@ def resolve_image(m: Manifest, frameworks: dict[str, dict[str, str]]) -> str:
             )
         image = template.replace("{version}", fw.version)
     if fw.image_tag:
-        repo = image.rsplit(":", 1)[0] if ":" in image.rsplit("/", 1)[-1] else image
+        repo = image.split("@", 1)[0]  # a digest pins one image: the tag replaces it
+        repo = repo.rsplit(":", 1)[0] if ":" in repo.rsplit("/", 1)[-1] else repo
         image = f"{repo}:{fw.image_tag}"
     return image
 
@@ -114,7 +115,7 @@ def admit(m: Manifest, config: Config, gpu_names: Sequence[str], run_id: str = "
     req = request_of(run_id, m)
     reasons = impossible(req, config.capacity.cpus, config.capacity.memory, gpu_names)
     if reasons:
-        per = f" (amounts are per learner; the run has {m.learners})" if m.learners > 1 else ""
+        per = f" (in all: the manifest's amounts × {m.learners} learners)" if m.learners > 1 else ""
         raise AdmissionError("C104", [Problem(f, r + per) for f, r in reasons])
     return Admitted(image)
 

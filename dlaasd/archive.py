@@ -77,17 +77,21 @@ def _entry_problem(info: zipfile.ZipInfo) -> str | None:
     if ".." in p.parts:
         return "contains '..', which would reach outside the model folder"
     mode = info.external_attr >> 16
-    if mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+    kind = stat.S_IFMT(mode)  # zero when only permission bits were stored
+    if kind and kind not in (stat.S_IFREG, stat.S_IFDIR):
         kind = "a symbolic link" if stat.S_ISLNK(mode) else "not a regular file"
         return f"is {kind}; only files and folders are allowed"
     return None
 
 
 def _common_top(infos: list[zipfile.ZipInfo]) -> str:
-    """'model/' when every entry sits under one folder (zips made of a folder), else ''."""
+    """'model/' when every entry sits under one folder (`zip -r model.zip model/`), which
+    then unpacks flat; but not a Python package, whose folder name matters to imports."""
     tops = {i.filename.split("/", 1)[0] for i in infos}
     if len(tops) == 1 and all("/" in i.filename for i in infos):
-        return tops.pop() + "/"
+        top = tops.pop() + "/"
+        if top + "__init__.py" not in {i.filename for i in infos}:
+            return top
     return ""
 
 
@@ -96,7 +100,11 @@ def unpack(path: Path, dest: Path, max_bytes: int = MAX_BYTES) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     root = dest.resolve()
     written = 0
-    with zipfile.ZipFile(path) as zf:
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ArchiveError([f"not a readable zip file ({exc})"]) from None
+    with zf:
         infos = zf.infolist()
         top = _common_top(infos)
         for info in infos:

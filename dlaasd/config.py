@@ -92,6 +92,7 @@ class Config:
     socket: str
     socket_group: str
     drop_dir: str
+    drop_settle: Duration
     log_level: Literal["debug", "info", "warning", "error"]
     capacity: Capacity
     containers: Containers
@@ -100,7 +101,7 @@ class Config:
     cache: Cache
     results: Results
     # Where the settings came from, for --print-config and error messages.
-    source: str = field(default="embedded defaults", metadata={"key": "_source"})
+    source: str = field(default="embedded defaults", init=False)
 
     @property
     def state_path(self) -> Path:
@@ -150,7 +151,10 @@ def load(
     if explicit and not file.is_file():
         raise ConfigError([Problem("", f"config file {file} does not exist")], str(file))
     if file.is_file():
-        user, lines = schema.load_yaml(file.read_text(), str(file))
+        try:
+            user, lines = schema.load_yaml(file.read_text(), str(file))
+        except SchemaError as exc:
+            raise ConfigError(exc.problems, str(file)) from None
         if user is not None and not isinstance(user, dict):
             raise ConfigError([Problem("", "expected a mapping of keys", 1)], str(file))
         data = _merge(data, user or {})
@@ -171,7 +175,7 @@ def load(
         raise ConfigError(exc.problems, source) from None
     config.source = source
     _resolve(config, env)
-    _check(config, source)
+    _check(config, source, lines)
     return config
 
 
@@ -215,9 +219,21 @@ def _resolve(c: Config, env) -> None:
     if c.capacity.memory is None:
         c.capacity.memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     if c.store.credentials_file:
-        creds = json.loads(Path(c.store.credentials_file).read_text())
-        c.store.access_key = creds["access_key"]
-        c.store.secret_key = creds["secret_key"]
+        try:
+            creds = json.loads(Path(c.store.credentials_file).read_text())
+            c.store.access_key, c.store.secret_key = creds["access_key"], creds["secret_key"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            why = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise ConfigError(
+                [
+                    Problem(
+                        "store.credentials_file",
+                        f"cannot read {why}; expected a "
+                        'JSON file {"access_key": ..., "secret_key": ...}',
+                    )
+                ],
+                c.source,
+            ) from None
 
 
 def _group_exists(name: str) -> bool:
@@ -228,8 +244,8 @@ def _group_exists(name: str) -> bool:
         return False
 
 
-def _check(c: Config, source: str) -> None:
-    problems = []
+def _check(c: Config, source: str, lines: dict[str, int]) -> None:
+    problems: list[Problem] = []
     if c.socket_group and not _group_exists(c.socket_group):
         problems.append(
             Problem(
@@ -257,6 +273,7 @@ def _check(c: Config, source: str) -> None:
         if not versions:
             problems.append(Problem(f"frameworks.{name}", "maps no version to an image"))
     if problems:
+        problems = [Problem(p.path, p.message, schema.line_of(lines, p.path)) for p in problems]
         raise ConfigError(problems, source)
 
 

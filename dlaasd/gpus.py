@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import asdict, dataclass, field
 
 log = logging.getLogger(__name__)
@@ -92,12 +93,20 @@ def _text(value: bytes | str) -> str:
 
 
 def matches_type(gpu_name: str, gpu_type: str) -> bool:
-    """FfDL's gpu_type ("nvidia-TeslaV100") against an NVML name ("Tesla V100-SXM2-16GB")."""
+    """FfDL's gpu_type ("nvidia-TeslaV100") against an NVML name ("Tesla V100-SXM2-16GB").
+
+    Compared without case, spaces or dashes; a match may not run on into more digits of
+    the same word, so "A10" does not match an A100 (but "H100" matches "H100 80GB")."""
     if not gpu_type:
         return True
-
-    def norm(s: str) -> str:
-        return "".join(ch for ch in s.lower() if ch.isalnum())
-
-    wanted = norm(gpu_type.lower().removeprefix("nvidia-").removeprefix("nvidia"))
-    return wanted in norm(gpu_name)
+    wanted = "".join(re.findall(r"[a-z0-9]+", gpu_type.lower().removeprefix("nvidia-")))
+    words = re.findall(r"[a-z0-9]+", gpu_name.lower())
+    joined = "".join(words)
+    ends = {sum(len(w) for w in words[: i + 1]) for i in range(len(words))}
+    start = joined.find(wanted)
+    while start >= 0:
+        end = start + len(wanted)
+        if end in ends or not joined[end].isdigit():
+            return True
+        start = joined.find(wanted, start + 1)
+    return False

@@ -33,6 +33,8 @@ EnvValue = Annotated[str, Parse(_env_value, "text, a number or true/false")]
 
 
 def _bucket(value: object) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = getattr(value, "text", str(value))  # `container: 2024` is a fine name
     if not isinstance(value, str):
         raise ValueError("")
     problem = bucket_problem(value)
@@ -152,77 +154,87 @@ def parse(text: str | bytes, source: str = "manifest.yml") -> Manifest:
     """Parse and validate a manifest; raise ManifestError listing every problem."""
     try:
         data, lines = schema.load_yaml(text, source)
-        if data is not None and not isinstance(data, dict):
-            raise SchemaError(
-                [
-                    Problem(
-                        "",
-                        f"found {schema.found(data)}; expected a mapping of keys such as "
-                        "name, framework, gpus",
-                        1,
-                    )
-                ],
-                source,
-            )
-        manifest = schema.load(Manifest, data, lines, source)
     except SchemaError as exc:
         raise ManifestError(exc.problems, source) from None
-    problems = _cross_checks(manifest, lines)
+    if data is not None and not isinstance(data, dict):
+        message = f"found {schema.found(data)}; expected a mapping of keys (name, framework, ...)"
+        raise ManifestError([Problem("", message, 1)], source)
+    problems: list[Problem] = []
+    manifest = None
+    try:
+        manifest = schema.load(Manifest, data, lines, source)
+    except SchemaError as exc:
+        problems += exc.problems
+    # checks across fields run on the raw document, so they are listed with the others
+    known = {p.path for p in problems}
+    problems += [p for p in _cross_checks(data or {}, lines) if p.path not in known]
     if problems:
         raise ManifestError(schema.sort_problems(problems), source)
+    manifest.framework.command = join_continuations(manifest.framework.command)
     return manifest
 
 
-def _cross_checks(m: Manifest, lines: dict[str, int]) -> list[Problem]:
+def join_continuations(command: str) -> str:
+    """FfDL writes long commands as `command: >` with more-indented continuation lines,
+    which YAML keeps as separate lines; under `sh -c` each would run on its own. Join a
+    line that starts with blanks to the one before (unless that one ends with `\\`)."""
+    return re.sub(r"(?<!\\)\n[ \t]+", " ", command).strip()
+
+
+def _cross_checks(data: dict, lines: dict[str, int]) -> list[Problem]:
     problems: list[Problem] = []
 
     def fail(path: str, message: str) -> None:
-        problems.append(Problem(path, message, lines.get(path)))
+        problems.append(Problem(path, message, schema.line_of(lines, path)))
 
-    if not m.name.strip():
+    def text(value: object) -> str:
+        return value if isinstance(value, str) else ""
+
+    fw = data.get("framework") if isinstance(data.get("framework"), dict) else {}
+    if isinstance(data.get("name"), str) and not data["name"].strip():
         fail("name", "is empty; give the run a short name")
-    if not m.framework.command.strip():
+    if isinstance(fw.get("command"), str) and not fw["command"].strip():
         fail("framework.command", "is empty; give the shell command that starts training")
-    if m.framework.name == "custom" and not (m.framework.version or m.framework.image):
+    if fw.get("name") == "custom" and not (fw.get("version") or fw.get("image")):
         fail("framework.version", "missing; with framework name 'custom' the version is the image")
-    if m.memory < 16 * 1024**2:
-        fail("memory", "is below 16MiB, too little for a container; ask for 256MiB or more")
-    for name in m.env:
-        path = f"env.{name}"
+    try:
+        if parse_size(data.get("memory", "1GiB")) < 16 * 1024**2:
+            fail("memory", "is below 16MiB, too little for a container; ask for 256MiB or more")
+    except ValueError:
+        pass  # reported by the schema
+    env = data.get("env") if isinstance(data.get("env"), dict) else {}
+    for name in env:
         if not _ENV_NAME.match(name):
             fail(
-                path,
+                f"env.{name}",
                 "is not a valid variable name (letters, digits and _, not starting with a digit)",
             )
         elif name in RESERVED_ENV:
-            fail(path, "is set by dlaasd in every container and cannot be overridden")
-    for i, store in enumerate(m.data_stores):
+            fail(f"env.{name}", "is set by dlaasd in every container and cannot be overridden")
+    stores = data.get("data_stores") if isinstance(data.get("data_stores"), list) else []
+    for i, store in enumerate(s for s in stores if isinstance(s, dict)):
         base = f"data_stores[{i}]"
-        if store.type == "mount_volume":
-            if not (store.connection and store.connection.path):
-                fail(
-                    f"{base}.connection.path",
-                    "missing; mount_volume needs the host folder to mount",
-                )
+        conn = store.get("connection") if isinstance(store.get("connection"), dict) else {}
+        if store.get("type") == "mount_volume":
+            if not text(conn.get("path")):
+                fail(f"{base}.connection.path", "missing; mount_volume needs the host folder")
             continue
-        url = store.connection.auth_url if store.connection else ""
+        url = text(conn.get("auth_url"))
         if url and not re.match(r"^https?://[^/\s]+", url):
-            fail(
-                f"{base}.connection.auth_url", f"found {url!r}; expected an http:// or https:// URL"
-            )
-    metrics = m.evaluation_metrics
-    if metrics and metrics.type == "log":
-        if not metrics.pattern:
-            fail("evaluation_metrics.pattern", "missing; type 'log' needs a regular expression")
+            where = f"{base}.connection.auth_url"
+            fail(where, f"found {url!r}; expected an http:// or https:// URL")
+    metrics = data.get("evaluation_metrics")
+    if isinstance(metrics, dict) and metrics.get("type") == "log":
+        pattern = text(metrics.get("pattern"))
+        where = "evaluation_metrics.pattern"
+        if not pattern:
+            fail(where, "missing; type 'log' needs a regular expression with named groups")
         else:
             try:
-                if not re.compile(metrics.pattern).groupindex:
-                    fail(
-                        "evaluation_metrics.pattern",
-                        "has no named group; write e.g. 'loss=(?P<loss>[0-9.eE+-]+)'",
-                    )
+                if not re.compile(pattern).groupindex:
+                    fail(where, "has no named group; write e.g. 'loss=(?P<loss>[0-9.eE+-]+)'")
             except re.error as exc:
-                fail("evaluation_metrics.pattern", f"is not a valid regular expression: {exc}")
+                fail(where, f"is not a valid regular expression: {exc}")
     return problems
 
 
@@ -230,5 +242,7 @@ def bucket_problem(name: str) -> str | None:
     """Why `name` is not a valid S3 bucket name, with the name to use instead."""
     if _BUCKET.match(name) and ".." not in name:
         return None
-    fixed = re.sub(r"[^a-z0-9.-]+", "-", name.lower()).strip("-.")[:63] or "my-bucket"
+    fixed = re.sub(r"\.\.+", ".", re.sub(r"[^a-z0-9.-]+", "-", name.lower())).strip("-.")[:63]
+    if not _BUCKET.match(fixed):
+        fixed = (fixed + "-data").strip("-.")
     return f"S3 and MinIO do not allow this name; use {fixed!r}"

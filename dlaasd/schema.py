@@ -77,54 +77,90 @@ def load_yaml(text: str | bytes, source: str = "document") -> tuple[Any, dict[st
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark else None
-        msg = f"YAML syntax error: {getattr(exc, 'problem', None) or exc}"
+        problem = getattr(exc, "problem", None) or str(exc)
+        msg = f"YAML syntax error: {problem}"
         if mark:
             msg += f" at line {mark.line + 1}, column {mark.column + 1}"
         context, start = getattr(exc, "context", None), getattr(exc, "context_mark", None)
         if context and start:
             msg += f" ({context} that starts at line {start.line + 1}, column {start.column + 1})"
-            line = start.line + 1
+            if "end of stream" in problem or "<stream end>" in problem:
+                line = start.line + 1  # the end says little; where the open block began does
         raise SchemaError([Problem("", msg, line)], source) from None
     if node is None:
         return None, {}
     lines: dict[str, int] = {}
     problems: list[Problem] = []
-    data = _construct(node, "", lines, problems)
+    budget = [MAX_NODES]
+    data = _construct(node, "", lines, problems, budget)
     if problems:
         raise SchemaError(problems, source)
     return data, lines
 
 
+# Aliases are expanded; this bounds what a "billion laughs" document can cost.
+MAX_NODES = 100_000
 _constructor = yaml.constructor.SafeConstructor()
 
 
-def _construct(node: yaml.Node, path: str, lines: dict[str, int], problems: list[Problem]) -> Any:
+class YamlFloat(float):
+    """A float that remembers how it was written: `version: 1.10` means "1.10"."""
+
+    text: str
+
+
+class YamlInt(int):
+    text: str
+
+
+def _construct(
+    node: yaml.Node, path: str, lines: dict[str, int], problems: list[Problem], budget: list[int]
+) -> Any:
+    budget[0] -= 1
+    if budget[0] < 0:
+        if budget[0] == -1:
+            problems.append(
+                Problem(
+                    path,
+                    f"the document expands to more than {MAX_NODES} values "
+                    "(too many aliases?); write it out plainly",
+                    None,
+                )
+            )
+        return None
     lines[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            k = _construct(key_node, path, {}, problems)
+            if budget[0] < 0:
+                break
+            k = _construct(key_node, path, {}, problems, budget)
             if not isinstance(k, str | int | float | bool):
-                problems.append(
-                    Problem(path, "keys must be plain words", key_node.start_mark.line + 1)
-                )
+                line = key_node.start_mark.line + 1
+                problems.append(Problem(path, "keys must be plain words", line))
                 continue
-            k = str(k)
+            k = getattr(k, "text", str(k))
             child = f"{path}.{k}" if path else k
             if k in out:
                 problems.append(Problem(child, "duplicate key", key_node.start_mark.line + 1))
-            out[k] = _construct(value_node, child, lines, problems)
+            out[k] = _construct(value_node, child, lines, problems, budget)
             lines[child] = key_node.start_mark.line + 1
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_construct(v, f"{path}[{i}]", lines, problems) for i, v in enumerate(node.value)]
+        return [
+            _construct(v, f"{path}[{i}]", lines, problems, budget) for i, v in enumerate(node.value)
+        ]
     if node.tag == "tag:yaml.org,2002:timestamp":  # keep dates as the text written
         return node.value
     try:
-        return _constructor.construct_object(node, deep=True)
+        value = _constructor.construct_object(node, deep=True)
     except yaml.YAMLError as exc:
         problems.append(Problem(path, f"cannot read value: {exc}", node.start_mark.line + 1))
         return None
+    if isinstance(value, float | int) and not isinstance(value, bool):
+        value = (YamlFloat if isinstance(value, float) else YamlInt)(value)
+        value.text = node.value
+    return value
 
 
 # --- checking against dataclasses -------------------------------------------------
@@ -175,6 +211,10 @@ def found(value: Any) -> str:
         return "a list"
     if value is None:
         return "nothing"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if hasattr(value, "text"):
+        return value.text
     if isinstance(value, str):
         shown = value if len(value) <= 60 else value[:57] + "..."
         return f"{shown!r} (text)"
@@ -184,6 +224,17 @@ def found(value: Any) -> str:
 def suggest(word: str, choices: typing.Iterable[str]) -> str:
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def line_of(lines: dict[str, int], path: str) -> int | None:
+    """The line of `path`, or of its nearest parent that has one."""
+    while True:
+        if path in lines:
+            return lines[path]
+        if not path:
+            return None
+        cut = max(path.rfind("."), path.rfind("["))
+        path = path[:cut] if cut > 0 else ""
 
 
 def field_key(f: dataclasses.Field) -> str:
@@ -196,12 +247,7 @@ class _Checker:
         self.problems: list[Problem] = []
 
     def fail(self, path: str, message: str) -> None:
-        line = self.lines.get(path)
-        parent = path
-        while line is None and parent:  # report the nearest line we know
-            parent = parent.rpartition(".")[0] if "." in parent else ""
-            line = self.lines.get(parent)
-        self.problems.append(Problem(path, message, line))
+        self.problems.append(Problem(path, message, line_of(self.lines, path)))
 
     def wrong(self, path: str, value: Any, tp: Any) -> None:
         self.fail(path, f"found {found(value)}; expected {describe(tp)}")
@@ -270,11 +316,11 @@ class _Checker:
         elif tp is str:
             if isinstance(value, str):
                 return value
-            if isinstance(value, int | float):  # `version: 1.0` means the text "1.0"
-                return str(value)
+            if isinstance(value, int | float):  # `version: 1.10` means the text "1.10"
+                return getattr(value, "text", str(value))
         elif tp is int:
             if isinstance(value, int):
-                return value
+                return int(value)
             if isinstance(value, float) and value.is_integer():
                 return int(value)
         elif tp is float:

@@ -35,8 +35,12 @@ def parse_size(value: object) -> int:
         raise ValueError("")
     if isinstance(value, int | float):
         raise ValueError(f"add a unit, e.g. {value}MiB or {value}GB")
+    if value.strip().startswith("-"):
+        raise ValueError("a size cannot be negative")
     m = _SIZE.match(value)
-    if not m or m.group(2).lower() not in _SIZE_UNITS:
+    if m and m.group(2).lower() not in _SIZE_UNITS:
+        raise ValueError(f"unknown unit {m.group(2)!r}; use KB, MB, GB, TB or KiB, MiB, GiB, TiB")
+    if not m:
         raise ValueError("")
     number, unit = float(m.group(1)), m.group(2).lower()
     if unit in ("", "b"):
@@ -45,8 +49,12 @@ def parse_size(value: object) -> int:
 
 
 def format_size(n: int | float | None) -> str:
+    """Bytes for people; round decimal amounts ("1GB" as written) stay decimal."""
     if n is None:
         return "-"
+    for unit, size in (("TB", 1000**4), ("GB", 1000**3), ("MB", 1000**2)):
+        if n >= size and n % size == 0 and n % 1024**2 != 0:
+            return f"{n // size}{unit}"
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(n) < 1024 or unit == "TiB":
             return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"

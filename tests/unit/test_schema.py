@@ -143,7 +143,7 @@ def test_empty_document_parses_to_none():
     "text, path, words, line",
     [
         ("name: n\ninner: {x: 1.5}\n", "inner.x", ["1.5", "whole number"], 2),
-        ("name: n\ninner: {x: true}\n", "inner.x", ["True", "whole number"], 2),
+        ("name: n\ninner: {x: true}\n", "inner.x", ["true", "whole number"], 2),
         ("name: n\ninner: {x: '1'}\n", "inner.x", ["'1' (text)", "whole number"], 2),
         ("name: [a]\ninner: {x: 1}\n", "name", ["a list", "text"], 1),
         ("name: n\ninner: 3\n", "inner", ["found 3", "mapping"], 2),
@@ -156,7 +156,7 @@ def test_empty_document_parses_to_none():
         ("name: n\ninner: {x: 1}\nflag: 1\n", "flag", ["found 1", "true or false"], 3),
         ("name: n\ninner: {x: 1}\nflag: 'yes'\n", "flag", ["'yes'", "true or false"], 3),
         ("name: n\ninner: {x: 1}\nratio: fast\n", "ratio", ["'fast'", "a number"], 3),
-        ("name: n\ninner: {x: 1}\nratio: true\n", "ratio", ["True", "a number"], 3),
+        ("name: n\ninner: {x: 1}\nratio: true\n", "ratio", ["true", "a number"], 3),
         ("name: n\ninner: {x: 1}\neven: 3\n", "even", ["(odd)", "an even whole number"], 3),
         ("name: n\ninner: {x: 1}\nsmall: 12\n", "small", ["found 12", "below 10"], 3),
         ("name: n\ninner: {x: 1}\nsmall: big\n", "small", ["'big'", "a whole number"], 3),
