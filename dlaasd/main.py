@@ -15,6 +15,7 @@ from . import __version__
 from . import config as configuration
 from .api import make_app, serve
 from .daemon import Daemon, StoreRefused
+from .inbox import Inbox
 from .minio_server import MinioError
 
 log = logging.getLogger("dlaasd")
@@ -83,10 +84,14 @@ async def run(config: configuration.Config) -> None:
     # Docker waits block a thread each for as long as a run trains.
     loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(max_workers=256))
     daemon = Daemon(config)
+    inbox = Inbox(daemon)
+    if config.results.mirror_to_drop_dir:
+        daemon.lifecycle.after_store.append(inbox.mirror_results)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await daemon.start()
+    await inbox.start()
     web_runner = await serve(make_app(daemon), config.socket_path, config.socket_group)
     log.info(
         "event=ready socket=%s state_dir=%s store=%s gpus=%s",
@@ -100,6 +105,7 @@ async def run(config: configuration.Config) -> None:
     finally:
         log.info("event=stopping")
         await web_runner.cleanup()
+        await inbox.stop()
         await daemon.stop()
 
 

@@ -83,6 +83,10 @@ class Store:
                     runs.add_column(name, kind)
         runs.create_index(["status"], if_not_exists=True)
         runs.create_index(["experiment_id"], if_not_exists=True)
+        runs.create_index(["source"], if_not_exists=True)
+        mirrored = self.db["mirrored"]  # files of the drop folder's data/ already uploaded
+        if not mirrored.exists():
+            mirrored.create({"path": str, "size": int, "mtime_ns": int}, pk="path")
         events = self.db["events"]
         if not events.exists():
             events.create({"run_id": str, "time": str, "status": str, "message": str})
@@ -157,6 +161,16 @@ class Store:
             f"select * from runs where status in ({', '.join('?' * len(statuses))}) order by rowid"
         )
         return [_decode(r) for r in self.db.query(sql, statuses)]
+
+    def by_source(self, source: str) -> str | None:
+        row = self.db.execute("select id from runs where source = ?", [source]).fetchone()
+        return row[0] if row else None
+
+    def mirrored(self) -> dict[str, tuple[int, int]]:
+        return {r["path"]: (r["size"], r["mtime_ns"]) for r in self.db["mirrored"].rows}
+
+    def mark_mirrored(self, path: str, size: int, mtime_ns: int) -> None:
+        self.db["mirrored"].upsert({"path": path, "size": size, "mtime_ns": mtime_ns}, pk="path")
 
     def events(self, run_id: str) -> list[dict]:
         return list(
