@@ -84,7 +84,7 @@ class Client:
         except PermissionError:
             raise Unreachable(
                 f"permission denied on {self.socket_path}; ask the admin to add you to the "
-                "group 'dlaas' (then log in again)"
+                f"group {_group_of(self.socket_path)!r} (then log in again)"
             ) from None
         except (TimeoutError, ConnectionResetError, BrokenPipeError) as exc:
             # the daemon closes the connection early when it refuses an upload
@@ -144,6 +144,15 @@ class Client:
         }
         resp = self.request("POST", path, body=_chain(parts), headers=headers, timeout=None)
         return json.loads(resp.read())
+
+
+def _group_of(path: Path) -> str:
+    import grp
+
+    try:
+        return grp.getgrgid(os.stat(path).st_gid).gr_name
+    except (OSError, KeyError):
+        return "dlaas"
 
 
 def _part_head(boundary: str, name: str, filename: str) -> bytes:
