@@ -313,6 +313,35 @@ def cmd_status(c: Client, a) -> int:
     return 0
 
 
+def cmd_doctor(c: Client, a) -> int:
+    """What is wrong, each with its fix. The daemon checks what it depends on; this side
+    checks that the daemon can be reached at all."""
+    try:
+        checks = c.json("GET", "/v1/doctor", timeout=60)["checks"]
+    except Unreachable as exc:
+        checks = [
+            {
+                "name": "daemon",
+                "status": "fail",
+                "detail": str(exc).splitlines()[0],
+                "fix": "start it: `dlaasd` (foreground) or `sudo systemctl start dlaasd`",
+            }
+        ]
+    else:
+        checks.insert(
+            0,
+            {"name": "daemon", "status": "ok", "detail": f"answers on {c.socket_path}", "fix": ""},
+        )
+    if a.json:
+        out_json({"checks": checks})
+    else:
+        for ch in checks:
+            print(f"{ch['status'].upper():<5} {ch['name']}: {ch['detail']}")
+            if ch["fix"] and ch["status"] != "ok":
+                print(f"      fix: {ch['fix']}")
+    return 1 if any(ch["status"] == "fail" for ch in checks) else 0
+
+
 # --- data in the object store ------------------------------------------------------------
 
 
@@ -485,6 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("gpus", cmd_gpus, "list the GPUs and the run using each")
     add("status", cmd_status, "the daemon's health: Docker, object store, GPUs, capacity")
+    add("doctor", cmd_doctor, "check everything dlaasd needs; each problem with its fix")
 
     data = sub.add_parser("data", help="training data in the object store", parents=[common])
     dsub = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")

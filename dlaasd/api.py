@@ -22,6 +22,7 @@ from aiohttp import web
 from . import openapi
 from .codes import FINAL, STATUSES, RunError
 from .daemon import Caller, Daemon, Refused
+from .doctor import run_checks
 from .manifest import bucket_problem
 from .storage import PART_SIZE, StoreUnavailable, safe_join
 
@@ -87,6 +88,10 @@ async def health(request: web.Request) -> web.Response:
 
 async def status(request: web.Request) -> web.Response:
     return web.json_response(await daemon_of(request).status())
+
+
+async def doctor(request: web.Request) -> web.Response:
+    return web.json_response({"checks": await run_checks(daemon_of(request))})
 
 
 async def gpus(request: web.Request) -> web.Response:
@@ -344,6 +349,7 @@ ROUTES = [
     Route("GET", "/v1/health", health, "Liveness: the daemon answers"),
     Route("GET", "/v1/status", status, "Docker, object store, GPUs, capacity and run counts"),
     Route("GET", "/v1/gpus", gpus, "GPU inventory with the run holding each"),
+    Route("GET", "/v1/doctor", doctor, "Checks of Docker, GPUs, store, disk, socket, images"),
     Route(
         "POST",
         "/v1/runs",

@@ -1,0 +1,198 @@
+"""`dlaasctl doctor`: checks of everything dlaasd depends on, each problem with its fix."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import stat
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .manifest import bucket_problem
+from .minio_server import MinioError, find_binary
+from .units import format_size
+
+OK, WARN, FAIL = "ok", "warn", "fail"
+
+
+@dataclass
+class Check:
+    name: str
+    status: str
+    detail: str
+    fix: str = ""
+
+
+async def run_checks(daemon) -> list[dict]:
+    checks = await asyncio.to_thread(_checks, daemon)
+    return [asdict(c) for c in checks]
+
+
+def _checks(daemon) -> list[Check]:
+    checks = [_docker(daemon)]
+    gpus = daemon.gpus.list()
+    checks.append(_nvml(daemon, gpus))
+    if gpus and not any(g.simulated for g in gpus):
+        checks.append(_nvidia_runtime(daemon))
+    checks += [_store(daemon), _disk(daemon), _socket(daemon), *_images(daemon), *_drop(daemon)]
+    return checks
+
+
+def _docker(daemon) -> Check:
+    ok, detail = daemon.runner.ping()
+    if ok:
+        return Check("docker", OK, f"Docker Engine {detail} answers")
+    return Check(
+        "docker",
+        FAIL,
+        detail,
+        "start it: `sudo systemctl start docker` (or `sudo dockerd &`); install it "
+        "with `sudo apt-get install docker.io` if missing",
+    )
+
+
+def _nvml(daemon, gpus) -> Check:
+    inv = daemon.gpus
+    if inv.simulate is not None:
+        return Check(
+            "gpus",
+            WARN,
+            f"{len(gpus)} simulated GPUs (DLAAS_SIMULATE_GPUS)",
+            "unset DLAAS_SIMULATE_GPUS to use the real GPUs",
+        )
+    if gpus:
+        names = ", ".join(sorted({g.name for g in gpus}))
+        return Check("gpus", OK, f"NVML sees {len(gpus)} GPU(s): {names}")
+    return Check(
+        "gpus",
+        WARN,
+        inv.error or "no GPU found; runs with `gpus: 0` still work",
+        "install the NVIDIA driver if this machine has a GPU",
+    )
+
+
+def _nvidia_runtime(daemon) -> Check:
+    try:
+        info = daemon.runner.client.info()
+    except Exception as exc:
+        return Check("nvidia-runtime", FAIL, f"cannot ask Docker: {exc}")
+    runtimes = set(info.get("Runtimes", {}))
+    cdi = any(Path(p).exists() for p in ("/etc/cdi/nvidia.yaml", "/var/run/cdi/nvidia.yaml"))
+    if "nvidia" in runtimes or cdi:
+        how = "runtime 'nvidia'" if "nvidia" in runtimes else "CDI spec"
+        return Check("nvidia-runtime", OK, f"Docker can give containers GPUs ({how})")
+    return Check(
+        "nvidia-runtime",
+        FAIL,
+        "Docker has no NVIDIA runtime: GPU runs cannot start",
+        "install nvidia-container-toolkit, then `sudo nvidia-ctk runtime configure "
+        "--runtime=docker && sudo systemctl restart docker`",
+    )
+
+
+def _store(daemon) -> Check:
+    ok, detail = daemon.objects.healthy()
+    mode = "bundled MinIO" if daemon.minio else "external store"
+    where = f"{mode} at {daemon.objects.endpoint.url}"
+    if ok:
+        return Check("store", OK, f"{where} answers")
+    if daemon.minio:
+        try:
+            find_binary(daemon.config.store.minio_binary)
+            fix = f"see its log: {daemon.minio.dir / 'minio.log'}"
+        except MinioError as exc:
+            fix = str(exc)
+    else:
+        fix = "check store.endpoint and the keys in the config, and that the store is running"
+    return Check("store", FAIL, f"{where}: {detail}", fix)
+
+
+def _disk(daemon) -> Check:
+    usage = shutil.disk_usage(daemon.config.state_path)
+    free = usage.free
+    detail = f"{format_size(free)} free of {format_size(usage.total)} in {daemon.config.state_dir}"
+    if free < 2 * 1024**3 or free < usage.total * 0.02:
+        return Check(
+            "disk",
+            FAIL,
+            detail,
+            "free some space: `dlaasctl delete` old runs, or lower cache.max_size in the config",
+        )
+    if free < 20 * 1024**3:
+        return Check("disk", WARN, detail, "runs with large data or results may fill it")
+    return Check("disk", OK, detail)
+
+
+def _socket(daemon) -> Check:
+    path = daemon.config.socket_path
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError as exc:
+        return Check("socket", FAIL, f"{path}: {exc}", "restart dlaasd")
+    if mode & 0o007:
+        return Check(
+            "socket",
+            FAIL,
+            f"{path} is open to everyone ({oct(mode)})",
+            "restart dlaasd; it sets 0600, or 0660 with socket_group",
+        )
+    who = (
+        f"group {daemon.config.socket_group!r}" if daemon.config.socket_group else "its owner only"
+    )
+    return Check("socket", OK, f"{path} ({oct(mode)}, {who})")
+
+
+def _images(daemon) -> list[Check]:
+    """The image of every framework version the config maps (templates need a version)."""
+    checks = []
+    images = sorted(
+        {
+            img
+            for versions in daemon.config.frameworks.values()
+            for img in versions.values()
+            if "{version}" not in img
+        }
+    )
+    for image in images:
+        try:
+            present = daemon.runner.image_present(image)
+        except Exception as exc:
+            checks.append(Check(f"image {image}", FAIL, f"cannot ask Docker: {exc}"))
+            continue
+        if present:
+            checks.append(Check(f"image {image}", OK, "present"))
+        elif image.startswith("dlaas/"):
+            checks.append(
+                Check(f"image {image}", FAIL, "missing", "build it: scripts/build-images")
+            )
+        else:
+            pull = (
+                "pulled when a run needs it"
+                if daemon.config.containers.pull_missing_images
+                else ("missing and pulling is off")
+            )
+            checks.append(
+                Check(
+                    f"image {image}", WARN, f"not on this machine; {pull}", f"docker pull {image}"
+                )
+            )
+    return checks
+
+
+def _drop(daemon) -> list[Check]:
+    data = daemon.config.drop_path / "data"
+    bad = (
+        [p.name for p in data.iterdir() if p.is_dir() and bucket_problem(p.name)]
+        if data.exists()
+        else []
+    )
+    return [
+        Check(
+            f"drop folder data/{name}",
+            FAIL,
+            "not a valid bucket name, so not uploaded",
+            f"rename it: {bucket_problem(name)}",
+        )
+        for name in bad
+    ]
