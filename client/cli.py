@@ -6,12 +6,9 @@ Exit codes: 0 ok, 1 refused or failed, 2 usage, 3 daemon not reachable.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
-import tempfile
-import zipfile
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
@@ -43,6 +40,9 @@ def q(value: str) -> str:
 
 def zip_model(source: Path) -> tuple[Path, int]:
     """A folder zipped into a temporary file (the caller removes it); a .zip as it is."""
+    import tempfile  # imported where needed: dlaasctl starts faster
+    import zipfile
+
     if source.is_file():
         if not zipfile.is_zipfile(source):
             raise Failed(f"{source} is not a zip file; give a folder or a .zip")
@@ -347,6 +347,8 @@ def cmd_doctor(c: Client, a) -> int:
 
 def s3_etag(path: Path, part_size: int) -> str:
     """The ETag S3 gives an object uploaded with parts of `part_size`."""
+    import hashlib
+
     digests = []
     with open(path, "rb") as f:
         while chunk := f.read(part_size):

@@ -35,7 +35,7 @@ from .gpus import GpuInventory
 from .lifecycle import Lifecycle
 from .minio_server import BundledMinio
 from .runfolder import RunFolder
-from .runner import Runner
+from .runner import DockerUnavailable, Runner
 from .scheduler import FreeGpu, Request, place
 from .schema import Problem
 from .storage import DataCache, Endpoint, ObjectStore, StoreUnavailable
@@ -154,7 +154,15 @@ class Daemon:
             )
 
     def recover(self) -> None:
-        """Resume every run that was under way when the daemon stopped or died."""
+        """Resume every run that was under way when the daemon stopped or died, and remove
+        containers of runs that ended (left when the daemon died while tidying up)."""
+        active = {r["id"] for r in self.db.in_status(ACTIVE)}
+        try:
+            for run_id, cid in self.runner.containers_of_daemon():
+                if run_id not in active:
+                    self.runner.remove(cid)
+        except DockerUnavailable as exc:
+            log.warning("event=sweep_skipped reason=%r", str(exc))
         for run in self.db.in_status(ACTIVE):
             log.info("event=recover run=%s status=%s", run["id"], run["status"])
             if run["halt_requested"]:

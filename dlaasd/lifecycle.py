@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import pwd
 import shutil
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from . import archive, manifest
@@ -95,6 +97,8 @@ class Lifecycle:
         run = self.db.get(run_id)
         m = manifest.parse(run["manifest"])
         folder = self.folder(run_id)
+        # a run found in PROCESSING (after a restart) may have containers to find again
+        resumed = run["status"] != DOWNLOADING
         try:
             if run["status"] == DOWNLOADING:
                 outcome = await self._guard(self.download(run_id, m, folder))
@@ -105,7 +109,7 @@ class Lifecycle:
                 else:
                     run = self._to(run_id, STORING, "uploading logs", outcome=outcome)
             if run["status"] == PROCESSING:
-                outcome = await self._guard(self.process(run, m, folder))
+                outcome = await self._guard(self.process(run, m, folder, resumed))
                 run = self._to(
                     run_id,
                     STORING,
@@ -241,6 +245,8 @@ class Lifecycle:
             if os.geteuid() == 0:
                 os.chown(logs, uid, gid)
             env = {
+                # numerical libraries start a thread per host core unless told the quota
+                "OMP_NUM_THREADS": str(max(1, math.ceil(m.cpus))),
                 **m.env,
                 **IN_CONTAINER,
                 "LOG_DIR": f"{IN_CONTAINER['JOB_STATE_DIR']}/{logs.relative_to(folder.job)}",
@@ -270,9 +276,11 @@ class Lifecycle:
             )
         return specs
 
-    async def process(self, run: dict, m: Manifest, folder: RunFolder) -> dict:
+    async def process(
+        self, run: dict, m: Manifest, folder: RunFolder, resumed: bool = True
+    ) -> dict:
         run_id = run["id"]
-        ids = await self._docker(run_id, self.runner.find, run_id)
+        ids = await self._docker(run_id, self.runner.find, run_id) if resumed else []
         if not ids:
             if self.halted(run_id):
                 return _outcome(HALTED, "halted before the training started")
@@ -388,8 +396,6 @@ class Lifecycle:
     async def store(self, run: dict, m: Manifest, folder: RunFolder) -> None:
         run_id = run["id"]
         outcome = run.get("outcome") or _outcome(FAILED, "the run ended without an outcome", "S101")
-        for cid in await self._docker(run_id, self.runner.find, run_id):
-            await self._docker(run_id, self.runner.remove, cid)
         objects, bucket, prefix = self.results_location(run_id, m)
         outputs = folder.outputs(run_id)
         definition = [
@@ -397,9 +403,15 @@ class Lifecycle:
         ]
         stats = Transfer()
 
-        def upload() -> None:
-            objects.stage_out(outputs, bucket, stats)
-            self.objects.stage_out(definition, self.config.store.definitions_bucket, Transfer())
+        def upload() -> None:  # the results and the definition side by side
+            with ThreadPoolExecutor(2) as pool:
+                jobs = [
+                    pool.submit(objects.stage_out, outputs, bucket, stats),
+                    pool.submit(self.objects.stage_out, definition,
+                                self.config.store.definitions_bucket, Transfer()),
+                ]  # fmt: skip
+                for job in jobs:
+                    job.result()
 
         try:
             await self._with_retries(
@@ -413,6 +425,7 @@ class Lifecycle:
             else:
                 code, message = exc.code, f"{exc.message}; {kept}"
             self._to(run_id, FAILED, message, error_code=code, exit_code=outcome.get("exit_code"))
+            await self._remove_containers(run_id)
             return
         self._merge_staging(
             run_id,
@@ -426,9 +439,6 @@ class Lifecycle:
                 await asyncio.to_thread(hook, run_id, folder)
             except Exception:
                 log.exception("event=after_store_failed run=%s", run_id)
-        if not self.config.results.keep_local:
-            await asyncio.to_thread(folder.drop_outputs)
-        await asyncio.to_thread(folder.drop_data)
         self._to(
             run_id,
             outcome["status"],
@@ -436,6 +446,15 @@ class Lifecycle:
             error_code=outcome.get("error_code"),
             exit_code=outcome.get("exit_code"),
         )
+        # tidying up after the final status: nobody waits for it
+        await self._remove_containers(run_id)
+        if not self.config.results.keep_local:
+            await asyncio.to_thread(folder.drop_outputs)
+        await asyncio.to_thread(folder.drop_data)
+
+    async def _remove_containers(self, run_id: str) -> None:
+        for cid in await self._docker(run_id, self.runner.find, run_id):
+            await self._docker(run_id, self.runner.remove, cid)
 
 
 def _outcome(

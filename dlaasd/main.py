@@ -17,6 +17,7 @@ from .api import make_app, serve
 from .daemon import Daemon, StoreRefused
 from .inbox import Inbox
 from .minio_server import MinioError
+from .sdnotify import Notifier
 
 log = logging.getLogger("dlaasd")
 
@@ -80,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def run(config: configuration.Config) -> None:
+    # first, so that no child (the bundled MinIO) inherits systemd's variables
+    notifier = Notifier.from_env()
     loop = asyncio.get_running_loop()
     # Docker waits block a thread each for as long as a run trains.
     loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(max_workers=256))
@@ -100,10 +103,14 @@ async def run(config: configuration.Config) -> None:
         daemon.objects.endpoint.url,
         daemon.gpus.source,
     )
+    notifier.ready(f"serving on {config.socket}")
+    watchdog = asyncio.create_task(notifier.keep_alive(), name="watchdog")
     try:
         await stop.wait()
     finally:
         log.info("event=stopping")
+        notifier.stopping("stopping; training containers keep running")
+        watchdog.cancel()
         await web_runner.cleanup()
         await inbox.stop()
         await daemon.stop()

@@ -26,8 +26,10 @@ LABEL_RUN = "dlaas.run-id"
 LABEL_LEARNER = "dlaas.learner"
 LABEL_DAEMON = "dlaas.daemon"  # the state folder of the dlaasd that started it
 
-# The command runs under `sh -c` in MODEL_DIR; its output goes to the training log.
-SCRIPT = 'exec >>"$LOG_DIR/training-log.txt" 2>&1\n'
+# The command runs under `sh -c` in MODEL_DIR; its output goes to the training log. On
+# halt, tini sends SIGTERM to the whole group; the trap keeps the shell alive until the
+# training has handled it (a shell that died first would end the container at once).
+SCRIPT = 'exec >>"$LOG_DIR/training-log.txt" 2>&1\ntrap "exit 143" TERM\n'
 
 
 @dataclass
@@ -122,45 +124,53 @@ class Runner:
     # --- containers ------------------------------------------------------------
 
     def start(self, spec: ContainerSpec) -> str:
-        """Create and start a container; return its id. RunError S101 if it cannot start."""
-        try:
-            old = self.client.containers.get(spec.name)  # left by an attempt that died mid-way
-            old.remove(force=True)
-        except docker.errors.NotFound:
-            pass
+        """Create and start a container; return its id. RunError S101 if it cannot start.
+
+        The low-level API: the high-level one inspects after every call, and a run's start
+        is on the path a user waits on."""
+        api = self.client.api
         device_requests = []
         if spec.gpus:
             device_requests.append(DeviceRequest(device_ids=spec.gpus, capabilities=[["gpu"]]))
+        host_config = api.create_host_config(
+            network_mode="bridge" if spec.network else "none",
+            cap_drop=["ALL"],
+            cap_add=spec.cap_add or None,
+            security_opt=["no-new-privileges"],
+            init=True,  # tini forwards halt's SIGTERM to the whole process group
+            nano_cpus=int(spec.cpus * 1e9),
+            mem_limit=spec.memory,
+            memswap_limit=spec.memory,  # no swap: over the limit is an OOM kill (C202)
+            shm_size=max(64 * 1024**2, spec.memory // 4),
+            pids_limit=spec.pids_limit,
+            mounts=[
+                Mount(target=c, source=h, type="bind", read_only=ro) for h, c, ro in spec.mounts
+            ],
+            device_requests=device_requests or None,
+            log_config={"type": "json-file", "config": {"max-size": "1m"}},
+        )
+        create = dict(
+            image=spec.image,
+            entrypoint=["/bin/sh", "-c", SCRIPT + spec.command],
+            name=spec.name,
+            labels={
+                LABEL_RUN: spec.run_id,
+                LABEL_LEARNER: str(spec.learner),
+                LABEL_DAEMON: self.daemon_label,
+            },
+            environment={**spec.env, "TINI_KILL_PROCESS_GROUP": "1"},
+            working_dir=spec.env["MODEL_DIR"],
+            user=spec.user,
+            host_config=host_config,
+        )
         try:
-            container = self.client.containers.create(
-                spec.image,
-                entrypoint=["/bin/sh", "-c", SCRIPT + spec.command],
-                name=spec.name,
-                labels={
-                    LABEL_RUN: spec.run_id,
-                    LABEL_LEARNER: str(spec.learner),
-                    LABEL_DAEMON: self.daemon_label,
-                },
-                environment={**spec.env, "TINI_KILL_PROCESS_GROUP": "1"},
-                working_dir=spec.env["MODEL_DIR"],
-                user=spec.user,
-                network_mode="bridge" if spec.network else "none",
-                cap_drop=["ALL"],
-                cap_add=spec.cap_add or None,
-                security_opt=["no-new-privileges"],
-                init=True,  # tini forwards halt's SIGTERM to the whole process group
-                nano_cpus=int(spec.cpus * 1e9),
-                mem_limit=spec.memory,
-                memswap_limit=spec.memory,  # no swap: over the limit is an OOM kill (C202)
-                shm_size=max(64 * 1024**2, spec.memory // 4),
-                pids_limit=spec.pids_limit,
-                mounts=[
-                    Mount(target=c, source=h, type="bind", read_only=ro) for h, c, ro in spec.mounts
-                ],
-                device_requests=device_requests or None,
-                log_config={"type": "json-file", "config": {"max-size": "1m"}},
-                detach=True,
-            )
+            try:
+                cid = api.create_container(**create)["Id"]
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409:
+                    raise
+                api.remove_container(spec.name, force=True)  # left by an attempt that died
+                cid = api.create_container(**create)["Id"]
         except docker.errors.ImageNotFound as exc:
             raise RunError(
                 "S103", f"image {spec.image!r} is not available: {_first_line(exc)}"
@@ -172,12 +182,12 @@ class Runner:
         except requests.RequestException as exc:
             raise DockerUnavailable(_docker_hint(exc)) from exc
         try:
-            container.start()
+            api.start(cid)
         except docker.errors.APIError as exc:
-            container.remove(force=True)
+            api.remove_container(cid, force=True)
             raise RunError("S101", f"the container could not start: {_first_line(exc)}") from exc
-        log.info("event=container_start run=%s container=%s", spec.run_id, container.short_id)
-        return container.id
+        log.info("event=container_start run=%s container=%s", spec.run_id, cid[:12])
+        return cid
 
     def find(self, run_id: str) -> list[str]:
         """Ids of the containers of a run, learner 1 first."""
@@ -185,11 +195,20 @@ class Runner:
         found.sort(key=lambda c: int(c.labels.get(LABEL_LEARNER, "1")))
         return [c.id for c in found]
 
+    def containers_of_daemon(self) -> list[tuple[str, str]]:
+        """(run id, container id) of every container this daemon started."""
+        try:
+            found = self.client.containers.list(
+                all=True, filters={"label": f"{LABEL_DAEMON}={self.daemon_label}"}
+            )
+        except requests.RequestException as exc:
+            raise DockerUnavailable(_docker_hint(exc)) from exc
+        return [(c.labels.get(LABEL_RUN, ""), c.id) for c in found]
+
     def wait(self, container_id: str, timeout: float | None) -> Exit | None:
         """Block until the container exits (its Exit), or None after `timeout` seconds."""
         try:
-            container = self.client.containers.get(container_id)
-            container.wait(timeout=timeout)
+            self.client.api.wait(container_id, timeout=timeout)
         except requests.exceptions.ReadTimeout:
             return None
         except requests.exceptions.ConnectionError as exc:
@@ -199,7 +218,7 @@ class Runner:
         return self.exit_info(container_id)
 
     def exit_info(self, container_id: str) -> Exit:
-        state = self.client.containers.get(container_id).attrs["State"]
+        state = self.client.api.inspect_container(container_id)["State"]
         return Exit(
             int(state.get("ExitCode", -1)), bool(state.get("OOMKilled")), state.get("Error", "")
         )

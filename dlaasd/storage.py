@@ -112,6 +112,7 @@ class ObjectStore:
     def __init__(self, endpoint: Endpoint, workers: int = 8):
         self.endpoint = endpoint
         self.workers = workers
+        self._buckets: set[str] = set()  # known to exist: saves a request per upload
         u = urlparse(endpoint.url)
         http = urllib3.PoolManager(
             maxsize=workers * 2 + 4,
@@ -151,12 +152,15 @@ class ObjectStore:
         return self.call(f"bucket {bucket}", self.client.bucket_exists, bucket)
 
     def ensure_bucket(self, bucket: str) -> None:
+        if bucket in self._buckets:
+            return
         if not self.bucket_exists(bucket):
             try:
                 self.client.make_bucket(bucket)
             except S3Error as exc:
                 if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                     raise classify(exc, f"bucket {bucket}") from exc
+        self._buckets.add(bucket)
 
     def list_buckets(self) -> list[dict]:
         return [
@@ -268,7 +272,13 @@ class ObjectStore:
             if present.get(key) == size:  # uploaded by an earlier, interrupted attempt
                 stats.add(size, hit=True)
                 return
-            self.call(f"s3://{bucket}/{key}", self.client.fput_object, bucket, key, str(path))
+            try:
+                self.call(f"s3://{bucket}/{key}", self.client.fput_object, bucket, key, str(path))
+            except RunError as exc:
+                if exc.code != "S302":
+                    raise
+                self._buckets.discard(bucket)  # removed behind our back: make it again
+                raise StoreUnavailable(exc.message) from exc
             stats.add(size)
 
         self._parallel(put, files)

@@ -25,6 +25,7 @@ from dlaasd.minio_server import find_binary, free_port
 
 PYTHON_IMAGE = "dlaas/python:bookworm"
 PYTORCH_IMAGE = "dlaas/pytorch:bookworm"
+DAEMON_CMD = ["-m", "dlaasd.main"]
 REPO = Path(__file__).resolve().parent.parent
 
 
