@@ -54,8 +54,8 @@ def ctl_as(user: str, socket: Path, *args: str) -> subprocess.CompletedProcess:
 
     env = {"DLAAS_SOCKET": str(socket), "PATH": "/usr/bin:/bin", "HOME": "/tmp"}
     return subprocess.run(
-        ["/usr/bin/python3", "-m", "client.cli", *args],
-        cwd=REPO,
+        ["/usr/bin/python3", "-m", "dlaasctl.cli", *args],
+        cwd=REPO / "src",
         env=env,
         preexec_fn=demote,
         capture_output=True,

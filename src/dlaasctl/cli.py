@@ -1,6 +1,9 @@
 """`dlaasctl`: the command line for dlaasd. Speaks JSON over the daemon's Unix socket.
 
 Exit codes: 0 ok, 1 refused or failed, 2 usage, 3 daemon not reachable.
+
+Modules only some commands need (fmt, zipfile, tqdm...) are imported inside them: scripts
+call dlaasctl in loops, and its start time is most of a quick command's.
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ import sys
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
-from . import fmt
 from .http import ApiError, Client, Unreachable, default_socket
 
 FINAL = {"COMPLETED", "FAILED", "HALTED"}
@@ -62,6 +64,8 @@ def zip_model(source: Path) -> tuple[Path, int]:
 
 
 def cmd_train(c: Client, a) -> int:
+    from . import fmt
+
     manifest = Path(a.manifest)
     if manifest.is_dir():
         manifest = manifest / "manifest.yml"
@@ -113,6 +117,8 @@ def _outcome_line(run: dict) -> str:
 
 
 def cmd_list(c: Client, a) -> int:
+    from . import fmt
+
     params = {"limit": a.limit, "offset": a.offset}
     if a.status:
         params["status"] = a.status
@@ -142,6 +148,8 @@ def cmd_list(c: Client, a) -> int:
 
 
 def cmd_show(c: Client, a) -> int:
+    from . import fmt
+
     run = c.json("GET", f"/v1/runs/{q(a.run)}")
     if a.json:
         out_json(run)
@@ -266,6 +274,8 @@ def _progress(total: int, desc: str, quiet: bool):
 
 
 def cmd_gpus(c: Client, a) -> int:
+    from . import fmt
+
     data = c.json("GET", "/v1/gpus")
     if a.json:
         out_json(data)
@@ -288,6 +298,8 @@ def cmd_gpus(c: Client, a) -> int:
 
 
 def cmd_status(c: Client, a) -> int:
+    from . import fmt
+
     s = c.json("GET", "/v1/status")
     if a.json:
         out_json(s)
@@ -411,6 +423,8 @@ def cmd_data_upload(c: Client, a) -> int:
 
 
 def cmd_data_ls(c: Client, a) -> int:
+    from . import fmt
+
     if not a.target:
         data = c.json("GET", "/v1/data")
         if a.json:

@@ -61,6 +61,8 @@ class Lifecycle:
         self.notify = notify
         self.after_store: list[Callable[[str, RunFolder], None]] = []  # e.g. the drop folder
         self.halting: set[str] = set()  # read by transfer threads, which must not touch SQLite
+        # the definition is uploaded while the training runs; STORING only waits for it
+        self._definitions: dict[str, asyncio.Task] = {}
         self._stores: dict[Endpoint, ObjectStore] = {}
 
     def folder(self, run_id: str) -> RunFolder:
@@ -97,8 +99,9 @@ class Lifecycle:
         run = self.db.get(run_id)
         m = manifest.parse(run["manifest"])
         folder = self.folder(run_id)
-        # a run found in PROCESSING (after a restart) may have containers to find again
-        resumed = run["status"] != DOWNLOADING
+        # a run found past DOWNLOADING after a restart may have containers to find again,
+        # and one found in STORING may have some of its results uploaded already
+        found = run["status"]
         try:
             if run["status"] == DOWNLOADING:
                 outcome = await self._guard(self.download(run_id, m, folder))
@@ -106,10 +109,13 @@ class Lifecycle:
                     outcome = _outcome(HALTED, "halted while the data was downloading")
                 if outcome is None:
                     run = self._to(run_id, PROCESSING, "training", started=now())
+                    self._definitions[run_id] = asyncio.create_task(
+                        self._upload_definition(run_id, folder)
+                    )
                 else:
                     run = self._to(run_id, STORING, "uploading logs", outcome=outcome)
             if run["status"] == PROCESSING:
-                outcome = await self._guard(self.process(run, m, folder, resumed))
+                outcome = await self._guard(self.process(run, m, folder, found != DOWNLOADING))
                 run = self._to(
                     run_id,
                     STORING,
@@ -118,7 +124,7 @@ class Lifecycle:
                     exit_code=outcome.get("exit_code"),
                 )
             if run["status"] == STORING:
-                await self.store(run, m, folder)
+                await self.store(run, m, folder, resume=found == STORING)
         except asyncio.CancelledError:
             raise  # daemon shutdown: the run resumes from its status at the next start
         except Exception as exc:
@@ -393,23 +399,48 @@ class Lifecycle:
 
     # --- STORING --------------------------------------------------------------------
 
-    async def store(self, run: dict, m: Manifest, folder: RunFolder) -> None:
+    def _definition_files(self, run_id: str, folder: RunFolder) -> list[tuple[Path, str]]:
+        return [
+            (p, f"{run_id}/{p.name}") for p in (folder.manifest, folder.model_zip) if p.exists()
+        ]
+
+    async def _upload_definition(self, run_id: str, folder: RunFolder) -> bool:
+        """Best effort, early: if the store is down now, STORING tries again."""
+        try:
+            files = self._definition_files(run_id, folder)
+            bucket = self.config.store.definitions_bucket
+            await asyncio.to_thread(self.objects.stage_out, files, bucket, Transfer(), False)
+            return True
+        except Exception as exc:
+            log.info("event=definition_upload_deferred run=%s error=%r", run_id, str(exc))
+            return False
+
+    async def store(self, run: dict, m: Manifest, folder: RunFolder, resume: bool = True) -> None:
         run_id = run["id"]
         outcome = run.get("outcome") or _outcome(FAILED, "the run ended without an outcome", "S101")
         objects, bucket, prefix = self.results_location(run_id, m)
         outputs = folder.outputs(run_id)
-        definition = [
-            (p, f"{run_id}/{p.name}") for p in (folder.manifest, folder.model_zip) if p.exists()
-        ]
+        early = self._definitions.pop(run_id, None)
+        definition = [] if early and await early else self._definition_files(run_id, folder)
         stats = Transfer()
+        resume = [resume]
 
         def upload() -> None:  # the results and the definition side by side
+            if not definition:
+                objects.stage_out(outputs, bucket, stats, resume[0])
+                resume[0] = True
+                return
             with ThreadPoolExecutor(2) as pool:
                 jobs = [
-                    pool.submit(objects.stage_out, outputs, bucket, stats),
-                    pool.submit(self.objects.stage_out, definition,
-                                self.config.store.definitions_bucket, Transfer()),
-                ]  # fmt: skip
+                    pool.submit(objects.stage_out, outputs, bucket, stats, resume[0]),
+                    pool.submit(
+                        self.objects.stage_out,
+                        definition,
+                        self.config.store.definitions_bucket,
+                        Transfer(),
+                    ),
+                ]
+                resume[0] = True  # a retry follows a failed attempt
                 for job in jobs:
                     job.result()
 

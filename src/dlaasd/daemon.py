@@ -523,9 +523,6 @@ class Daemon:
             / "training-log.txt"
         )
 
-    def running(self, run: dict) -> bool:
-        return run["status"] not in FINAL
-
     def artifacts(self, run: dict, kind: str) -> tuple[str, list[dict]]:
         """(where, files) of a run's results or definition: from the store once uploaded,
         else from the run's folder."""

@@ -257,14 +257,19 @@ class ObjectStore:
 
     # --- stage-out ---------------------------------------------------------------
 
-    def stage_out(self, files: list[tuple[Path, str]], bucket: str, stats: Transfer) -> None:
-        """Upload (local path, key) pairs, then verify every object's size in the bucket."""
+    def stage_out(
+        self, files: list[tuple[Path, str]], bucket: str, stats: Transfer, resume: bool = True
+    ) -> None:
+        """Upload (local path, key) pairs, then verify every object's size in the bucket.
+        `resume`: an earlier attempt may have uploaded some already; skip those."""
         started = time.monotonic()
         self.ensure_bucket(bucket)
         stats.total_files = len(files)
         stats.total_bytes = sum(p.stat().st_size for p, _ in files)
         prefixes = {k.split("/", 1)[0] + "/" for _, k in files}
-        present = {o["key"]: o["size"] for p in prefixes for o in self.list_objects(bucket, p)}
+        present = {}
+        if resume:
+            present = {o["key"]: o["size"] for p in prefixes for o in self.list_objects(bucket, p)}
 
         def put(item: tuple[Path, str]) -> None:
             path, key = item

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from dataclasses import dataclass, field
 
 import docker
@@ -68,6 +69,7 @@ class Runner:
     def __init__(self, daemon_label: str = "") -> None:
         self.daemon_label = daemon_label
         self._client: docker.DockerClient | None = None
+        self._images_seen: dict[str, float] = {}
 
     @property
     def client(self) -> docker.DockerClient:
@@ -99,7 +101,11 @@ class Runner:
             raise DockerUnavailable(_docker_hint(exc)) from exc
 
     def ensure_image(self, image: str, pull: bool) -> None:
+        seen = self._images_seen.get(image)
+        if seen and time.monotonic() - seen < 300:  # one inspect less on the way to a start;
+            return  # an image removed since then fails the create with S103 anyway
         if self.image_present(image):
+            self._images_seen[image] = time.monotonic()
             return
         if not pull:
             raise RunError(
@@ -208,13 +214,15 @@ class Runner:
     def wait(self, container_id: str, timeout: float | None) -> Exit | None:
         """Block until the container exits (its Exit), or None after `timeout` seconds."""
         try:
-            self.client.api.wait(container_id, timeout=timeout)
+            result = self.client.api.wait(container_id, timeout=timeout)
         except requests.exceptions.ReadTimeout:
             return None
         except requests.exceptions.ConnectionError as exc:
             if "Read timed out" in str(exc):
                 return None
             raise DockerUnavailable(_docker_hint(exc)) from exc
+        if result.get("StatusCode") == 0:  # a clean exit needs no inspection
+            return Exit(0, False)
         return self.exit_info(container_id)
 
     def exit_info(self, container_id: str) -> Exit:
@@ -222,16 +230,6 @@ class Runner:
         return Exit(
             int(state.get("ExitCode", -1)), bool(state.get("OOMKilled")), state.get("Error", "")
         )
-
-    def running(self, container_id: str) -> bool:
-        try:
-            return self.client.containers.get(container_id).status in (
-                "running",
-                "created",
-                "restarting",
-            )
-        except docker.errors.NotFound:
-            return False
 
     def stop(self, container_id: str, grace: float) -> None:
         """SIGTERM, then SIGKILL after `grace` seconds."""
@@ -241,13 +239,6 @@ class Runner:
     def remove(self, container_id: str) -> None:
         with contextlib.suppress(docker.errors.NotFound):
             self.client.api.remove_container(container_id, force=True)
-
-    def output(self, container_id: str) -> str:
-        """What the container printed before its output went to the log (shell errors)."""
-        try:
-            return self.client.api.logs(container_id, tail=20).decode(errors="replace").strip()
-        except docker.errors.DockerException:
-            return ""
 
 
 def _first_line(exc: BaseException) -> str:

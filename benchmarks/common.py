@@ -1,0 +1,96 @@
+"""Shared by the benchmarks: real services, timing, and the report format.
+
+Every benchmark prints a readable table and, as its last line, one JSON object with at
+least `bench`, `ratio`, `target` and `ok`. Ratios compare dlaasd with the floor (a bare
+`docker run`, a plain copy) measured in the same run, on the same machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from tests.harness import PYTHON_IMAGE, Dlaasd, Minio, short_tmp
+
+IMAGE = PYTHON_IMAGE
+
+
+def parse(description: str) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--quick", action="store_true", help="fewer repetitions, a rough figure")
+    return p.parse_args()
+
+
+def machine() -> str:
+    cpus = os.cpu_count()
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3
+    return f"{platform.machine()}, {cpus} CPUs, {mem:.0f} GiB, Linux {platform.release()}"
+
+
+@contextlib.contextmanager
+def services(**config) -> Iterator[tuple[Dlaasd, Minio]]:
+    """A MinIO server and a dlaasd using it, removed afterwards."""
+    roots = [short_tmp("dlaas-bench-"), short_tmp("dlaas-bench-minio-")]
+    minio = Minio(roots[1]).start()
+    config.setdefault("log_level", "warning")
+    daemon = Dlaasd(roots[0], minio, **config)
+    try:
+        daemon.start()
+        yield daemon, minio
+    finally:
+        daemon.cleanup()
+        minio.stop()
+        for root in roots:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def timed(cmd: list[str], **kw) -> float:
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, **kw)
+    return time.perf_counter() - start
+
+
+def docker_run(command: str = "true") -> list[str]:
+    return ["docker", "run", "--rm", "--network", "none", IMAGE, "sh", "-c", command]
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def report(
+    bench: str, rows: list[tuple[str, str]], ratio: float, target: str, ok: bool, **extra
+) -> None:
+    """The table for people, then the JSON line for scripts (always the last line)."""
+    width = max(len(k) for k, _ in rows)
+    print(f"\n{bench}  ({machine()})")
+    for k, v in rows:
+        print(f"  {k.ljust(width)}  {v}")
+    print(
+        f"  {'result'.ljust(width)}  ratio {ratio:.3f}, target {target}: {'OK' if ok else 'MISSED'}"
+    )
+    result = {"bench": bench, "ratio": round(ratio, 4), "target": target, "ok": ok, **extra}
+    print(json.dumps(result), flush=True)
+
+
+def python() -> str:
+    return sys.executable
+
+
+def ensure_image() -> None:
+    if subprocess.run(["docker", "image", "inspect", IMAGE], capture_output=True).returncode:
+        raise SystemExit(f"image {IMAGE} is missing: run scripts/build-images")
+
+
+def tmpdir(prefix: str) -> Path:
+    return short_tmp(prefix)
