@@ -15,10 +15,8 @@ import platform
 import shutil
 import statistics
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 from tests.harness import PYTHON_IMAGE, Dlaasd, Minio, short_tmp
 
@@ -83,14 +81,6 @@ def report(
     print(json.dumps(result), flush=True)
 
 
-def python() -> str:
-    return sys.executable
-
-
 def ensure_image() -> None:
     if subprocess.run(["docker", "image", "inspect", IMAGE], capture_output=True).returncode:
         raise SystemExit(f"image {IMAGE} is missing: run scripts/build-images")
-
-
-def tmpdir(prefix: str) -> Path:
-    return short_tmp(prefix)

@@ -346,3 +346,31 @@ def test_unreachable_daemon_exits_3_with_a_hint(tmp_path):
         text=True,
     )
     assert usage.returncode == 2
+
+
+def test_daemon_stops_promptly_and_followers_ride_out_the_restart(make_daemon, tmp_path):
+    import subprocess
+    import sys
+
+    d = make_daemon()
+    cmd = "for i in 1 2 3 4 5 6 7 8; do echo line $i; sleep 1; done"
+    run_id = d.submit(model(tmp_path / "m", manifest(cmd)))
+    d.wait(run_id, "PROCESSING")
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "dlaasctl.cli", "logs", run_id, "--follow"],
+        env=d.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(2)
+    started = time.monotonic()
+    d.stop()  # a run is training: the daemon must not wait for it
+    assert time.monotonic() - started < 10
+    time.sleep(1)
+    d.start()
+    out, errs = follower.communicate(timeout=60)
+    assert follower.returncode == 0, errs
+    assert out.splitlines() == [f"line {i}" for i in range(1, 9)]  # each line exactly once
+    assert "went away" in errs
+    assert d.wait(run_id)["status"] == "COMPLETED"

@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
@@ -96,12 +97,34 @@ def cmd_train(c: Client, a) -> int:
     return 0
 
 
+def stream_log(c: Client, run_id: str, follow: bool, learner: int = 1, quiet: bool = False) -> None:
+    """Print the log; when following, ride out a daemon restart (runs keep training while
+    dlaasd is down) by reconnecting where the stream broke off."""
+    offset, gave_up_at = 0, None
+    while True:
+        path = f"/v1/runs/{q(run_id)}/logs?follow={int(follow)}&learner={learner}&offset={offset}"
+        try:
+            for chunk in c.stream(path):
+                offset, gave_up_at = offset + len(chunk), None
+                if not quiet:
+                    sys.stdout.buffer.write(chunk)
+                    sys.stdout.flush()
+            return
+        except Unreachable:
+            if not follow:
+                raise
+            now = time.monotonic()
+            if gave_up_at is None:
+                gave_up_at = now + 120
+                err("dlaasctl: the daemon went away; waiting for it to come back...")
+            if now > gave_up_at:
+                raise
+            time.sleep(1)
+
+
 def follow(c: Client, run_id: str, quiet: bool = False) -> int:
     """Stream the log until the run ends; 0 only if it COMPLETED."""
-    for chunk in c.stream(f"/v1/runs/{q(run_id)}/logs?follow=1"):
-        if not quiet:
-            sys.stdout.buffer.write(chunk)
-            sys.stdout.flush()
+    stream_log(c, run_id, follow=True, quiet=quiet)
     run = c.json("GET", f"/v1/runs/{q(run_id)}")
     if quiet:
         out_json(run)
@@ -198,10 +221,7 @@ def cmd_show(c: Client, a) -> int:
 
 
 def cmd_logs(c: Client, a) -> int:
-    path = f"/v1/runs/{q(a.run)}/logs?follow={int(a.follow)}&learner={a.learner}"
-    for chunk in c.stream(path):
-        sys.stdout.buffer.write(chunk)
-        sys.stdout.flush()
+    stream_log(c, a.run, a.follow, a.learner)
     return 0
 
 

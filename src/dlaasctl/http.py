@@ -18,6 +18,10 @@ class Unreachable(Exception):
     """No daemon answers on the socket (exit code 3)."""
 
 
+class Dropped(Unreachable):
+    """The daemon went away in the middle of a response."""
+
+
 class ApiError(Exception):
     """The daemon refused the request; carries its JSON error body (exit code 1)."""
 
@@ -69,14 +73,14 @@ class Response:
     def chunks(self, size: int = 64 * 1024) -> Iterator[bytes]:
         try:
             if self.chunked:
-                while (n := int(self.file.readline().split(b";")[0], 16)) > 0:
+                while (n := self._chunk_size()) > 0:
                     yield self._exactly(n)
                     self.file.readline()  # the CRLF after each chunk
             elif self.left is not None:
                 while self.left > 0:
                     data = self.file.read(min(size, self.left))
                     if not data:
-                        raise ConnectionResetError("the response ended early")
+                        raise Dropped("the response ended early (was the daemon stopped?)")
                     self.left -= len(data)
                     yield data
             else:  # until the daemon closes the connection
@@ -85,10 +89,16 @@ class Response:
         finally:
             self.close()
 
+    def _chunk_size(self) -> int:
+        line = self.file.readline()
+        if not line:
+            raise Dropped("the daemon closed the connection before the end (was it stopped?)")
+        return int(line.split(b";")[0], 16)
+
     def _exactly(self, n: int) -> bytes:
         data = self.file.read(n)
         if len(data) != n:
-            raise ConnectionResetError("the response ended early")
+            raise Dropped("the daemon closed the connection before the end (was it stopped?)")
         return data
 
     def read(self) -> bytes:

@@ -24,7 +24,7 @@ from .codes import FINAL, STATUSES, RunError
 from .daemon import Caller, Daemon, Refused
 from .doctor import run_checks
 from .manifest import bucket_problem
-from .storage import PART_SIZE, StoreUnavailable, safe_join
+from .storage import PART_SIZE, StoreUnavailable, safe_relative
 
 log = logging.getLogger(__name__)
 
@@ -198,10 +198,10 @@ async def logs(request: web.Request) -> web.StreamResponse:
     run = d.get_run(request.match_info["id"])
     learner = _int(request, "learner", 1, 1, max(run["learners"] or 1, 1))
     follow = _flag(request, "follow")
+    pos = _int(request, "offset", 0, 0, 2**62)  # where a dropped stream left off
     path = d.log_path(run, learner)
     resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
     await resp.prepare(request)
-    pos = 0
     while True:
         ended = d.db.get(run["id"])["status"] in FINAL  # read before the file: nothing is missed
         pos = await _send_from(resp, path, pos)
@@ -281,7 +281,7 @@ def _bucket(request: web.Request) -> str:
 
 def _key(request: web.Request) -> str:
     key = request.match_info["key"]
-    if safe_join(Path("/x"), key) is None:
+    if not safe_relative(key):
         raise Refused(400, f"object key {key!r} must be a relative path without '..'")
     return key
 
@@ -472,7 +472,8 @@ async def serve(app: web.Application, path: Path, group: str = "") -> web.AppRun
         if _in_use(path):
             raise SystemExit(f"dlaasd: another daemon is listening on {path}")
         path.unlink()
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    # at shutdown, open `logs --follow` streams are cut after a second, not waited for
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
     old = os.umask(0o177)  # no moment where the socket is open to others
     try:

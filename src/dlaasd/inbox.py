@@ -40,6 +40,7 @@ from .storage import StoreUnavailable
 log = logging.getLogger(__name__)
 
 SPECIAL = {"data", "results"}
+OWN = ("results", ".accepted", ".rejected", ".processing")
 TEMP_SUFFIXES = (".part", ".tmp", ".crdownload", ".partial", "~", ".swp", ".error.txt")
 MANIFEST_NAMES = ("manifest.yml", "manifest.yaml")
 
@@ -67,12 +68,15 @@ def snapshot(path: Path) -> tuple | None:
 class _Kick(FileSystemEventHandler):
     """Watchdog's thread only wakes the scanner; all decisions happen in the loop."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, event: asyncio.Event):
+    def __init__(self, loop: asyncio.AbstractEventLoop, event: asyncio.Event, root: Path):
         self.loop = loop
         self.event = event
+        # what dlaasd itself writes there is no news
+        self.own = tuple(f"{root / sub}{os.sep}" for sub in OWN)
 
     def on_any_event(self, event) -> None:
-        self.loop.call_soon_threadsafe(self.event.set)
+        if not str(event.src_path).startswith(self.own):
+            self.loop.call_soon_threadsafe(self.event.set)
 
 
 class Inbox:
@@ -108,7 +112,8 @@ class Inbox:
         loop = asyncio.get_running_loop()
         try:
             self._observer = Observer()
-            self._observer.schedule(_Kick(loop, self._kick), str(self.root), recursive=True)
+            kick = _Kick(loop, self._kick, self.root)
+            self._observer.schedule(kick, str(self.root), recursive=True)
             self._observer.start()
         except OSError as exc:  # inotify limits: the periodic scan still works
             log.warning("event=inbox_watch_failed error=%r", str(exc))
@@ -297,9 +302,9 @@ class Inbox:
         self.daemon.objects.ensure_bucket(bucket)
         self.daemon.objects.put_file(bucket, key, path)
 
-    def mirror_results(self, run_id: str, folder: RunFolder) -> None:
+    def mirror_results(self, run: dict, folder: RunFolder) -> None:
         """Copy a run's results and logs to results/<run-id>/ (hard links where possible)."""
-        run = self.daemon.db.get(run_id)
+        run_id = run["id"]
         target = self.root / "results" / run_id
         for path, key in folder.outputs(run_id):
             dest = target / key.partition("/")[2]

@@ -11,11 +11,13 @@ The outcome of the training is decided when the containers end and kept in the r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
 import pwd
 import shutil
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -59,7 +61,9 @@ class Lifecycle:
         self.objects = objects  # the configured store (bundled MinIO or external)
         self.cache = cache
         self.notify = notify
-        self.after_store: list[Callable[[str, RunFolder], None]] = []  # e.g. the drop folder
+        # run in a thread once a run's outputs are stored (the drop folder's mirror): they
+        # get the run as it stands, and must not use the database themselves
+        self.after_store: list[Callable[[dict, RunFolder], None]] = []
         self.halting: set[str] = set()  # read by transfer threads, which must not touch SQLite
         # the definition is uploaded while the training runs; STORING only waits for it
         self._definitions: dict[str, asyncio.Task] = {}
@@ -170,7 +174,8 @@ class Lifecycle:
                 cache_hits=stats.cache_hits,
                 download_seconds=round(stats.seconds, 3),
             )
-            await asyncio.to_thread(self.cache.evict)
+            if stats.files:  # only downloads grow the cache
+                await asyncio.to_thread(self.cache.evict)
         uid, gid = self.container_user(self.db.get(run_id))
         if os.geteuid() == 0:
             await asyncio.to_thread(folder.give_to, uid, gid)
@@ -314,9 +319,12 @@ class Lifecycle:
     async def _docker(self, run_id: str, fn: Callable, *args):
         """A Docker call in a thread; while the engine is down, wait for it."""
         noted = False
+        # a wait lasts as long as the training: in a daemon thread, so that it does not
+        # hold the process at shutdown as an executor's thread would
+        call = detached if fn == self.runner.wait else asyncio.to_thread
         while True:
             try:
-                return await asyncio.to_thread(fn, *args)
+                return await call(fn, *args)
             except DockerUnavailable as exc:
                 if not noted:
                     self.db.note(run_id, f"waiting for the Docker Engine: {exc}")
@@ -467,7 +475,7 @@ class Lifecycle:
         self.db.update(run_id, results=f"s3://{bucket}/{prefix}")
         for hook in self.after_store:
             try:
-                await asyncio.to_thread(hook, run_id, folder)
+                await asyncio.to_thread(hook, self.db.get(run_id), folder)
             except Exception:
                 log.exception("event=after_store_failed run=%s", run_id)
         self._to(
@@ -486,6 +494,27 @@ class Lifecycle:
     async def _remove_containers(self, run_id: str) -> None:
         for cid in await self._docker(run_id, self.runner.find, run_id):
             await self._docker(run_id, self.runner.remove, cid)
+
+
+async def detached(fn: Callable, *args):
+    """Run a blocking call in a daemon thread and await its result."""
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+
+    def settle(ok: bool, value) -> None:
+        if not future.done():
+            (future.set_result if ok else future.set_exception)(value)
+
+    def work() -> None:
+        try:
+            result, ok = fn(*args), True
+        except BaseException as exc:
+            result, ok = exc, False
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
+            loop.call_soon_threadsafe(settle, ok, result)
+
+    threading.Thread(target=work, daemon=True, name=f"detached-{fn.__name__}").start()
+    return await future
 
 
 def _outcome(

@@ -195,21 +195,23 @@ class Runner:
         log.info("event=container_start run=%s container=%s", spec.run_id, cid[:12])
         return cid
 
+    def _labelled(self, label: str) -> list[dict]:
+        """Containers with `label` (low-level: the high-level list inspects each one)."""
+        try:
+            return self.client.api.containers(all=True, filters={"label": label})
+        except requests.RequestException as exc:
+            raise DockerUnavailable(_docker_hint(exc)) from exc
+
     def find(self, run_id: str) -> list[str]:
         """Ids of the containers of a run, learner 1 first."""
-        found = self.client.containers.list(all=True, filters={"label": f"{LABEL_RUN}={run_id}"})
-        found.sort(key=lambda c: int(c.labels.get(LABEL_LEARNER, "1")))
-        return [c.id for c in found]
+        found = self._labelled(f"{LABEL_RUN}={run_id}")
+        found.sort(key=lambda c: int(c["Labels"].get(LABEL_LEARNER, "1")))
+        return [c["Id"] for c in found]
 
     def containers_of_daemon(self) -> list[tuple[str, str]]:
         """(run id, container id) of every container this daemon started."""
-        try:
-            found = self.client.containers.list(
-                all=True, filters={"label": f"{LABEL_DAEMON}={self.daemon_label}"}
-            )
-        except requests.RequestException as exc:
-            raise DockerUnavailable(_docker_hint(exc)) from exc
-        return [(c.labels.get(LABEL_RUN, ""), c.id) for c in found]
+        found = self._labelled(f"{LABEL_DAEMON}={self.daemon_label}")
+        return [(c["Labels"].get(LABEL_RUN, ""), c["Id"]) for c in found]
 
     def wait(self, container_id: str, timeout: float | None) -> Exit | None:
         """Block until the container exits (its Exit), or None after `timeout` seconds."""

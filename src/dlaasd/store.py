@@ -17,6 +17,12 @@ import sqlite_utils
 from .codes import FINAL
 
 JSON_COLUMNS = ("gpus", "staging", "outcome", "hyperparameters")
+# What a listing shows: not the manifest, staging or outcome, which only `show` needs.
+SUMMARY = (
+    "id, name, owner_uid, owner_name, status, status_message, error_code, exit_code, gpus, "
+    "cpus, memory, gpu_count, gpu_type, learners, framework, image, submitted, started, "
+    "completed, results, experiment_id, halt_requested"
+)
 
 RUN_COLUMNS = {
     "id": str,
@@ -69,7 +75,9 @@ class Ambiguous(KeyError):
 class Store:
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(str(path), check_same_thread=False)
+        # one thread only (the event loop): SQLite would serialise, but sqlite-utils'
+        # savepoints interleave; the check turns such a slip into a clear error
+        conn = sqlite3.connect(str(path))
         self.db = sqlite_utils.Database(conn)
         self.db.enable_wal()
         self.db.execute("PRAGMA synchronous=NORMAL")  # WAL keeps this crash-safe
@@ -143,23 +151,20 @@ class Store:
         order = "desc" if newest_first else "asc"
         total = self.db.execute(f"select count(*) from runs{clause}", params).fetchone()[0]
         rows = self.db.query(
-            f"select * from runs{clause} order by rowid {order} limit ? offset ?",
+            f"select {SUMMARY} from runs{clause} order by rowid {order} limit ? offset ?",
             [*params, limit, offset],
         )
         return [_decode(r) for r in rows], total
 
     def queued(self) -> list[dict]:
-        """QUEUED runs in submit order."""
-        return [
-            _decode(r)
-            for r in self.db.query("select * from runs where status = 'QUEUED' order by rowid")
-        ]
+        """QUEUED runs in submit order (their summaries: the scheduler asks every pass)."""
+        sql = f"select {SUMMARY} from runs where status = 'QUEUED' order by rowid"
+        return [_decode(r) for r in self.db.query(sql)]
 
     def in_status(self, statuses: Iterable[str]) -> list[dict]:
         statuses = list(statuses)
-        sql = (
-            f"select * from runs where status in ({', '.join('?' * len(statuses))}) order by rowid"
-        )
+        marks = ", ".join("?" * len(statuses))
+        sql = f"select {SUMMARY} from runs where status in ({marks}) order by rowid"
         return [_decode(r) for r in self.db.query(sql, statuses)]
 
     def by_source(self, source: str) -> str | None:
