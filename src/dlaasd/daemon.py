@@ -36,7 +36,7 @@ from .lifecycle import Lifecycle
 from .minio_server import BundledMinio
 from .runfolder import RunFolder
 from .runner import DockerUnavailable, Runner
-from .scheduler import FreeGpu, Request, place
+from .scheduler import FreeGpu, place
 from .schema import Problem
 from .storage import DataCache, Endpoint, ObjectStore, StoreUnavailable
 from .store import NotFound, Store
@@ -215,13 +215,14 @@ class Daemon:
         return ok, detail
 
     async def schedule_once(self) -> None:
-        queued = self.db.queued()
-        if not queued:
+        if not self.db.counts().get(QUEUED):
             return
         ok, detail = await self.docker_ok()
         if not ok:
             log.warning("event=schedule_wait reason=%r", detail)
             return
+        # no await from here on: a halt cannot slip in between reading the queue and placing
+        queued = self.db.queued()
         holding = self.db.in_status(HOLDING_RESOURCES)
         assigned = {g for r in holding for g in (r["gpus"] or [])}
         free_gpus = [
@@ -231,11 +232,7 @@ class Daemon:
         ]
         free_cpus = self.config.capacity.cpus - sum(r["cpus"] for r in holding)
         free_memory = self.config.capacity.memory - sum(r["memory"] for r in holding)
-        requests = [
-            Request(r["id"], r["gpu_count"], r["cpus"], r["memory"], r["gpu_type"] or "")
-            for r in queued
-        ]
-        for p in place(requests, free_gpus, free_cpus, free_memory):
+        for p in place(queued, free_gpus, free_cpus, free_memory):
             gpus = ", ".join(p.gpus) if p.gpus else "no GPU"
             self.db.transition(
                 p.run_id, DOWNLOADING, f"placed on {gpus}; preparing", gpus=list(p.gpus)

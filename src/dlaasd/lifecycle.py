@@ -67,6 +67,7 @@ class Lifecycle:
         self.halting: set[str] = set()  # read by transfer threads, which must not touch SQLite
         # the definition is uploaded while the training runs; STORING only waits for it
         self._definitions: dict[str, asyncio.Task] = {}
+        self._containers: dict[str, list[str]] = {}  # run id -> container ids, until removed
         self._stores: dict[Endpoint, ObjectStore] = {}
 
     def folder(self, run_id: str) -> RunFolder:
@@ -313,6 +314,7 @@ class Lifecycle:
         deadline = None
         if m.timeout:
             deadline = parse_time(run["started"]).timestamp() + m.timeout
+        self._containers[run_id] = ids
         exits, timed_out = await self._wait_all(run_id, ids, deadline)
         return self._decide(run_id, m, folder, exits, timed_out, ids)
 
@@ -492,7 +494,10 @@ class Lifecycle:
         await asyncio.to_thread(folder.drop_data)
 
     async def _remove_containers(self, run_id: str) -> None:
-        for cid in await self._docker(run_id, self.runner.find, run_id):
+        ids = self._containers.pop(run_id, None)
+        if ids is None:  # started before a restart: ask Docker
+            ids = await self._docker(run_id, self.runner.find, run_id)
+        for cid in ids:
             await self._docker(run_id, self.runner.remove, cid)
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import sqlite_utils
 
 from .codes import FINAL
+from .scheduler import Request
 
 JSON_COLUMNS = ("gpus", "staging", "outcome", "hyperparameters")
 # What a listing shows: not the manifest, staging or outcome, which only `show` needs.
@@ -156,10 +157,13 @@ class Store:
         )
         return [_decode(r) for r in rows], total
 
-    def queued(self) -> list[dict]:
-        """QUEUED runs in submit order (their summaries: the scheduler asks every pass)."""
-        sql = f"select {SUMMARY} from runs where status = 'QUEUED' order by rowid"
-        return [_decode(r) for r in self.db.query(sql)]
+    def queued(self) -> list[Request]:
+        """What the QUEUED runs ask for, in submit order (the scheduler asks every pass)."""
+        sql = (
+            "select id, gpu_count, cpus, memory, gpu_type from runs where status = 'QUEUED' "
+            "order by rowid"
+        )
+        return [Request(i, g, c, m, t or "") for i, g, c, m, t in self.db.execute(sql)]
 
     def in_status(self, statuses: Iterable[str]) -> list[dict]:
         statuses = list(statuses)
