@@ -19,8 +19,8 @@ from pathlib import Path
 
 import docker
 import yaml
-from dlaasctl.http import Client
 
+from dlaasctl.http import Client
 from dlaasd.minio_server import find_binary, free_port
 
 PYTHON_IMAGE = "dlaas/python:bookworm"

@@ -6,7 +6,9 @@ Writes  $RESULT_DIR/model.pt      (torch.save of the model's state_dict)
         $LOG_DIR/evaluation-metrics.txt  (FfDL emetrics, one JSON line per epoch)
 
 Options: --epochs N, --lr X, --hidden N, --batch-size N, --seed N; each may also come from
-the environment (EPOCHS, LR, HIDDEN, BATCH_SIZE, SEED); command-line flags win.
+the environment (EPOCHS, LR, HIDDEN, BATCH_SIZE, SEED), or from config.json beside this file
+(keys epochs, lr, hidden, ...: what a dlaasd experiment gives each trial). Flags win, then
+the environment, then config.json.
 """
 
 from __future__ import annotations
@@ -31,12 +33,13 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
+CONFIG = json.loads((HERE / "config.json").read_text()) if (HERE / "config.json").exists() else {}
 DATA_FILE = "digits.csv.gz"
 TEST_FRACTION = 0.2
 
 
 def env_default(name: str, kind: type, default):
-    value = os.environ.get(name, "").strip()
+    value = os.environ.get(name, "").strip() or str(CONFIG.get(name.lower(), "")).strip()
     if not value:
         return default
     try:

@@ -13,6 +13,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
@@ -79,10 +80,7 @@ def cmd_train(c: Client, a) -> int:
     try:
         if count >= 0 and not a.json:
             err(f"model code: {model} ({count} files, {fmt.size(archive.stat().st_size)} zipped)")
-        query = f"?experiment={q(a.experiment)}" if getattr(a, "experiment", None) else ""
-        result = c.multipart(
-            f"/v1/runs{query}", {"manifest": manifest.read_bytes()}, {"model": archive}
-        )
+        result = c.multipart("/v1/runs", {"manifest": manifest.read_bytes()}, {"model": archive})
     finally:
         if count >= 0:
             archive.unlink(missing_ok=True)
@@ -374,6 +372,192 @@ def cmd_doctor(c: Client, a) -> int:
     return 1 if any(ch["status"] == "fail" for ch in checks) else 0
 
 
+# --- metrics and experiments -------------------------------------------------------------
+
+
+def cmd_metrics(c: Client, a) -> int:
+    run_id = c.json("GET", f"/v1/runs/{q(a.run)}")["id"]
+    if a.follow:
+        for line in _lines(c.stream(f"/v1/runs/{q(run_id)}/metrics?follow=1")):
+            p = json.loads(line)
+            if a.json:
+                print(line, flush=True)
+            else:
+                print(f"step {p['step']:>6}  {p['name']}  {p['value']:.6g}", flush=True)
+        return 0
+    data = c.json("GET", f"/v1/runs/{q(run_id)}/metrics")
+    series: dict[str, list] = {}
+    for p in data["points"]:
+        series.setdefault(p["name"], []).append((p["step"], p["value"]))
+    if a.plot:
+        from .plots import plot_metrics
+
+        plot_metrics(run_id, series, a.plot)
+        err(f"wrote {a.plot}")
+    if a.json:
+        out_json(data)
+    elif not series:
+        print(f"{run_id} has reported no metrics (yet); see `evaluation_metrics` in the README")
+    else:
+        from . import fmt
+
+        rows = [
+            (
+                name,
+                len(pts),
+                pts[-1][0],
+                f"{pts[-1][1]:.6g}",
+                f"{min(v for _, v in pts):.6g}",
+                f"{max(v for _, v in pts):.6g}",
+            )
+            for name, pts in sorted(series.items())
+        ]
+        print(fmt.table(["METRIC", "POINTS", "LAST STEP", "LAST", "MIN", "MAX"], rows))
+    return 0
+
+
+def _lines(chunks) -> Iterator[str]:
+    buffer = b""
+    for chunk in chunks:
+        buffer += chunk
+        *complete, buffer = buffer.split(b"\n")
+        yield from (line.decode() for line in complete if line)
+
+
+def cmd_experiment_run(c: Client, a) -> int:
+    import yaml  # only this command reads YAML on this side: to find the manifest
+
+    path = Path(a.file)
+    if not path.is_file():
+        raise Failed(f"no experiment file at {path}")
+    text = path.read_bytes()
+    try:
+        spec = yaml.safe_load(text)
+    except yaml.YAMLError:
+        spec = None  # the daemon says what is wrong, with the line
+    fields = {"experiment": text}
+    model = Path(a.model) if a.model else path.parent
+    if isinstance(spec, dict) and isinstance(spec.get("manifest"), str):
+        manifest = (path.parent / spec["manifest"]).resolve()
+        if manifest.is_dir():
+            manifest = manifest / "manifest.yml"
+        if not manifest.is_file():
+            raise Failed(f"{path}: manifest {spec['manifest']!r} not found (looked at {manifest})")
+        fields["manifest"] = manifest.read_bytes()
+        model = Path(a.model) if a.model else manifest.parent
+    archive, count = zip_model(model)
+    try:
+        if count >= 0 and not a.json:
+            err(f"model code: {model} ({count} files)")
+        result = c.multipart("/v1/experiments", fields, {"model": archive})
+    finally:
+        if count >= 0:
+            archive.unlink(missing_ok=True)
+    for warning in result.get("warnings", []):
+        err(f"warning: {warning}")
+    if a.json:
+        out_json(result)
+    else:
+        print(result["id"])
+        err(f"{result['trials']} trials queued; see them: dlaasctl experiment show {result['id']}")
+    return 0
+
+
+def cmd_experiment_list(c: Client, a) -> int:
+    from . import fmt
+
+    data = c.json("GET", "/v1/experiments")
+    if a.json:
+        out_json(data)
+        return 0
+    rows = [
+        (
+            e["id"],
+            e["name"],
+            e["status"],
+            e["method"],
+            e["trials"],
+            f"{e['objective']['name']} ({e['objective']['goal']})",
+            e["best_run"] or "-",
+            "-" if e["best_value"] is None else f"{e['best_value']:.4g}",
+            fmt.when(e["submitted"]),
+        )
+        for e in data["experiments"]
+    ]
+    if not rows:
+        err(
+            "no experiments yet; try `dlaasctl experiment run examples/sweep-digits/experiment.yml`"
+        )
+        return 0
+    headers = [
+        "ID",
+        "NAME",
+        "STATUS",
+        "METHOD",
+        "TRIALS",
+        "OBJECTIVE",
+        "BEST",
+        "VALUE",
+        "SUBMITTED",
+    ]
+    print(fmt.table(headers, rows))
+    return 0
+
+
+def cmd_experiment_show(c: Client, a) -> int:
+    from . import fmt
+
+    e = c.json("GET", f"/v1/experiments/{q(a.experiment)}?curves={int(bool(a.plot))}")
+    if a.plot:
+        from .plots import plot_experiment
+
+        plot_experiment(e, a.plot)
+        err(f"wrote {a.plot}")
+    if a.json:
+        for trial in e["runs"]:
+            trial.pop("curve", None)
+        out_json(e)
+        return 0
+    goal = e["objective"]["goal"]
+    print(f"{e['id']}  {e['name']}  {e['status']}  ({e['method']}, {e['trials']} trials)")
+    print(
+        f"objective: {e['objective']['name']} ({goal})"
+        + (f", read from metric {e['objective']['metric']!r}" if e["objective"]["metric"] else "")
+    )
+    if e["best_run"]:
+        hp = " ".join(f"{k}={v}" for k, v in e["best_hyperparameters"].items())
+        print(f"best:      {e['best_run']}  {hp}  ->  {e['best_value']:.6g}")
+    else:
+        print("best:      - (no trial has reported the objective yet)")
+    rows = []
+    for rank, t in enumerate(e["runs"], 1):
+        status = t["status"] + (" (stopped early)" if t["halted_early"] else "")
+        if t["error_code"]:
+            status += f" {t['error_code']}"
+        value = "-" if t["objective_value"] is None else f"{t['objective_value']:.6g}"
+        hp = " ".join(f"{k}={v}" for k, v in t["hyperparameters"].items())
+        rows.append(
+            (rank, t["id"], status, value, "-" if t["last_step"] is None else t["last_step"], hp)
+        )
+    print()
+    print(
+        fmt.table(
+            ["#", "TRIAL", "STATUS", e["objective"]["name"].upper(), "STEP", "HYPERPARAMETERS"],
+            rows,
+        )
+    )
+    return 0
+
+
+def cmd_experiment_halt(c: Client, a) -> int:
+    e = c.json("POST", f"/v1/experiments/{q(a.experiment)}/halt")
+    if a.json:
+        out_json(e)
+    else:
+        print(f"{e['id']} halting: {e['counts']}")
+    return 0
+
+
 # --- data in the object store ------------------------------------------------------------
 
 
@@ -551,6 +735,34 @@ def build_parser() -> argparse.ArgumentParser:
     add("gpus", cmd_gpus, "list the GPUs and the run using each")
     add("status", cmd_status, "the daemon's health: Docker, object store, GPUs, capacity")
     add("doctor", cmd_doctor, "check everything dlaasd needs; each problem with its fix")
+
+    sp = add("metrics", cmd_metrics, "a run's metrics: a table, a live stream, or a plot")
+    sp.add_argument("run")
+    sp.add_argument("--follow", "-f", action="store_true", help="print points as they come")
+    sp.add_argument("--plot", metavar="FILE.png", help="draw each metric against the step")
+
+    exp = sub.add_parser("experiment", help="hyperparameter sweeps", parents=[common])
+    esub = exp.add_subparsers(dest="experiment_command", required=True, metavar="COMMAND")
+
+    def eadd(name: str, fn, help: str):
+        sp = esub.add_parser(name, help=help, description=help, parents=[common, jsonflag])
+        sp.set_defaults(fn=fn)
+        return sp
+
+    sp = eadd("run", cmd_experiment_run, "start an experiment; prints its id")
+    sp.add_argument("file", metavar="FILE", help="the experiment file (YAML)")
+    sp.add_argument(
+        "model",
+        nargs="?",
+        metavar="MODEL_DIR",
+        help="model code (default: the folder of the manifest it names)",
+    )
+    eadd("list", cmd_experiment_list, "list experiments")
+    sp = eadd("show", cmd_experiment_show, "an experiment's trials, best first")
+    sp.add_argument("experiment", metavar="EXP")
+    sp.add_argument("--plot", metavar="FILE.png", help="draw every trial's objective curve")
+    sp = eadd("halt", cmd_experiment_halt, "halt every trial still queued or running")
+    sp.add_argument("experiment", metavar="EXP")
 
     data = sub.add_parser("data", help="training data in the object store", parents=[common])
     dsub = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")

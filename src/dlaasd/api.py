@@ -7,8 +7,10 @@ Every client mistake gets a 4xx with a JSON body {"error": {"message", "code"?,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import grp
 import io
+import json
 import logging
 import os
 import socket
@@ -23,12 +25,14 @@ from . import openapi
 from .codes import FINAL, STATUSES, RunError
 from .daemon import Caller, Daemon, Refused
 from .doctor import run_checks
+from .experiments import Experiments
 from .manifest import bucket_problem
 from .storage import PART_SIZE, StoreUnavailable, safe_relative
 
 log = logging.getLogger(__name__)
 
 DAEMON = web.AppKey("daemon", Daemon)
+EXPERIMENTS = web.AppKey("experiments", Experiments)
 MAX_MANIFEST = 1024 * 1024
 MAX_MODEL = 4 * 1024**3
 
@@ -98,25 +102,27 @@ async def gpus(request: web.Request) -> web.Response:
     return web.json_response({"gpus": daemon_of(request).gpu_list()})
 
 
-async def submit(request: web.Request) -> web.Response:
-    d = daemon_of(request)
+@contextlib.asynccontextmanager
+async def form(request: web.Request, texts: tuple[str, ...]):
+    """A multipart form: small text parts (a manifest, an experiment file) in memory, and
+    the model archive streamed to a file (removed afterwards, unless it was taken)."""
     if not request.content_type.startswith("multipart/"):
         raise Refused(
             400,
-            "send multipart/form-data with a 'manifest' part and an optional "
-            "'model' part (a zip of the model code)",
+            f"send multipart/form-data with the parts {', '.join(texts)} and, "
+            "optionally, 'model' (a zip of the model code)",
         )
-    reader = await request.multipart()
-    manifest_text: bytes | None = None
-    model: Path | None = None
-    incoming = d.config.state_path / "runs" / ".incoming"
+    incoming = daemon_of(request).config.state_path / "runs" / ".incoming"
     incoming.mkdir(parents=True, exist_ok=True)
+    reader = await request.multipart()
+    parts: dict[str, bytes] = {}
+    model: Path | None = None
     try:
         while (part := await reader.next()) is not None:
-            if part.name == "manifest":
-                manifest_text = bytes(await part.read(decode=False))
-                if len(manifest_text) > MAX_MANIFEST:
-                    raise Refused(413, "the manifest is larger than 1 MiB")
+            if part.name in texts:
+                parts[part.name] = bytes(await part.read(decode=False))
+                if len(parts[part.name]) > MAX_MANIFEST:
+                    raise Refused(413, f"the {part.name} is larger than 1 MiB")
             elif part.name == "model":
                 fd, name = tempfile.mkstemp(dir=incoming, suffix=".zip")
                 model = Path(name)
@@ -132,19 +138,20 @@ async def submit(request: web.Request) -> web.Response:
                             )
                         out.write(chunk)
             else:
-                raise Refused(
-                    400, f"unexpected form part {part.name!r}; send 'manifest' and 'model'"
-                )
-        if manifest_text is None:
-            raise Refused(400, "the 'manifest' part is missing")
-        extra = {}
-        if request.query.get("experiment"):
-            extra["experiment_id"] = request.query["experiment"]
-        result = await d.submit(manifest_text, model, caller_of(request), extra=extra)
-        return web.json_response(result, status=201)
+                expected = ", ".join(repr(t) for t in (*texts, "model"))
+                raise Refused(400, f"unexpected form part {part.name!r}; send {expected}")
+        yield parts, model
     finally:
         if model is not None:
             model.unlink(missing_ok=True)
+
+
+async def submit(request: web.Request) -> web.Response:
+    async with form(request, ("manifest",)) as (parts, model):
+        if "manifest" not in parts:
+            raise Refused(400, "the 'manifest' part is missing")
+        result = await daemon_of(request).submit(parts["manifest"], model, caller_of(request))
+    return web.json_response(result, status=201)
 
 
 async def list_runs(request: web.Request) -> web.Response:
@@ -341,6 +348,59 @@ async def data_get(request: web.Request) -> web.StreamResponse:
     return await _stream_object(request, d.objects, _bucket(request), _key(request))
 
 
+async def run_metrics(request: web.Request) -> web.StreamResponse:
+    """A run's metric points; with follow=1, new ones as JSON lines until the run ends."""
+    d = daemon_of(request)
+    run = d.get_run(request.match_info["id"])
+    after = _int(request, "after", 0, 0, 2**62)
+    name = request.query.get("name") or None
+    if not _flag(request, "follow"):
+        points = d.db.metrics(run["id"], after, name)
+        return web.json_response({"id": run["id"], "status": run["status"], "points": points})
+    resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+    await resp.prepare(request)
+    while True:
+        ended = d.db.get(run["id"])["status"] in FINAL  # before reading: nothing is missed
+        for point in d.db.metrics(run["id"], after, name):
+            await resp.write(json.dumps(point).encode() + b"\n")
+            after = point["seq"]
+        if ended:
+            break
+        await d.wait_change(run["id"], 0.5)
+    await resp.write_eof()
+    return resp
+
+
+def experiments_of(request: web.Request) -> Experiments:
+    return request.app[EXPERIMENTS]
+
+
+async def create_experiment(request: web.Request) -> web.Response:
+    async with form(request, ("experiment", "manifest")) as (parts, model):
+        if "experiment" not in parts:
+            raise Refused(400, "the 'experiment' part is missing")
+        result = await experiments_of(request).create(
+            parts["experiment"], parts.get("manifest"), model, caller_of(request)
+        )
+    return web.json_response(result, status=201)
+
+
+async def list_experiments(request: web.Request) -> web.Response:
+    limit = _int(request, "limit", 50, 1, 10_000)
+    return web.json_response({"experiments": experiments_of(request).summaries(limit)})
+
+
+async def show_experiment(request: web.Request) -> web.Response:
+    e = experiments_of(request)
+    row = e.resolve(request.match_info["id"])
+    return web.json_response(e.describe(row, curves=_flag(request, "curves")))
+
+
+async def halt_experiment(request: web.Request) -> web.Response:
+    e = experiments_of(request)
+    return web.json_response(await e.halt(request.match_info["id"], caller_of(request)))
+
+
 async def openapi_doc(request: web.Request) -> web.Response:
     return web.json_response(openapi.document(ROUTES))
 
@@ -355,7 +415,6 @@ ROUTES = [
         "/v1/runs",
         submit,
         "Submit a training run",
-        query={"experiment": "experiment id the run belongs to"},
         body="multipart/form-data: 'manifest' (manifest.yml), 'model' (zip, optional)",
     ),
     Route(
@@ -403,6 +462,40 @@ ROUTES = [
         "One file of the definition",
         returns="application/octet-stream",
     ),
+    Route(
+        "GET",
+        "/v1/runs/{id}/metrics",
+        run_metrics,
+        "The run's metric points",
+        query={
+            "after": "only points after this seq",
+            "name": "only this metric",
+            "follow": "1: stream new points as JSON lines until the run ends",
+        },
+    ),
+    Route(
+        "POST",
+        "/v1/experiments",
+        create_experiment,
+        "Start an experiment (a sweep of trials)",
+        body="multipart/form-data: 'experiment' (YAML), 'manifest' (when the experiment names "
+        "a file), 'model' (zip, optional)",
+    ),
+    Route(
+        "GET",
+        "/v1/experiments",
+        list_experiments,
+        "Experiments, newest first",
+        query={"limit": "how many (default 50)"},
+    ),
+    Route(
+        "GET",
+        "/v1/experiments/{id}",
+        show_experiment,
+        "An experiment, trials ranked best first",
+        query={"curves": "1: each trial's objective curve"},
+    ),
+    Route("POST", "/v1/experiments/{id}/halt", halt_experiment, "Halt every trial still running"),
     Route("GET", "/v1/data", data_buckets, "Buckets in the object store"),
     Route(
         "GET",
@@ -457,9 +550,10 @@ async def json_errors(request: web.Request, handler):
         return web.json_response({"error": {"message": f"internal error: {exc}"}}, status=500)
 
 
-def make_app(daemon: Daemon) -> web.Application:
+def make_app(daemon: Daemon, experiments: Experiments) -> web.Application:
     app = web.Application(middlewares=[json_errors], client_max_size=MAX_MANIFEST * 2)
     app[DAEMON] = daemon
+    app[EXPERIMENTS] = experiments
     for r in ROUTES:
         app.router.add_route(r.method, r.path, r.handler)
     return app

@@ -370,7 +370,9 @@ class Daemon:
                 400, f"{ref!r} matches several runs ({', '.join(exc.args[0])}); give more of the id"
             ) from None
 
-    async def halt(self, ref: str, caller: Caller) -> dict:
+    async def halt(self, ref: str, caller: Caller, reason: str = "") -> dict:
+        """SIGTERM, then SIGKILL after the grace period. `reason` becomes the run's final
+        message (an experiment's early stop says why)."""
         run = self.get_run(ref)
         self._check_owner(run, caller, "halt")
         run_id, status = run["id"], run["status"]
@@ -378,15 +380,15 @@ class Daemon:
             raise Refused(409, f"{run_id} has already ended ({status})")
         if status == STORING:
             raise Refused(409, f"{run_id} has finished training and is storing its results")
+        reason = reason or f"halted by {caller.name}"
         if status == QUEUED:
-            self.db.transition(
-                run_id, HALTED, f"halted by {caller.name} before it started", halt_requested=1
-            )
+            message = f"{reason} before it started"
+            self.db.transition(run_id, HALTED, message, halt_requested=1, halt_reason=message)
             self.changed(run_id)
             return self.db.get(run_id)
-        self.db.update(run_id, halt_requested=1)
+        self.db.update(run_id, halt_requested=1, halt_reason=reason)
         self.lifecycle.halting.add(run_id)
-        self.db.note(run_id, f"halting (requested by {caller.name})")
+        self.db.note(run_id, f"halting: {reason}")
         if status == PROCESSING:
             asyncio.create_task(self._stop_containers(run_id))
         return self.db.get(run_id)

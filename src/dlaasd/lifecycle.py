@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
 import os
@@ -36,6 +37,7 @@ from .codes import (
 )
 from .config import Config
 from .manifest import Manifest
+from .metrics import MetricsReader
 from .runfolder import IN_CONTAINER, RunFolder
 from .runner import ContainerSpec, DockerUnavailable, Exit, Runner
 from .storage import DataCache, Endpoint, ObjectStore, StoreUnavailable, Transfer
@@ -43,6 +45,8 @@ from .store import Store, now, parse_time
 from .units import format_duration, format_size
 
 log = logging.getLogger(__name__)
+
+METRICS_INTERVAL = 1.0  # seconds between reads of a training's metrics
 
 
 class Lifecycle:
@@ -68,6 +72,7 @@ class Lifecycle:
         # the definition is uploaded while the training runs; STORING only waits for it
         self._definitions: dict[str, asyncio.Task] = {}
         self._containers: dict[str, list[str]] = {}  # run id -> container ids, until removed
+        self.on_metrics: list[Callable[[str], None]] = []  # told when a run reports points
         self._stores: dict[Endpoint, ObjectStore] = {}
 
     def folder(self, run_id: str) -> RunFolder:
@@ -149,6 +154,10 @@ class Lifecycle:
         folder.prepare()
         if folder.model_zip.exists():
             await asyncio.to_thread(_fresh_unpack, folder.model_zip, folder.model_code)
+        await asyncio.to_thread(_add_helpers, folder)
+        hyperparameters = self.db.get(run_id)["hyperparameters"]
+        if hyperparameters:  # an experiment's trial: Watson ML's config.json in MODEL_DIR
+            (folder.model_code / "config.json").write_text(json.dumps(hyperparameters, indent=2))
         store = m.data_store
         if store and store.type != "mount_volume" and store.training_data:
             bucket, prefix = store.training_data.container, store.training_data.prefix
@@ -268,6 +277,10 @@ class Lifecycle:
                 "NUM_LEARNERS": str(m.learners),
                 "CUDA_VISIBLE_DEVICES": ",".join(mine),
                 "HOME": "/tmp",
+                # the optional helpers (dlaas_emetrics), ahead of the manifest's own path
+                "PYTHONPATH": ":".join(
+                    p for p in (HELPERS_IN_CONTAINER, m.env.get("PYTHONPATH")) if p
+                ),
             }
             specs.append(
                 ContainerSpec(
@@ -315,8 +328,33 @@ class Lifecycle:
         if m.timeout:
             deadline = parse_time(run["started"]).timestamp() + m.timeout
         self._containers[run_id] = ids
-        exits, timed_out = await self._wait_all(run_id, ids, deadline)
+        reader = MetricsReader(folder, m.evaluation_metrics)
+        self.db.clear_metrics(run_id)  # read again from the start, after a restart too
+        collector = asyncio.create_task(self._collect_metrics(run_id, reader))
+        try:
+            exits, timed_out = await self._wait_all(run_id, ids, deadline)
+        finally:
+            collector.cancel()
+        await self._collect_metrics(run_id, reader, once=True)  # the last lines
+        await asyncio.to_thread(_save_metrics, folder, self.db.metrics(run_id))
         return self._decide(run_id, m, folder, exits, timed_out, ids)
+
+    async def _collect_metrics(self, run_id: str, reader: MetricsReader, once: bool = False):
+        """Read new metric points every second while the training runs; tell the
+        listeners (an ASHA experiment decides on them)."""
+        while True:
+            try:
+                points = await asyncio.to_thread(reader.poll)
+            except Exception:  # a metrics file we cannot read must not end the run
+                log.exception("event=metrics_error run=%s", run_id)
+                points = []
+            if points:
+                self.db.add_metrics(run_id, points)
+                for listener in self.on_metrics:
+                    listener(run_id)
+            if once:
+                return
+            await asyncio.sleep(METRICS_INTERVAL)
 
     async def _docker(self, run_id: str, fn: Callable, *args):
         """A Docker call in a thread; while the engine is down, wait for it."""
@@ -380,7 +418,8 @@ class Lifecycle:
         failed = next((e for e in ordered if e.code != 0), None)
         code = failed.code if failed else (ordered[0].code if ordered else -1)
         if self.halted(run_id):
-            return _outcome(HALTED, "halted on request", exit_code=code)
+            reason = self.db.get(run_id)["halt_reason"] or "halted on request"
+            return _outcome(HALTED, reason, exit_code=code)
         if timed_out:
             return _outcome(
                 FAILED,
@@ -534,6 +573,27 @@ def _fresh_unpack(zip_path: Path, dest: Path) -> None:
         archive.unpack(zip_path, dest)
     except archive.ArchiveError as exc:
         raise RunError("C102", "; ".join(exc.problems)) from None
+
+
+HELPERS = Path(__file__).parent / "helpers"
+HELPERS_IN_CONTAINER = f"{IN_CONTAINER['JOB_STATE_DIR']}/.dlaas"
+
+
+def _add_helpers(folder: RunFolder) -> None:
+    """Modules training code may import (never must): copied into the run's own folder,
+    which every container already mounts, wherever dlaasd itself runs."""
+    target = folder.job / ".dlaas"
+    target.mkdir(exist_ok=True)
+    for module in HELPERS.glob("*.py"):
+        shutil.copyfile(module, target / module.name)
+
+
+def _save_metrics(folder: RunFolder, points: list[dict]) -> None:
+    """The run's metrics as JSON lines beside its log, so they are uploaded with it."""
+    if points:
+        with open(folder.logs / "metrics.jsonl", "w") as f:
+            for p in points:
+                f.write(json.dumps({k: p[k] for k in ("step", "name", "value", "time")}) + "\n")
 
 
 def _last_line(path: Path, max_bytes: int = 4096) -> str:

@@ -15,6 +15,7 @@ from . import __version__
 from . import config as configuration
 from .api import make_app, serve
 from .daemon import Daemon, StoreRefused
+from .experiments import Experiments
 from .inbox import Inbox
 from .minio_server import MinioError
 from .sdnotify import Notifier
@@ -88,6 +89,7 @@ async def run(config: configuration.Config) -> None:
     loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(max_workers=256))
     daemon = Daemon(config)
     inbox = Inbox(daemon)
+    experiments = Experiments(daemon)
     if config.results.mirror_to_drop_dir:
         daemon.lifecycle.after_store.append(inbox.mirror_results)
     stop = asyncio.Event()
@@ -95,7 +97,7 @@ async def run(config: configuration.Config) -> None:
         loop.add_signal_handler(sig, stop.set)
     await daemon.start()
     await inbox.start()
-    web_runner = await serve(make_app(daemon), config.socket_path, config.socket_group)
+    web_runner = await serve(make_app(daemon, experiments), config.socket_path, config.socket_group)
     log.info(
         "event=ready socket=%s state_dir=%s store=%s gpus=%s",
         config.socket,

@@ -22,7 +22,7 @@ JSON_COLUMNS = ("gpus", "staging", "outcome", "hyperparameters")
 SUMMARY = (
     "id, name, owner_uid, owner_name, status, status_message, error_code, exit_code, gpus, "
     "cpus, memory, gpu_count, gpu_type, learners, framework, image, submitted, started, "
-    "completed, results, experiment_id, halt_requested"
+    "completed, results, experiment_id, halt_requested, halt_reason, hyperparameters"
 )
 
 RUN_COLUMNS = {
@@ -48,12 +48,29 @@ RUN_COLUMNS = {
     "started": str,
     "completed": str,
     "halt_requested": int,
+    "halt_reason": str,
     "outcome": str,  # JSON: the final status decided when training ended, set in STORING
     "results": str,  # s3://bucket/prefix/
     "staging": str,  # JSON: transfer statistics
     "experiment_id": str,
     "hyperparameters": str,  # JSON, for experiment trials
     "source": str,  # "api" or "inbox:<name>"
+}
+
+
+EXPERIMENT_COLUMNS = {
+    "id": str,
+    "name": str,
+    "description": str,
+    "owner_uid": int,
+    "owner_name": str,
+    "spec": str,  # the experiment file as submitted (YAML)
+    "objective": str,  # the metric's name
+    "goal": str,  # maximize | minimize
+    "method": str,
+    "trials": int,
+    "submitted": str,
+    "halt_requested": int,
 }
 
 
@@ -93,6 +110,13 @@ class Store:
         runs.create_index(["status"], if_not_exists=True)
         runs.create_index(["experiment_id"], if_not_exists=True)
         runs.create_index(["source"], if_not_exists=True)
+        metrics = self.db["metrics"]  # time series of every run's metrics
+        if not metrics.exists():
+            metrics.create({"run_id": str, "step": int, "name": str, "value": float, "time": float})
+        metrics.create_index(["run_id", "name", "step"], if_not_exists=True)
+        experiments = self.db["experiments"]
+        if not experiments.exists():
+            experiments.create(EXPERIMENT_COLUMNS, pk="id", defaults={"halt_requested": 0})
         mirrored = self.db["mirrored"]  # files of the drop folder's data/ already uploaded
         if not mirrored.exists():
             mirrored.create({"path": str, "size": int, "mtime_ns": int}, pk="path")
@@ -109,19 +133,15 @@ class Store:
             raise NotFound(run_id)
         return _decode(rows[0])
 
-    def resolve(self, ref: str) -> str:
-        """A full id, or a unique prefix of one (with or without 'training-')."""
-        if self.db.execute("select 1 from runs where id = ?", [ref]).fetchone():
+    def resolve(self, ref: str, table: str = "runs", kind: str = "training") -> str:
+        """A full id, or a unique prefix of one, with or without "training-" (or
+        "experiment-" for table experiments)."""
+        if self.db.execute(f"select 1 from {table} where id = ?", [ref]).fetchone():
             return ref
-        patterns = [ref + "%"] + ([f"training-{ref}%"] if not ref.startswith("training-") else [])
         found: set[str] = set()
-        for pattern in patterns:
-            found.update(
-                r[0]
-                for r in self.db.execute(
-                    "select id from runs where id like ? limit 5", [pattern.replace("_", r"\_")]
-                )
-            )
+        for prefix in {ref, f"{kind}-{ref}"}:
+            sql = f"select id from {table} where substr(id, 1, ?) = ? limit 5"
+            found.update(r[0] for r in self.db.execute(sql, [len(prefix), prefix]))
         if not found:
             raise NotFound(ref)
         if len(found) > 1:
@@ -227,7 +247,70 @@ class Store:
     def delete(self, run_id: str) -> None:
         with self.db.conn:
             self.db.execute("delete from events where run_id = ?", [run_id])
+            self.db.execute("delete from metrics where run_id = ?", [run_id])
             self.db.execute("delete from runs where id = ?", [run_id])
+
+    # --- metrics ----------------------------------------------------------------------
+
+    def add_metrics(self, run_id: str, points: list) -> None:
+        with self.db.conn:
+            self.db.conn.executemany(
+                "insert into metrics (run_id, step, name, value, time) values (?, ?, ?, ?, ?)",
+                [(run_id, p.step, p.name, p.value, p.time) for p in points],
+            )
+
+    def clear_metrics(self, run_id: str) -> None:
+        with self.db.conn:
+            self.db.execute("delete from metrics where run_id = ?", [run_id])
+
+    def metrics(self, run_id: str, after: int = 0, name: str | None = None) -> list[dict]:
+        """Points in the order they came; `after` a rowid, to fetch only newer ones."""
+        sql = (
+            "select rowid as seq, step, name, value, time from metrics"
+            " where run_id = ? and rowid > ?"
+        )
+        params: list = [run_id, after]
+        if name:
+            sql += " and name = ?"
+            params.append(name)
+        return list(self.db.query(sql + " order by rowid", params))
+
+    def metric_names(self, run_ids: Iterable[str]) -> list[str]:
+        ids = list(run_ids)
+        marks = ", ".join("?" * len(ids))
+        sql = f"select distinct name from metrics where run_id in ({marks}) order by name"
+        return [r[0] for r in self.db.execute(sql, ids)]
+
+    def curves(self, run_ids: Iterable[str], name: str) -> dict[str, list[tuple[int, float]]]:
+        """(step, value) of metric `name` for each run, in the order reported."""
+        ids = list(run_ids)
+        out: dict[str, list[tuple[int, float]]] = {i: [] for i in ids}
+        marks = ", ".join("?" * len(ids))
+        sql = (
+            f"select run_id, step, value from metrics where run_id in ({marks}) and name = ? "
+            "order by rowid"
+        )
+        for run_id, step, value in self.db.execute(sql, [*ids, name]):
+            out[run_id].append((step, value))
+        return out
+
+    # --- experiments ------------------------------------------------------------------
+
+    def insert_experiment(self, row: dict) -> None:
+        with self.db.conn:
+            self.db["experiments"].insert({**row, "submitted": row.get("submitted") or now()})
+
+    def experiment(self, exp_id: str) -> dict:
+        rows = list(self.db.query("select * from experiments where id = ?", [exp_id]))
+        if not rows:
+            raise NotFound(exp_id)
+        return rows[0]
+
+    def experiments(self, limit: int = 50) -> list[dict]:
+        return list(self.db.query("select * from experiments order by rowid desc limit ?", [limit]))
+
+    def update_experiment(self, exp_id: str, **fields) -> None:
+        self.db["experiments"].update(exp_id, fields)
 
 
 def _encode(row: dict) -> dict:

@@ -1,0 +1,273 @@
+"""Experiments: one file turned into queued trials, ranked by their objective as they
+report it, weak trials stopped early (ASHA). Each trial is an ordinary run; what an
+experiment adds is kept in its own table and derived from its trials when asked."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import shutil
+import string
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from . import admission, experiment, manifest
+from .codes import COMPLETED, FINAL, HALTED, PROCESSING, QUEUED
+from .daemon import Caller, Daemon, Refused
+from .metrics import resolve_name
+from .schema import Problem
+from .store import NotFound
+
+log = logging.getLogger(__name__)
+ROOT = Caller(0, 0, 0)  # dlaasd itself, stopping a trial early
+
+
+def new_experiment_id() -> str:
+    alphabet = string.ascii_lowercase + string.digits
+    return "experiment-" + "".join(secrets.choice(alphabet) for _ in range(9))
+
+
+class Experiments:
+    def __init__(self, daemon: Daemon):
+        self.daemon = daemon
+        self.db = daemon.db
+        self._specs: dict[str, experiment.Experiment] = {}
+        self._asha: dict[str, experiment.Asha] = {}
+        self._stopping: set[asyncio.Task] = set()
+        daemon.lifecycle.on_metrics.append(self.metrics_arrived)
+
+    # --- creating ------------------------------------------------------------------
+
+    async def create(
+        self, spec_text: bytes, manifest_text: bytes | None, model_zip: Path | None, caller: Caller
+    ) -> dict:
+        try:
+            spec = experiment.parse(spec_text)
+        except experiment.ExperimentError as exc:
+            raise Refused(
+                400, "the experiment file has problems; nothing was queued", exc.code, exc.problems
+            ) from None
+        if isinstance(spec.manifest, dict):
+            manifest_text = yaml.safe_dump(spec.manifest, sort_keys=False).encode()
+            prefix = "manifest."
+        elif manifest_text is None:
+            raise Refused(
+                400,
+                f"the experiment names the manifest {spec.manifest!r}: send it as "
+                "the 'manifest' part (dlaasctl experiment run does)",
+                "C101",
+            )
+        else:
+            prefix = ""
+        try:
+            base = manifest.parse(manifest_text)
+        except manifest.ManifestError as exc:
+            problems = [Problem(prefix + p.path, p.message, p.line) for p in exc.problems]
+            raise Refused(
+                400,
+                "the experiment's manifest has problems; nothing was queued",
+                exc.code,
+                problems,
+            ) from None
+        try:  # every trial asks for what the manifest does: refuse the lot at once, or none
+            admission.admit(base, self.daemon.config, [g.name for g in self.daemon.gpus.list()])
+        except admission.AdmissionError as exc:
+            raise Refused(
+                400,
+                "the experiment's trials cannot run here; nothing was queued",
+                exc.code,
+                exc.problems,
+            ) from None
+        exp_id = new_experiment_id()
+        combos = experiment.trials(spec)
+        self.db.insert_experiment(
+            {
+                "id": exp_id,
+                "name": spec.name,
+                "description": spec.description,
+                "owner_uid": caller.uid,
+                "owner_name": caller.name,
+                "spec": spec_text.decode(errors="replace"),
+                "objective": spec.objective.name,
+                "goal": spec.objective.maximize_or_minimize,
+                "method": spec.method.name,
+                "trials": len(combos),
+            }
+        )
+        data = yaml.safe_load(manifest_text)
+        runs, warnings = [], []
+        for i, values in enumerate(combos):
+            trial = {
+                **data,
+                "name": f"{spec.name}-{i}",
+                "env": {**(data.get("env") or {}), **values, "SUBID": str(i)},
+            }
+            result = await self.daemon.submit(
+                yaml.safe_dump(trial, sort_keys=False).encode(),
+                _copy(model_zip),
+                caller,
+                source=f"experiment:{exp_id}",
+                extra={"experiment_id": exp_id, "hyperparameters": values},
+            )
+            runs.append(result["id"])
+            warnings += [w for w in result["warnings"] if w not in warnings]
+        log.info(
+            "event=experiment_created id=%s trials=%d method=%s",
+            exp_id,
+            len(runs),
+            spec.method.name,
+        )
+        return {"id": exp_id, "trials": len(runs), "runs": runs, "warnings": warnings}
+
+    # --- reading -------------------------------------------------------------------
+
+    def resolve(self, ref: str) -> dict:
+        try:
+            return self.db.experiment(self.db.resolve(ref, "experiments", "experiment"))
+        except NotFound:
+            raise Refused(
+                404, f"no experiment {ref!r}; `dlaasctl experiment list` shows them"
+            ) from None
+        except KeyError as exc:
+            raise Refused(
+                400, f"{ref!r} matches several experiments ({', '.join(exc.args[0])})"
+            ) from None
+
+    def describe(self, row: dict, curves: bool = False) -> dict:
+        """The experiment with its trials ranked by the objective, best first."""
+        runs, _ = self.db.list(limit=100_000, experiment_id=row["id"], newest_first=False)
+        ids = [r["id"] for r in runs]
+        metric = resolve_name(row["objective"], self.db.metric_names(ids)) if ids else None
+        series = self.db.curves(ids, metric) if metric else {i: [] for i in ids}
+        value = {i: (series[i][-1][1] if series[i] else None) for i in ids}
+        maximize = row["goal"] == "maximize"
+        order = experiment.rank(value, maximize)
+        by_id = {r["id"]: r for r in runs}
+        done = [i for i in order if by_id[i]["status"] == COMPLETED and value[i] is not None]
+        best = done[0] if done else next((i for i in order if value[i] is not None), None)
+        trials = []
+        for i in order:
+            r = by_id[i]
+            trial = {
+                "id": i,
+                "status": r["status"],
+                "error_code": r["error_code"] or None,
+                "status_message": r["status_message"] or "",
+                "hyperparameters": r["hyperparameters"] or {},
+                "objective_value": value[i],
+                "last_step": series[i][-1][0] if series[i] else None,
+                "halted_early": r["status"] == HALTED
+                and (r["halt_reason"] or "").startswith("stopped early"),
+            }
+            if curves:
+                trial["curve"] = series[i]
+            trials.append(trial)
+        statuses = {r["status"] for r in runs}
+        if statuses <= FINAL:
+            status = (
+                HALTED
+                if row["halt_requested"]
+                else (COMPLETED if COMPLETED in statuses else "FAILED")
+            )
+        else:
+            status = QUEUED if statuses == {QUEUED} else PROCESSING
+        ended = [r["completed"] for r in runs if r["completed"]]
+        return {
+            "id": row["id"],
+            "name": row["name"],
+            "description": row["description"],
+            "status": status,
+            "owner": row["owner_name"],
+            "objective": {"name": row["objective"], "goal": row["goal"], "metric": metric},
+            "method": row["method"],
+            "trials": row["trials"],
+            "counts": {s: sum(1 for r in runs if r["status"] == s) for s in sorted(statuses)},
+            "best_run": best,
+            "best_hyperparameters": by_id[best]["hyperparameters"] if best else None,
+            "best_value": value[best] if best else None,
+            "submitted": row["submitted"],
+            "completed": max(ended) if statuses <= FINAL and ended else None,
+            "runs": trials,
+        }
+
+    def summaries(self, limit: int) -> list[dict]:
+        out = []
+        for row in self.db.experiments(limit):
+            d = self.describe(row)
+            d.pop("runs")
+            out.append(d)
+        return out
+
+    # --- stopping ------------------------------------------------------------------
+
+    async def halt(self, ref: str, caller: Caller) -> dict:
+        row = self.resolve(ref)
+        if not caller.may_change(row):
+            raise Refused(
+                403,
+                f"{row['id']} belongs to {row['owner_name']}; only its owner or root may halt it",
+            )
+        self.db.update_experiment(row["id"], halt_requested=1)
+        runs, _ = self.db.list(limit=100_000, experiment_id=row["id"])
+        for r in runs:
+            if r["status"] not in FINAL and r["status"] != "STORING":
+                await self.daemon.halt(
+                    r["id"], caller, f"the experiment was halted by {caller.name}"
+                )
+        return self.describe(self.db.experiment(row["id"]))
+
+    def metrics_arrived(self, run_id: str) -> None:
+        """ASHA: a trial reported; stop the trials that fell outside the top at a rung."""
+        run = self.db.get(run_id)
+        exp_id = run.get("experiment_id")
+        if not exp_id:
+            return
+        row = self.db.experiment(exp_id)
+        if row["method"] != "asha" or row["halt_requested"]:
+            return
+        if exp_id not in self._specs:
+            self._specs[exp_id] = experiment.parse(row["spec"])
+            spec = self._specs[exp_id]
+            self._asha[exp_id] = experiment.Asha(spec.method, spec.maximize)
+        runs, _ = self.db.list(limit=100_000, experiment_id=exp_id)
+        ids = [r["id"] for r in runs]
+        metric = resolve_name(row["objective"], self.db.metric_names(ids))
+        if metric is None:
+            return
+        active = {r["id"] for r in runs if r["status"] == PROCESSING and not r["halt_requested"]}
+        for stop in self._asha[exp_id].stops(self.db.curves(ids, metric), active):
+            log.info(
+                "event=asha_stop experiment=%s run=%s rung=%d value=%s cutoff=%s",
+                exp_id,
+                stop.run_id,
+                stop.rung,
+                stop.value,
+                stop.cutoff,
+            )
+            task = asyncio.create_task(self._stop(stop.run_id, stop.reason(metric)))
+            self._stopping.add(task)
+            task.add_done_callback(self._stopping.discard)
+
+    async def _stop(self, run_id: str, reason: str) -> None:
+        try:
+            await self.daemon.halt(run_id, ROOT, reason)
+        except Refused as exc:  # it ended on its own meanwhile
+            log.info("event=asha_stop_skipped run=%s reason=%r", run_id, exc.message)
+
+
+def _copy(model_zip: Path | None) -> Path | None:
+    """Each trial gets its own model archive (a hard link where possible)."""
+    if model_zip is None:
+        return None
+    fd, name = tempfile.mkstemp(suffix=".zip", dir=model_zip.parent)
+    os.close(fd)
+    os.unlink(name)
+    try:
+        os.link(model_zip, name)
+    except OSError:
+        shutil.copyfile(model_zip, name)
+    return Path(name)
