@@ -374,3 +374,23 @@ def test_daemon_stops_promptly_and_followers_ride_out_the_restart(make_daemon, t
     assert out.splitlines() == [f"line {i}" for i in range(1, 9)]  # each line exactly once
     assert "went away" in errs
     assert d.wait(run_id)["status"] == "COMPLETED"
+
+
+def test_learners_run_side_by_side_and_one_failing_ends_all(daemon, tmp_path):
+    cmd = 'echo "learner $LEARNER_ID of $NUM_LEARNERS"; touch $RESULT_DIR/from-$LEARNER_ID'
+    run_id = daemon.submit(model(tmp_path / "ok", manifest(cmd, learners=2, cpus=0.2)))
+    run = daemon.wait(run_id)
+    assert run["status"] == "COMPLETED" and run["learners"] == 2
+    assert "learner 1 of 2" in daemon.ctl("logs", run_id).stdout
+    assert "learner 2 of 2" in daemon.ctl("logs", run_id, "--learner", "2").stdout
+    out = tmp_path / "out"
+    assert daemon.ctl("download", run_id, "--dest", str(out)).returncode == 0
+    assert (out / "from-1").exists() and (out / "from-2").exists()
+    assert (out / "learner-2" / "training-log.txt").exists()
+
+    cmd = 'if [ "$LEARNER_ID" = 2 ]; then exit 4; fi; sleep 60'
+    run_id = daemon.submit(model(tmp_path / "bad", manifest(cmd, learners=2, cpus=0.2)))
+    started = time.monotonic()
+    run = daemon.wait(run_id, timeout=60)
+    assert run["status"] == "FAILED" and run["error_code"] == "C201" and run["exit_code"] == 4
+    assert time.monotonic() - started < 40  # learner 1 was stopped, not waited for

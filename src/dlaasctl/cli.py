@@ -682,6 +682,8 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--socket",
+        # SUPPRESS: given before the command or after it, a subcommand must not reset it
+        default=argparse.SUPPRESS,
         help="the daemon's socket (default: $DLAAS_SOCKET, then the "
         "user's and the system's usual places)",
     )
@@ -790,7 +792,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    client = Client(Path(args.socket) if args.socket else default_socket())
+    socket = getattr(args, "socket", None)
+    client = Client(Path(socket) if socket else default_socket())
     try:
         return args.fn(client, args)
     except Unreachable as exc:

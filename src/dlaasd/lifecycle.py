@@ -38,7 +38,7 @@ from .codes import (
 from .config import Config
 from .manifest import Manifest
 from .metrics import MetricsReader
-from .runfolder import IN_CONTAINER, RunFolder
+from .runfolder import IN_CONTAINER, LOG_NAME, RunFolder
 from .runner import ContainerSpec, DockerUnavailable, Exit, Runner
 from .storage import DataCache, Endpoint, ObjectStore, StoreUnavailable, Transfer
 from .store import Store, now, parse_time
@@ -414,9 +414,10 @@ class Lifecycle:
         timed_out: bool,
         ids: list[str],
     ) -> dict:
-        ordered = [exits[cid] for cid in ids if cid in exits]
-        failed = next((e for e in ordered if e.code != 0), None)
-        code = failed.code if failed else (ordered[0].code if ordered else -1)
+        # `exits` is in the order the containers ended: the first failure is the cause
+        cause = next((cid for cid, e in exits.items() if e.code != 0), None)
+        failed = exits[cause] if cause else None
+        code = failed.code if failed else next((e.code for e in exits.values()), -1)
         if self.halted(run_id):
             reason = self.db.get(run_id)["halt_reason"] or "halted on request"
             return _outcome(HALTED, reason, exit_code=code)
@@ -438,10 +439,12 @@ class Lifecycle:
                 "C202",
                 code,
             )
-        last = _last_line(folder.log_file) or failed.error
+        learner = ids.index(cause) + 1
+        last = _last_line(folder.learner_logs(learner) / LOG_NAME) or failed.error
+        who = f"learner {learner}: " if m.learners > 1 else ""
         return _outcome(
             FAILED,
-            f"the training command exited with code {code}" + (f": {last}" if last else ""),
+            f"{who}the training command exited with code {code}" + (f": {last}" if last else ""),
             "C201",
             code,
         )
