@@ -678,7 +678,142 @@ def cmd_data_download(c: Client, a) -> int:
 # --- parser -------------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
+def arg(*names: str, **kw) -> tuple:
+    return names, kw
+
+
+RUN = arg("run", help="run id (or a unique prefix)")
+EXP = arg("experiment", metavar="EXP", help="experiment id (or a unique prefix)")
+# command -> (function, help, arguments, takes --json); "group command" for data/experiment
+COMMANDS: dict[str, tuple] = {
+    "train": (
+        cmd_train,
+        "submit a training run; prints its id",
+        [
+            arg("manifest", help="manifest.yml (or a folder holding one)"),
+            arg(
+                "model",
+                nargs="?",
+                help="model code: a folder or a .zip (default: the manifest's folder)",
+            ),
+            arg(
+                "--follow",
+                "-f",
+                action="store_true",
+                help="stream the log; exit 0 only if the run COMPLETED",
+            ),
+        ],
+        True,
+    ),
+    "list": (
+        cmd_list,
+        "list runs, newest first",
+        [
+            arg("--status", help="only these statuses, e.g. QUEUED,PROCESSING"),
+            arg("--limit", type=int, default=50),
+            arg("--offset", type=int, default=0),
+        ],
+        True,
+    ),
+    "show": (cmd_show, "show one run", [RUN], True),
+    "logs": (
+        cmd_logs,
+        "print a run's training log",
+        [
+            RUN,
+            arg("--follow", "-f", action="store_true", help="keep streaming until the run ends"),
+            arg("--learner", type=int, default=1, help="learner number, for multi-learner runs"),
+        ],
+        False,
+    ),
+    "halt": (cmd_halt, "halt a run (SIGTERM, then SIGKILL after a grace period)", [RUN], True),
+    "delete": (
+        cmd_delete,
+        "forget a finished run and its local files",
+        [RUN, arg("--purge", action="store_true", help="also remove its results from the store")],
+        True,
+    ),
+    "download": (
+        cmd_download,
+        "download a run's results (or its definition)",
+        [
+            RUN,
+            arg("--dest", help="folder to write to (default: ./<run-id>)"),
+            arg(
+                "--definition",
+                action="store_true",
+                help="the submitted manifest and model code instead of the results",
+            ),
+        ],
+        True,
+    ),
+    "metrics": (
+        cmd_metrics,
+        "a run's metrics: a table, a live stream, or a plot",
+        [
+            RUN,
+            arg("--follow", "-f", action="store_true", help="print points as they come"),
+            arg("--plot", metavar="FILE.png", help="draw each metric against the step"),
+        ],
+        True,
+    ),
+    "gpus": (cmd_gpus, "list the GPUs and the run using each", [], True),
+    "status": (cmd_status, "the daemon's health: Docker, object store, GPUs, capacity", [], True),
+    "doctor": (cmd_doctor, "check everything dlaasd needs; each problem with its fix", [], True),
+    "experiment run": (
+        cmd_experiment_run,
+        "start an experiment; prints its id",
+        [
+            arg("file", metavar="FILE", help="the experiment file (YAML)"),
+            arg(
+                "model",
+                nargs="?",
+                metavar="MODEL_DIR",
+                help="model code (default: the folder of the manifest it names)",
+            ),
+        ],
+        True,
+    ),
+    "experiment list": (cmd_experiment_list, "list experiments", [], True),
+    "experiment show": (
+        cmd_experiment_show,
+        "an experiment's trials, best first",
+        [EXP, arg("--plot", metavar="FILE.png", help="draw every trial's objective curve")],
+        True,
+    ),
+    "experiment halt": (
+        cmd_experiment_halt,
+        "halt every trial still queued or running",
+        [EXP],
+        True,
+    ),
+    "data upload": (
+        cmd_data_upload,
+        "upload files or folders (their contents) to a bucket; unchanged files are skipped",
+        [
+            arg("bucket"),
+            arg("paths", nargs="+", metavar="PATH"),
+            arg("--prefix", default="", help="put everything under this key prefix"),
+        ],
+        True,
+    ),
+    "data ls": (
+        cmd_data_ls,
+        "list buckets, or the objects under BUCKET[/PREFIX]",
+        [arg("target", nargs="?", metavar="BUCKET[/PREFIX]")],
+        True,
+    ),
+    "data download": (
+        cmd_data_download,
+        "download BUCKET[/PREFIX] into DEST",
+        [arg("source", metavar="BUCKET[/PREFIX]"), arg("dest", metavar="DEST")],
+        True,
+    ),
+}
+GROUPS = {"experiment": "hyperparameter sweeps", "data": "training data in the object store"}
+
+
+def _common() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--socket",
@@ -689,109 +824,59 @@ def build_parser() -> argparse.ArgumentParser:
     )
     jsonflag = argparse.ArgumentParser(add_help=False)
     jsonflag.add_argument("--json", action="store_true", help="print JSON for scripts")
+    return common, jsonflag
 
+
+def _command_parser(name: str, target, common, jsonflag) -> argparse.ArgumentParser:
+    fn, help, args, json_flag = COMMANDS[name]
+    parents = [common, jsonflag] if json_flag else [common]
+    if target is None:
+        sp = argparse.ArgumentParser(prog=f"dlaasctl {name}", description=help, parents=parents)
+    else:
+        sp = target.add_parser(
+            name.rpartition(" ")[2], help=help, description=help, parents=parents
+        )
+    for names, kw in args:
+        sp.add_argument(*names, **kw)
+    sp.set_defaults(fn=fn)
+    return sp
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line: for help and for usage errors."""
+    common, jsonflag = _common()
     p = argparse.ArgumentParser(
         prog="dlaasctl", parents=[common], description="Submit and follow training runs on dlaasd."
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    def add(name: str, fn, help: str, parents=(jsonflag,)):
-        sp = sub.add_parser(name, help=help, description=help, parents=[common, *parents])
-        sp.set_defaults(fn=fn)
-        return sp
-
-    sp = add("train", cmd_train, "submit a training run; prints its id")
-    sp.add_argument("manifest", help="manifest.yml (or a folder holding one)")
-    sp.add_argument(
-        "model", nargs="?", help="model code: a folder or a .zip (default: the manifest's folder)"
-    )
-    sp.add_argument(
-        "--follow",
-        "-f",
-        action="store_true",
-        help="stream the log; exit 0 only if the run COMPLETED",
-    )
-    sp = add("list", cmd_list, "list runs, newest first")
-    sp.add_argument("--status", help="only these statuses, e.g. QUEUED,PROCESSING")
-    sp.add_argument("--limit", type=int, default=50)
-    sp.add_argument("--offset", type=int, default=0)
-    sp = add("show", cmd_show, "show one run")
-    sp.add_argument("run", help="run id (or a unique prefix)")
-    sp = add("logs", cmd_logs, "print a run's training log", parents=())
-    sp.add_argument("run")
-    sp.add_argument("--follow", "-f", action="store_true", help="keep streaming until the run ends")
-    sp.add_argument("--learner", type=int, default=1, help="learner number, for multi-learner runs")
-    sp = add("halt", cmd_halt, "halt a run (SIGTERM, then SIGKILL after a grace period)")
-    sp.add_argument("run")
-    sp = add("delete", cmd_delete, "forget a finished run and its local files")
-    sp.add_argument("run")
-    sp.add_argument("--purge", action="store_true", help="also remove its results from the store")
-    sp = add("download", cmd_download, "download a run's results (or its definition)")
-    sp.add_argument("run")
-    sp.add_argument("--dest", help="folder to write to (default: ./<run-id>)")
-    sp.add_argument(
-        "--definition",
-        action="store_true",
-        help="the submitted manifest and model code instead of the results",
-    )
-    add("gpus", cmd_gpus, "list the GPUs and the run using each")
-    add("status", cmd_status, "the daemon's health: Docker, object store, GPUs, capacity")
-    add("doctor", cmd_doctor, "check everything dlaasd needs; each problem with its fix")
-
-    sp = add("metrics", cmd_metrics, "a run's metrics: a table, a live stream, or a plot")
-    sp.add_argument("run")
-    sp.add_argument("--follow", "-f", action="store_true", help="print points as they come")
-    sp.add_argument("--plot", metavar="FILE.png", help="draw each metric against the step")
-
-    exp = sub.add_parser("experiment", help="hyperparameter sweeps", parents=[common])
-    esub = exp.add_subparsers(dest="experiment_command", required=True, metavar="COMMAND")
-
-    def eadd(name: str, fn, help: str):
-        sp = esub.add_parser(name, help=help, description=help, parents=[common, jsonflag])
-        sp.set_defaults(fn=fn)
-        return sp
-
-    sp = eadd("run", cmd_experiment_run, "start an experiment; prints its id")
-    sp.add_argument("file", metavar="FILE", help="the experiment file (YAML)")
-    sp.add_argument(
-        "model",
-        nargs="?",
-        metavar="MODEL_DIR",
-        help="model code (default: the folder of the manifest it names)",
-    )
-    eadd("list", cmd_experiment_list, "list experiments")
-    sp = eadd("show", cmd_experiment_show, "an experiment's trials, best first")
-    sp.add_argument("experiment", metavar="EXP")
-    sp.add_argument("--plot", metavar="FILE.png", help="draw every trial's objective curve")
-    sp = eadd("halt", cmd_experiment_halt, "halt every trial still queued or running")
-    sp.add_argument("experiment", metavar="EXP")
-
-    data = sub.add_parser("data", help="training data in the object store", parents=[common])
-    dsub = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
-
-    def dadd(name: str, fn, help: str):
-        sp = dsub.add_parser(name, help=help, description=help, parents=[common, jsonflag])
-        sp.set_defaults(fn=fn)
-        return sp
-
-    sp = dadd(
-        "upload",
-        cmd_data_upload,
-        "upload files or folders (their contents) to a bucket; unchanged files are skipped",
-    )
-    sp.add_argument("bucket")
-    sp.add_argument("paths", nargs="+", metavar="PATH")
-    sp.add_argument("--prefix", default="", help="put everything under this key prefix")
-    sp = dadd("ls", cmd_data_ls, "list buckets, or the objects under BUCKET[/PREFIX]")
-    sp.add_argument("target", nargs="?", metavar="BUCKET[/PREFIX]")
-    sp = dadd("download", cmd_data_download, "download BUCKET[/PREFIX] into DEST")
-    sp.add_argument("source", metavar="BUCKET[/PREFIX]")
-    sp.add_argument("dest", metavar="DEST")
+    groups: dict[str, argparse._SubParsersAction] = {}
+    for name in COMMANDS:
+        group = name.rpartition(" ")[0]
+        if group and group not in groups:
+            gp = sub.add_parser(group, help=GROUPS[group], parents=[common])
+            groups[group] = gp.add_subparsers(
+                dest=f"{group}_command", required=True, metavar="COMMAND"
+            )
+        _command_parser(name, groups[group] if group else sub, common, jsonflag)
     return p
 
 
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """Only the parser of the command at hand (building all of them is a noticeable part
+    of a quick command's time); the whole one for help and mistakes."""
+    i = 0
+    while i < len(argv) and argv[i].startswith("-") and argv[i] not in ("-h", "--help"):
+        i += 2 if argv[i] == "--socket" else 1
+    words = argv[i : i + 2]
+    name = " ".join(words) if " ".join(words) in COMMANDS else (words[:1] or [""])[0]
+    if name not in COMMANDS or "-h" in argv or "--help" in argv:
+        return build_parser().parse_args(argv)
+    rest = argv[:i] + argv[i + len(name.split()) :]
+    return _command_parser(name, None, *_common()).parse_args(rest)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(sys.argv[1:] if argv is None else argv)
     socket = getattr(args, "socket", None)
     client = Client(Path(socket) if socket else default_socket())
     try:

@@ -151,13 +151,9 @@ class Lifecycle:
     # --- DOWNLOADING ----------------------------------------------------------------
 
     async def download(self, run_id: str, m: Manifest, folder: RunFolder) -> None:
-        folder.prepare()
-        if folder.model_zip.exists():
-            await asyncio.to_thread(_fresh_unpack, folder.model_zip, folder.model_code)
-        await asyncio.to_thread(_add_helpers, folder)
-        hyperparameters = self.db.get(run_id)["hyperparameters"]
-        if hyperparameters:  # an experiment's trial: Watson ML's config.json in MODEL_DIR
-            (folder.model_code / "config.json").write_text(json.dumps(hyperparameters, indent=2))
+        run = self.db.get(run_id)
+        owner = self.container_user(run) if os.geteuid() == 0 else None
+        await asyncio.to_thread(_prepare_job, folder, run["hyperparameters"], owner)
         store = m.data_store
         if store and store.type != "mount_volume" and store.training_data:
             bucket, prefix = store.training_data.container, store.training_data.prefix
@@ -186,9 +182,6 @@ class Lifecycle:
             )
             if stats.files:  # only downloads grow the cache
                 await asyncio.to_thread(self.cache.evict)
-        uid, gid = self.container_user(self.db.get(run_id))
-        if os.geteuid() == 0:
-            await asyncio.to_thread(folder.give_to, uid, gid)
 
     async def _with_retries(
         self,
@@ -336,7 +329,9 @@ class Lifecycle:
         finally:
             collector.cancel()
         await self._collect_metrics(run_id, reader, once=True)  # the last lines
-        await asyncio.to_thread(_save_metrics, folder, self.db.metrics(run_id))
+        points = self.db.metrics(run_id)
+        if points:
+            await asyncio.to_thread(_save_metrics, folder, points)
         return self._decide(run_id, m, folder, exits, timed_out, ids)
 
     async def _collect_metrics(self, run_id: str, reader: MetricsReader, once: bool = False):
@@ -476,6 +471,12 @@ class Lifecycle:
         definition = [] if early and await early else self._definition_files(run_id, folder)
         stats = Transfer()
         resume = [resume]
+        # the hooks (the drop folder's copy) read the same local files: alongside the upload
+        snapshot = self.db.get(run_id)
+        hooks = asyncio.gather(
+            *(asyncio.to_thread(hook, snapshot, folder) for hook in self.after_store),
+            return_exceptions=True,
+        )
 
         def upload() -> None:  # the results and the definition side by side
             if not definition:
@@ -507,6 +508,7 @@ class Lifecycle:
                 message = f"{outcome['message']}; also {exc.message}; {kept}"
             else:
                 code, message = exc.code, f"{exc.message}; {kept}"
+            await self._finish_hooks(run_id, hooks)
             self._to(run_id, FAILED, message, error_code=code, exit_code=outcome.get("exit_code"))
             await self._remove_containers(run_id)
             return
@@ -517,11 +519,7 @@ class Lifecycle:
             upload_seconds=round(stats.seconds, 3),
         )
         self.db.update(run_id, results=f"s3://{bucket}/{prefix}")
-        for hook in self.after_store:
-            try:
-                await asyncio.to_thread(hook, self.db.get(run_id), folder)
-            except Exception:
-                log.exception("event=after_store_failed run=%s", run_id)
+        await self._finish_hooks(run_id, hooks)
         self._to(
             run_id,
             outcome["status"],
@@ -534,6 +532,11 @@ class Lifecycle:
         if not self.config.results.keep_local:
             await asyncio.to_thread(folder.drop_outputs)
         await asyncio.to_thread(folder.drop_data)
+
+    async def _finish_hooks(self, run_id: str, hooks: asyncio.Future) -> None:
+        for result in await hooks:
+            if isinstance(result, Exception):
+                log.error("event=after_store_failed run=%s error=%r", run_id, str(result))
 
     async def _remove_containers(self, run_id: str) -> None:
         ids = self._containers.pop(run_id, None)
@@ -582,21 +585,29 @@ HELPERS = Path(__file__).parent / "helpers"
 HELPERS_IN_CONTAINER = f"{IN_CONTAINER['JOB_STATE_DIR']}/.dlaas"
 
 
-def _add_helpers(folder: RunFolder) -> None:
-    """Modules training code may import (never must): copied into the run's own folder,
-    which every container already mounts, wherever dlaasd itself runs."""
-    target = folder.job / ".dlaas"
-    target.mkdir(exist_ok=True)
+def _prepare_job(folder: RunFolder, hyperparameters: dict | None, owner: tuple | None) -> None:
+    """The run's folders, its model code, the helpers, an experiment trial's config.json,
+    all handed to the container's user: one trip to a thread."""
+    folder.prepare()
+    if folder.model_zip.exists():
+        _fresh_unpack(folder.model_zip, folder.model_code)
+    # modules training code may import (never must), in the run's own folder, which every
+    # container mounts already, wherever dlaasd itself runs
+    helpers = folder.job / ".dlaas"
+    helpers.mkdir(exist_ok=True)
     for module in HELPERS.glob("*.py"):
-        shutil.copyfile(module, target / module.name)
+        shutil.copyfile(module, helpers / module.name)
+    if hyperparameters:  # an experiment's trial: Watson ML's config.json in MODEL_DIR
+        (folder.model_code / "config.json").write_text(json.dumps(hyperparameters, indent=2))
+    if owner:
+        folder.give_to(*owner)
 
 
 def _save_metrics(folder: RunFolder, points: list[dict]) -> None:
     """The run's metrics as JSON lines beside its log, so they are uploaded with it."""
-    if points:
-        with open(folder.logs / "metrics.jsonl", "w") as f:
-            for p in points:
-                f.write(json.dumps({k: p[k] for k in ("step", "name", "value", "time")}) + "\n")
+    with open(folder.logs / "metrics.jsonl", "w") as f:
+        for p in points:
+            f.write(json.dumps({k: p[k] for k in ("step", "name", "value", "time")}) + "\n")
 
 
 def _last_line(path: Path, max_bytes: int = 4096) -> str:

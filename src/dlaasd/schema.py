@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import types
 import typing
 from collections.abc import Callable
@@ -69,11 +70,15 @@ def spec(*, key: str | None = None, help: str | None = None, **kw: Any) -> Any:
 
 # --- YAML with line numbers -------------------------------------------------------
 
+# libyaml's parser where PyYAML was built with it: ten times the pure-Python one, and
+# every submit parses a manifest
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 
 def load_yaml(text: str | bytes, source: str = "document") -> tuple[Any, dict[str, int]]:
     """Parse YAML; return the data and a map from field path to line number."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=_LOADER)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark else None
@@ -333,8 +338,7 @@ class _Checker:
     def _dataclass(self, cls: Any, value: Any, path: str) -> Any:
         if not isinstance(value, dict):
             return self.wrong(path, value, cls)
-        hints = get_type_hints(cls, include_extras=True)
-        fields = {field_key(f): f for f in dataclasses.fields(cls) if f.init}
+        hints, fields = _shape(cls)
         for k in value:
             if k not in fields:
                 child = f"{path}.{k}" if path else k
@@ -360,6 +364,14 @@ class _Checker:
 def sort_problems(problems: list[Problem]) -> list[Problem]:
     """In the order of the document: that is how people read and fix them."""
     return sorted(problems, key=lambda p: (p.line is None, p.line or 0))
+
+
+@functools.cache
+def _shape(cls: type) -> tuple[dict[str, Any], dict[str, dataclasses.Field]]:
+    """A dataclass's resolved type hints and its fields by YAML key (resolving the hints
+    is most of the checking's cost, and the classes never change)."""
+    fields = {field_key(f): f for f in dataclasses.fields(cls) if f.init}
+    return get_type_hints(cls, include_extras=True), fields
 
 
 def _optional(tp: Any) -> bool:
