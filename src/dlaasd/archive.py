@@ -38,11 +38,7 @@ class ArchiveInfo:
 def check(path: Path, max_bytes: int = MAX_BYTES, max_files: int = MAX_FILES) -> ArchiveInfo:
     """Read the central directory and refuse what could escape or explode."""
     problems: list[str] = []
-    try:
-        zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise ArchiveError([f"not a readable zip file ({exc}); send a folder or a .zip"]) from None
-    with zf:
+    with _open(path) as zf:
         infos = zf.infolist()
         total = 0
         for info in infos:
@@ -65,6 +61,13 @@ def check(path: Path, max_bytes: int = MAX_BYTES, max_files: int = MAX_FILES) ->
     if problems:
         raise ArchiveError(problems)
     return ArchiveInfo(files=len(infos), bytes=total, manifest=manifest)
+
+
+def _open(path: Path) -> zipfile.ZipFile:
+    try:
+        return zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ArchiveError([f"not a readable zip file ({exc}); send a folder or a .zip"]) from None
 
 
 def _entry_problem(info: zipfile.ZipInfo) -> str | None:
@@ -100,11 +103,7 @@ def unpack(path: Path, dest: Path, max_bytes: int = MAX_BYTES) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     root = dest.resolve()
     written = 0
-    try:
-        zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise ArchiveError([f"not a readable zip file ({exc})"]) from None
-    with zf:
+    with _open(path) as zf:
         infos = zf.infolist()
         top = _common_top(infos)
         for info in infos:

@@ -90,9 +90,10 @@ class Caller:
         return self.uid == 0 or self.uid == run.get("owner_uid") or self.uid == os.geteuid()
 
 
-def new_run_id() -> str:
+def new_id(kind: str = "training") -> str:
+    """FfDL's ids: "training-" (or "experiment-") and nine random letters or digits."""
     alphabet = string.ascii_lowercase + string.digits
-    return "training-" + "".join(secrets.choice(alphabet) for _ in range(9))
+    return f"{kind}-" + "".join(secrets.choice(alphabet) for _ in range(9))
 
 
 class Daemon:
@@ -292,7 +293,7 @@ class Daemon:
                 400, f"the run was refused: {what}; nothing was queued", exc.code, exc.problems
             ) from None
         admitted.warnings += await self._check_data_store(m)
-        run_id = new_run_id()
+        run_id = new_id()
         folder = RunFolder.of(self.config.state_path, run_id)
         folder.root.mkdir(parents=True)
         folder.manifest.write_bytes(manifest_text)

@@ -89,27 +89,21 @@ class ExperimentError(SchemaError):
 
 def parse(text: str | bytes, source: str = "experiment.yml") -> Experiment:
     """Parse and check an experiment file; ExperimentError lists every problem."""
-    try:
-        data, lines = schema.load_yaml(text, source)
-    except SchemaError as exc:
-        raise ExperimentError(exc.problems, source) from None
-    if not isinstance(data, dict):
-        raise ExperimentError(
-            [Problem("", "expected a mapping of keys (name, manifest, ...)", 1)], source
-        )
-    if isinstance(data.get("method"), str):  # `method: grid` is short for {name: grid}
+    return schema.parse_document(
+        Experiment,
+        text,
+        source,
+        ExperimentError,
+        "name, manifest, hyper_parameters, ...",
+        checks=lambda e, _, lines: _checks(e, lines) if e else [],
+        shorthand=_method_name,
+    )
+
+
+def _method_name(data: dict) -> None:
+    """`method: grid` is short for `method: {name: grid}`."""
+    if isinstance(data.get("method"), str):
         data["method"] = {"name": data["method"]}
-    problems: list[Problem] = []
-    experiment = None
-    try:
-        experiment = schema.load(Experiment, data, lines, source)
-    except SchemaError as exc:
-        problems += exc.problems
-    if experiment is not None:
-        problems += _checks(experiment, lines)
-    if problems:
-        raise ExperimentError(schema.sort_problems(problems), source)
-    return experiment
 
 
 def _checks(e: Experiment, lines: dict[str, int]) -> list[Problem]:

@@ -7,9 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import secrets
 import shutil
-import string
 import tempfile
 from pathlib import Path
 
@@ -17,18 +15,13 @@ import yaml
 
 from . import admission, experiment, manifest
 from .codes import COMPLETED, FINAL, HALTED, PROCESSING, QUEUED
-from .daemon import Caller, Daemon, Refused
+from .daemon import Caller, Daemon, Refused, new_id
 from .metrics import resolve_name
 from .schema import Problem
 from .store import NotFound
 
 log = logging.getLogger(__name__)
 ROOT = Caller(0, 0, 0)  # dlaasd itself, stopping a trial early
-
-
-def new_experiment_id() -> str:
-    alphabet = string.ascii_lowercase + string.digits
-    return "experiment-" + "".join(secrets.choice(alphabet) for _ in range(9))
 
 
 class Experiments:
@@ -82,7 +75,7 @@ class Experiments:
                 exc.code,
                 exc.problems,
             ) from None
-        exp_id = new_experiment_id()
+        exp_id = new_id("experiment")
         combos = experiment.trials(spec)
         self.db.insert_experiment(
             {

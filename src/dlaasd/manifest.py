@@ -152,24 +152,14 @@ class ManifestError(SchemaError):
 
 def parse(text: str | bytes, source: str = "manifest.yml") -> Manifest:
     """Parse and validate a manifest; raise ManifestError listing every problem."""
-    try:
-        data, lines = schema.load_yaml(text, source)
-    except SchemaError as exc:
-        raise ManifestError(exc.problems, source) from None
-    if data is not None and not isinstance(data, dict):
-        message = f"found {schema.found(data)}; expected a mapping of keys (name, framework, ...)"
-        raise ManifestError([Problem("", message, 1)], source)
-    problems: list[Problem] = []
-    manifest = None
-    try:
-        manifest = schema.load(Manifest, data, lines, source)
-    except SchemaError as exc:
-        problems += exc.problems
-    # checks across fields run on the raw document, so they are listed with the others
-    known = {p.path for p in problems}
-    problems += [p for p in _cross_checks(data or {}, lines) if p.path not in known]
-    if problems:
-        raise ManifestError(schema.sort_problems(problems), source)
+    manifest = schema.parse_document(
+        Manifest,
+        text,
+        source,
+        ManifestError,
+        "name, framework, ...",
+        lambda _, d, ln: _cross_checks(d, ln),
+    )
     manifest.framework.command = join_continuations(manifest.framework.command)
     return manifest
 

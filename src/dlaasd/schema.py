@@ -187,6 +187,43 @@ def load_text(cls: type, text: str | bytes, source: str = "document"):
     return load(cls, data, lines, source)
 
 
+def parse_document(
+    cls: type,
+    text: str | bytes,
+    source: str,
+    error: type[SchemaError],
+    keys: str,
+    checks: Callable[[Any, dict, dict[str, int]], list[Problem]] | None = None,
+    shorthand: Callable[[dict], None] | None = None,
+) -> Any:
+    """YAML text to an instance of dataclass `cls`, or `error` listing every problem:
+    syntax, types, and `checks(value or None, raw data, lines)` across fields, which also
+    run when the types are wrong, so that everything is listed at once. `shorthand`
+    rewrites the raw data first (short spellings of longer forms)."""
+    try:
+        data, lines = load_yaml(text, source)
+    except SchemaError as exc:
+        raise error(exc.problems, source) from None
+    if data is not None and not isinstance(data, dict):
+        message = f"found {found(data)}; expected a mapping of keys ({keys})"
+        raise error([Problem("", message, 1)], source)
+    data = data or {}
+    if shorthand:
+        shorthand(data)
+    problems: list[Problem] = []
+    value = None
+    try:
+        value = load(cls, data, lines, source)
+    except SchemaError as exc:
+        problems += exc.problems
+    if checks:
+        known = {p.path for p in problems}
+        problems += [p for p in checks(value, data, lines) if p.path not in known]
+    if problems:
+        raise error(sort_problems(problems), source)
+    return value
+
+
 def describe(tp: Any) -> str:
     """What a user may write for type `tp`, in words."""
     origin = get_origin(tp)
