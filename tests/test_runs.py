@@ -394,3 +394,12 @@ def test_learners_run_side_by_side_and_one_failing_ends_all(daemon, tmp_path):
     run = daemon.wait(run_id, timeout=60)
     assert run["status"] == "FAILED" and run["error_code"] == "C201" and run["exit_code"] == 4
     assert time.monotonic() - started < 40  # learner 1 was stopped, not waited for
+
+
+def test_large_model_folder_goes_through_a_temporary_zip(daemon, tmp_path):
+    folder = model(tmp_path / "m", manifest("wc -c < weights.bin"))
+    (folder / "weights.bin").write_bytes(os.urandom(17 * 1024 * 1024))  # over the in-memory limit
+    r = daemon.ctl("train", str(folder), "--follow")
+    assert r.returncode == 0, r.stderr
+    assert str(17 * 1024 * 1024) in r.stdout
+    assert "17.0MiB zipped" in r.stderr

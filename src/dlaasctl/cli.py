@@ -42,48 +42,55 @@ def q(value: str) -> str:
 # --- runs -------------------------------------------------------------------------------
 
 
-def zip_model(source: Path) -> tuple[Path, int]:
-    """A folder zipped into a temporary file (the caller removes it); a .zip as it is."""
-    import tempfile  # imported where needed: dlaasctl starts faster
-    import zipfile
+IN_MEMORY = 16 * 1024 * 1024  # model folders smaller than this are zipped in memory
 
-    if source.is_file():
-        if not zipfile.is_zipfile(source):
-            raise Failed(f"{source} is not a zip file; give a folder or a .zip")
-        return source, -1
-    fd, name = tempfile.mkstemp(suffix=".zip", prefix="dlaas-model-")
-    os.close(fd)
-    count = 0
-    with zipfile.ZipFile(name, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
-        for dirpath, dirnames, filenames in os.walk(source):
-            dirnames[:] = sorted(d for d in dirnames if d not in (".git", "__pycache__"))
-            for fname in sorted(filenames):
-                full = Path(dirpath) / fname
-                if full.is_file():
-                    zf.write(full, full.relative_to(source).as_posix())
-                    count += 1
-    return Path(name), count
+
+def send_with_model(c: Client, path: str, fields: dict[str, bytes], model: Path, quiet: bool):
+    """POST a form with the model code as a zip: a .zip as it is; a folder zipped, in
+    memory when small (no temporary file), else into a temporary file removed after."""
+    import zipfile  # imported where needed: dlaasctl starts faster
+
+    if model.is_file():
+        if not zipfile.is_zipfile(model):
+            raise Failed(f"{model} is not a zip file; give a folder or a .zip")
+        return c.multipart(path, fields, {"model": model})
+    if not model.is_dir():
+        raise Failed(f"no model code at {model}; give a folder or a .zip")
+    files = []
+    for dirpath, dirnames, filenames in os.walk(model):
+        dirnames[:] = sorted(d for d in dirnames if d not in (".git", "__pycache__"))
+        files += [p for p in (Path(dirpath) / f for f in sorted(filenames)) if p.is_file()]
+    small = sum(p.stat().st_size for p in files) < IN_MEMORY
+    if small:
+        import io
+
+        target = io.BytesIO()
+    else:
+        import tempfile
+
+        target = tempfile.NamedTemporaryFile(suffix=".zip", prefix="dlaas-model-")  # noqa: SIM115
+    with target:
+        with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+            for p in files:
+                zf.write(p, p.relative_to(model).as_posix())
+        size = target.tell()
+        if not quiet:
+            from . import fmt
+
+            err(f"model code: {model} ({len(files)} files, {fmt.size(size)} zipped)")
+        target.flush()
+        archive = target.getvalue() if small else Path(target.name)
+        return c.multipart(path, fields, {"model": archive})
 
 
 def cmd_train(c: Client, a) -> int:
-    from . import fmt
-
     manifest = Path(a.manifest)
     if manifest.is_dir():
         manifest = manifest / "manifest.yml"
     if not manifest.is_file():
         raise Failed(f"no manifest at {a.manifest}; give the path of a manifest.yml")
     model = Path(a.model) if a.model else manifest.parent
-    if not model.exists():
-        raise Failed(f"no model code at {model}; give a folder or a .zip")
-    archive, count = zip_model(model)
-    try:
-        if count >= 0 and not a.json:
-            err(f"model code: {model} ({count} files, {fmt.size(archive.stat().st_size)} zipped)")
-        result = c.multipart("/v1/runs", {"manifest": manifest.read_bytes()}, {"model": archive})
-    finally:
-        if count >= 0:
-            archive.unlink(missing_ok=True)
+    result = send_with_model(c, "/v1/runs", {"manifest": manifest.read_bytes()}, model, a.json)
     for warning in result.get("warnings", []):
         err(f"warning: {warning}")
     if a.json and not a.follow:
@@ -445,14 +452,7 @@ def cmd_experiment_run(c: Client, a) -> int:
             raise Failed(f"{path}: manifest {spec['manifest']!r} not found (looked at {manifest})")
         fields["manifest"] = manifest.read_bytes()
         model = Path(a.model) if a.model else manifest.parent
-    archive, count = zip_model(model)
-    try:
-        if count >= 0 and not a.json:
-            err(f"model code: {model} ({count} files)")
-        result = c.multipart("/v1/experiments", fields, {"model": archive})
-    finally:
-        if count >= 0:
-            archive.unlink(missing_ok=True)
+    result = send_with_model(c, "/v1/experiments", fields, model, a.json)
     for warning in result.get("warnings", []):
         err(f"warning: {warning}")
     if a.json:

@@ -189,14 +189,17 @@ class Client:
         )
         return json.loads(resp.read())
 
-    def multipart(self, path: str, fields: dict[str, bytes], files: dict[str, Path]) -> dict:
-        """POST multipart/form-data, streaming the files."""
+    def multipart(
+        self, path: str, fields: dict[str, bytes], files: dict[str, Path | bytes]
+    ) -> dict:
+        """POST multipart/form-data, streaming the files (given as paths, or as bytes)."""
         boundary = os.urandom(16).hex()
         parts: list[bytes | Path] = []
         for name, value in fields.items():
             parts += [_part_head(boundary, name, f"{name}.yml"), value, b"\r\n"]
         for name, file in files.items():
-            parts += [_part_head(boundary, name, file.name), file, b"\r\n"]
+            filename = file.name if isinstance(file, Path) else f"{name}.zip"
+            parts += [_part_head(boundary, name, filename), file, b"\r\n"]
         parts.append(f"--{boundary}--\r\n".encode())
         length = sum(p.stat().st_size if isinstance(p, Path) else len(p) for p in parts)
         headers = {

@@ -129,7 +129,8 @@ class Daemon:
         self._wake = asyncio.Event()
         self._changes: dict[str, asyncio.Event] = {}
         self._scheduler: asyncio.Task | None = None
-        self._docker_ok = (0.0, False, "")
+        self._docker_ok = (0.0, False, "")  # (checked at, ok, detail)
+        self._pinging: asyncio.Task | None = None
 
     # --- start and stop ---------------------------------------------------------------
 
@@ -208,15 +209,25 @@ class Daemon:
                 log.exception("event=schedule_error")
 
     async def docker_ok(self) -> tuple[bool, str]:
-        """Docker's health, checked at most every 2 s (a ping per scheduling pass is waste)."""
+        """Docker's health. While it was fine, the last answer serves and a fresh one is
+        asked for on the side: a run's start does not wait for a ping (and if Docker went
+        down meanwhile, the start waits for it anyway). After a failure, ask now."""
         checked, ok, detail = self._docker_ok
-        if time.monotonic() - checked > (2 if ok else 0.5):
+        if ok and time.monotonic() - checked > 2 and not self._pinging:
+            self._pinging = asyncio.create_task(self._ping())
+        elif not ok and time.monotonic() - checked > 0.5:
+            await self._ping()
+        return self._docker_ok[1:]
+
+    async def _ping(self) -> None:
+        try:
             ok, detail = await asyncio.to_thread(self.runner.ping)
             self._docker_ok = (time.monotonic(), ok, detail)
-        return ok, detail
+        finally:
+            self._pinging = None
 
     async def schedule_once(self) -> None:
-        if not self.db.counts().get(QUEUED):
+        if not self.db.any_queued():
             return
         ok, detail = await self.docker_ok()
         if not ok:

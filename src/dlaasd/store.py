@@ -177,6 +177,12 @@ class Store:
         )
         return [_decode(r) for r in rows], total
 
+    def any_queued(self) -> bool:
+        return (
+            self.db.execute("select 1 from runs where status = 'QUEUED' limit 1").fetchone()
+            is not None
+        )
+
     def queued(self) -> list[Request]:
         """What the QUEUED runs ask for, in submit order (the scheduler asks every pass)."""
         sql = (
