@@ -503,7 +503,12 @@ class Daemon:
             "drop_dir": str(self.config.drop_path),
             "docker": {"ok": docker_ok, "detail": docker_detail},
             "store": store,
-            "gpus": {"source": self.gpus.source, "count": len(gpus), "error": self.gpus.error},
+            "gpus": {
+                "source": self.gpus.source,
+                "count": len(gpus),
+                "driver": self.gpus.driver,
+                "error": self.gpus.error,
+            },
             "capacity": {
                 "cpus": self.config.capacity.cpus,
                 "memory": self.config.capacity.memory,

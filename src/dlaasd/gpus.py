@@ -36,6 +36,7 @@ class GpuInventory:
         self.simulate = simulate
         self.nvml = False
         self.error = ""  # why NVML is not in use, for `status` and `doctor`
+        self.driver = ""
         if simulate is None:
             self._init_nvml()
 
