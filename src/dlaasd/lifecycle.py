@@ -529,9 +529,7 @@ class Lifecycle:
         )
         # tidying up after the final status: nobody waits for it
         await self._remove_containers(run_id)
-        if not self.config.results.keep_local:
-            await asyncio.to_thread(folder.drop_outputs)
-        await asyncio.to_thread(folder.drop_data)
+        await asyncio.to_thread(folder.tidy, self.config.results.keep_local)
 
     async def _finish_hooks(self, run_id: str, hooks: asyncio.Future) -> None:
         for result in await hooks:

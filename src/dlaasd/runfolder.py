@@ -103,13 +103,15 @@ class RunFolder:
                 pairs.append((path, f"{run_id}/{prefix}{path.relative_to(folder).as_posix()}"))
         return pairs
 
-    def drop_outputs(self) -> None:
-        """Remove the uploaded results and checkpoints (the logs stay for `dlaasctl logs`)."""
-        for folder in (self.results, self.checkpoints):
+    def tidy(self, keep_results: bool) -> None:
+        """After a run's outputs are stored: remove what can be had again (the data, the
+        unpacked code, the helpers) and, unless kept, the uploaded results and checkpoints.
+        The log stays for `dlaasctl logs`; the submitted zip and manifest stay too."""
+        leftovers = [self.data, self.model_code, self.job / ".dlaas"]
+        if not keep_results:
+            leftovers += [self.results, self.checkpoints]
+        for folder in leftovers:
             shutil.rmtree(folder, ignore_errors=True)
-
-    def drop_data(self) -> None:
-        shutil.rmtree(self.data, ignore_errors=True)
 
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
