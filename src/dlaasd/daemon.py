@@ -407,8 +407,11 @@ class Daemon:
 
     async def _stop_containers(self, run_id: str) -> None:
         grace = self.config.containers.halt_grace
-        for cid in await asyncio.to_thread(self.runner.find, run_id):
-            await asyncio.to_thread(self.runner.stop, cid, grace)
+        try:
+            for cid in await asyncio.to_thread(self.runner.find, run_id):
+                await asyncio.to_thread(self.runner.stop, cid, grace)
+        except DockerUnavailable as exc:  # the halt stands; the run ends when the engine is back
+            log.warning("event=halt_deferred run=%s reason=%r", run_id, str(exc))
 
     async def delete(self, ref: str, caller: Caller, purge: bool = False) -> dict:
         run = self.get_run(ref)

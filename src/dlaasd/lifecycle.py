@@ -73,6 +73,7 @@ class Lifecycle:
         self._definitions: dict[str, asyncio.Task] = {}
         self._containers: dict[str, list[str]] = {}  # run id -> container ids, until removed
         self.on_metrics: list[Callable[[str], None]] = []  # told when a run reports points
+        self._engine_lost: set[str] = set()  # runs whose wait lost the Docker Engine
         self._stores: dict[Endpoint, ObjectStore] = {}
 
     def folder(self, run_id: str) -> RunFolder:
@@ -365,6 +366,8 @@ class Lifecycle:
                     self.db.note(run_id, f"waiting for the Docker Engine: {exc}")
                     log.warning("event=docker_unavailable run=%s", run_id)
                     noted = True
+                    if fn == self.runner.wait:  # the engine took the training down with it
+                        self._engine_lost.add(run_id)
                 await asyncio.sleep(2)
 
     async def _wait_all(self, run_id: str, ids: list[str], deadline: float | None):
@@ -409,6 +412,8 @@ class Lifecycle:
         timed_out: bool,
         ids: list[str],
     ) -> dict:
+        engine_lost = run_id in self._engine_lost
+        self._engine_lost.discard(run_id)
         # `exits` is in the order the containers ended: the first failure is the cause
         cause = next((cid for cid, e in exits.items() if e.code != 0), None)
         failed = exits[cause] if cause else None
@@ -426,6 +431,14 @@ class Lifecycle:
             )
         if failed is None:
             return _outcome(COMPLETED, "training completed", exit_code=code)
+        if engine_lost:
+            return _outcome(
+                FAILED,
+                f"the Docker Engine stopped while the training ran (exit "
+                f"{code}); its log and what it wrote are kept; submit it again",
+                "C201",
+                code,
+            )
         if failed.oom_killed:
             return _outcome(
                 FAILED,

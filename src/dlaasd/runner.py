@@ -216,31 +216,49 @@ class Runner:
     def wait(self, container_id: str, timeout: float | None) -> Exit | None:
         """Block until the container exits (its Exit), or None after `timeout` seconds."""
         try:
-            result = self.client.api.wait(container_id, timeout=timeout)
-        except requests.exceptions.ReadTimeout:
+            with engine():
+                result = self.client.api.wait(container_id, timeout=timeout)
+        except TimedOut:
             return None
-        except requests.exceptions.ConnectionError as exc:
-            if "Read timed out" in str(exc):
-                return None
-            raise DockerUnavailable(_docker_hint(exc)) from exc
         if result.get("StatusCode") == 0:  # a clean exit needs no inspection
             return Exit(0, False)
         return self.exit_info(container_id)
 
     def exit_info(self, container_id: str) -> Exit:
-        state = self.client.api.inspect_container(container_id)["State"]
+        with engine():
+            state = self.client.api.inspect_container(container_id)["State"]
         return Exit(
             int(state.get("ExitCode", -1)), bool(state.get("OOMKilled")), state.get("Error", "")
         )
 
     def stop(self, container_id: str, grace: float) -> None:
         """SIGTERM, then SIGKILL after `grace` seconds."""
-        with contextlib.suppress(docker.errors.NotFound):
+        with engine(), contextlib.suppress(docker.errors.NotFound):
             self.client.api.stop(container_id, timeout=int(max(grace, 1)))
 
     def remove(self, container_id: str) -> None:
-        with contextlib.suppress(docker.errors.NotFound):
+        with engine(), contextlib.suppress(docker.errors.NotFound):
             self.client.api.remove_container(container_id, force=True)
+
+
+class TimedOut(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def engine():
+    """Transport failures (the engine stopped, or restarts) become DockerUnavailable,
+    which the lifecycle waits out; a read timeout becomes TimedOut."""
+    try:
+        yield
+    except requests.exceptions.ReadTimeout as exc:
+        raise TimedOut() from exc
+    except requests.exceptions.ConnectionError as exc:
+        if "Read timed out" in str(exc):
+            raise TimedOut() from exc
+        raise DockerUnavailable(_docker_hint(exc)) from exc
+    except requests.exceptions.RequestException as exc:  # a response cut off, too
+        raise DockerUnavailable(_docker_hint(exc)) from exc
 
 
 def _first_line(exc: BaseException) -> str:
