@@ -300,3 +300,26 @@ def test_bundled_minio_is_started_watched_and_stopped(make_daemon, tmp_path):
     time.sleep(0.5)
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+def test_daemon_killed_while_storing_finishes_after_restart(make_daemon, tmp_path):
+    own = Minio(short_tmp("dlaas-own-")).start()
+    try:
+        d = make_daemon(server=own)
+        stores = [{"id": "s", "type": "s3_datastore", "training_results": {"container": "after"}}]
+        m = manifest("echo kept > $RESULT_DIR/r.txt; sleep 1", data_stores=stores)
+        run_id = d.submit(model(tmp_path / "m", m))
+        d.wait(run_id, "PROCESSING")
+        own.stop(signal.SIGKILL)  # STORING will wait for the store...
+        deadline = time.monotonic() + 60
+        while "retry" not in d.run(run_id)["status_message"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert d.run(run_id)["status"] == "STORING"
+        d.kill()  # ...and the daemon dies meanwhile
+        own.start()
+        d.start()
+        run = d.wait(run_id, timeout=90)
+        assert run["status"] == "COMPLETED", run
+        assert own.client().get_object("after", f"{run_id}/r.txt").read() == b"kept\n"
+    finally:
+        own.stop()
