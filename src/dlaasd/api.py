@@ -27,6 +27,7 @@ from .daemon import Caller, Daemon, Refused
 from .doctor import run_checks
 from .experiments import Experiments
 from .manifest import bucket_problem
+from .runfolder import RunFolder
 from .storage import PART_SIZE, StoreUnavailable, safe_relative
 
 log = logging.getLogger(__name__)
@@ -206,12 +207,13 @@ async def logs(request: web.Request) -> web.StreamResponse:
     learner = _int(request, "learner", 1, 1, max(run["learners"] or 1, 1))
     follow = _flag(request, "follow")
     pos = _int(request, "offset", 0, 0, 2**62)  # where a dropped stream left off
-    path = d.log_path(run, learner)
+    folder = d.lifecycle.folder(run["id"])
+    path = folder.learner_log(learner)
     resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
     await resp.prepare(request)
     while True:
         ended = d.db.get(run["id"])["status"] in FINAL  # read before the file: nothing is missed
-        pos = await _send_from(resp, path, pos)
+        pos = await _send_from(resp, folder, path, pos)
         if not follow or ended:
             break
         await d.wait_change(run["id"], 0.2)
@@ -219,9 +221,9 @@ async def logs(request: web.Request) -> web.StreamResponse:
     return resp
 
 
-async def _send_from(resp: web.StreamResponse, path: Path, pos: int) -> int:
+async def _send_from(resp: web.StreamResponse, folder: RunFolder, path: Path, pos: int) -> int:
     try:
-        with open(path, "rb") as f:
+        with folder.open(path) as f:
             f.seek(pos)
             while chunk := f.read(256 * 1024):
                 await resp.write(chunk)

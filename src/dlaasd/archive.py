@@ -132,14 +132,19 @@ def unpack(path: Path, dest: Path, max_bytes: int = MAX_BYTES) -> None:
 
 
 def pack_dir(src: Path, dest: Path) -> int:
-    """Zip the regular files of folder `src` into `dest`; return the number of files."""
+    """Zip the files of folder `src` into `dest`; return the number of files. A link is
+    refused, not followed: the folder may be someone else's, and dlaasd may be root."""
     count = 0
     with zipfile.ZipFile(dest, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
         for dirpath, dirnames, filenames in os.walk(src):
             dirnames[:] = sorted(d for d in dirnames if d not in (".git", "__pycache__"))
-            for name in sorted(filenames):
+            for name in sorted(dirnames + filenames):
                 full = Path(dirpath) / name
-                if full.is_file():
-                    zf.write(full, full.relative_to(src).as_posix())
+                mode = full.lstat().st_mode
+                rel = full.relative_to(src).as_posix()
+                if stat.S_ISLNK(mode):
+                    raise ArchiveError([f"{rel!r} is a symbolic link; copy the file in instead"])
+                if stat.S_ISREG(mode):
+                    zf.write(full, rel)
                     count += 1
     return count

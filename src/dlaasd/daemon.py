@@ -422,14 +422,16 @@ class Daemon:
             )
         removed = 0
         if purge and run.get("results"):
-            bucket, _, prefix = run["results"].removeprefix("s3://").partition("/")
-            m = manifest.parse(run["manifest"])
+            objects, bucket, prefix = self.lifecycle.results_location(
+                run["id"], manifest.parse(run["manifest"])
+            )
             try:
-                removed = await asyncio.to_thread(
-                    self.lifecycle.store_for(m).remove_prefix, bucket, prefix
-                )
+                removed = await asyncio.to_thread(objects.remove_prefix, bucket, prefix)
             except StoreUnavailable as exc:
                 raise Refused(503, f"could not remove the results from the store: {exc}") from None
+            except RunError as exc:
+                if exc.code != "S302":  # a bucket that is gone holds nothing to remove
+                    raise
         await asyncio.to_thread(RunFolder.of(self.config.state_path, run["id"]).remove)
         self.db.delete(run["id"])
         return {"id": run["id"], "deleted": True, "objects_removed": removed}
@@ -536,30 +538,25 @@ class Daemon:
 
     # --- files of a run -----------------------------------------------------------
 
-    def log_path(self, run: dict, learner: int = 1) -> Path:
-        return (
-            RunFolder.of(self.config.state_path, run["id"]).learner_logs(learner)
-            / "training-log.txt"
-        )
+    def _artifact_places(self, run: dict, kind: str):
+        """Where a run's results or definition are: (local files by path, and the store,
+        bucket and prefix once uploaded, else None)."""
+        folder = RunFolder.of(self.config.state_path, run["id"])
+        if kind == "definition":
+            local = {p.name: p for p in folder.definition}
+            return local, (self.objects, self.config.store.definitions_bucket, f"{run['id']}/")
+        local = {rel: p for p, rel in folder.outputs()}
+        if run.get("results") and run["status"] in FINAL:
+            m = manifest.parse(run["manifest"])
+            return local, self.lifecycle.results_location(run["id"], m)
+        return local, None
 
     def artifacts(self, run: dict, kind: str) -> tuple[str, list[dict]]:
         """(where, files) of a run's results or definition: from the store once uploaded,
         else from the run's folder."""
-        folder = RunFolder.of(self.config.state_path, run["id"])
-        if kind == "definition":
-            local = [(p, p.name) for p in (folder.manifest, folder.model_zip) if p.exists()]
-            bucket, prefix, objects = (
-                self.config.store.definitions_bucket,
-                f"{run['id']}/",
-                self.objects,
-            )
-        else:
-            local = [(p, key.partition("/")[2]) for p, key in folder.outputs(run["id"])]
-            bucket, prefix, objects = None, None, None
-            if run.get("results") and run["status"] in FINAL:
-                bucket, _, prefix = run["results"].removeprefix("s3://").partition("/")
-                objects = self.lifecycle.store_for(manifest.parse(run["manifest"]))
-        if objects is not None:
+        local, stored = self._artifact_places(run, kind)
+        if stored:
+            objects, bucket, prefix = stored
             try:
                 files = [
                     {"path": o["key"][len(prefix) :], "size": o["size"], "source": "store"}
@@ -568,31 +565,22 @@ class Daemon:
                 ]
                 if files:
                     return f"s3://{bucket}/{prefix}", files
-            except (StoreUnavailable, Exception) as exc:  # the local copy may still serve
+            except Exception as exc:  # the local copy may still serve
                 log.warning("event=artifacts_store_error run=%s error=%r", run["id"], str(exc))
+        folder = RunFolder.of(self.config.state_path, run["id"])
         return str(folder.job), [
-            {"path": rel, "size": p.stat().st_size, "source": "local"} for p, rel in local
+            {"path": rel, "size": p.stat().st_size, "source": "local"} for rel, p in local.items()
         ]
 
     def artifact_source(self, run: dict, kind: str, rel: str):
-        """('local', path) or ('store', (objects, bucket, key)) for one file."""
-        where, files = self.artifacts(run, kind)
-        entry = next((f for f in files if f["path"] == rel), None)
-        if entry is None:
+        """('local', path) or ('store', (objects, bucket, key)) for one file: the local
+        copy while there is one (the same bytes), else the store."""
+        local, stored = self._artifact_places(run, kind)
+        if rel in local:
+            return "local", local[rel]
+        if stored is None:
             raise Refused(404, f"{run['id']} has no {kind} file {rel!r}")
-        if entry["source"] == "local":
-            folder = RunFolder.of(self.config.state_path, run["id"])
-            if kind == "definition":
-                return "local", folder.root / rel
-            return "local", next(
-                p for p, key in folder.outputs(run["id"]) if key.partition("/")[2] == rel
-            )
-        bucket, _, prefix = where.removeprefix("s3://").partition("/")
-        objects = (
-            self.objects
-            if kind == "definition"
-            else self.lifecycle.store_for(manifest.parse(run["manifest"]))
-        )
+        objects, bucket, prefix = stored
         return "store", (objects, bucket, prefix + rel)
 
 

@@ -24,6 +24,7 @@ import logging
 import os
 import secrets
 import shutil
+import stat
 import tempfile
 import time
 from pathlib import Path
@@ -35,7 +36,6 @@ from . import archive
 from .daemon import Caller, Daemon, Refused
 from .manifest import bucket_problem
 from .runfolder import RunFolder
-from .storage import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -50,19 +50,39 @@ def is_temp(name: str) -> bool:
 
 
 def snapshot(path: Path) -> tuple | None:
-    """What changes while something is still being written: names, sizes, mtimes."""
+    """What changes while something is still being written: names, sizes, mtimes. Links
+    are not followed (lstat): the daemon may run as root, the drop folder is shared."""
     try:
-        if not path.is_dir():
-            st = path.stat()
-            return (st.st_size, st.st_mtime_ns)
+        st = path.lstat()
+        if not stat.S_ISDIR(st.st_mode):
+            return (st.st_size, st.st_mtime_ns, stat.S_IFMT(st.st_mode))
         items = []
-        for dirpath, _, filenames in os.walk(path):
-            for name in filenames:
-                st = os.stat(os.path.join(dirpath, name))
-                items.append((dirpath, name, st.st_size, st.st_mtime_ns))
+        for dirpath, dirnames, filenames in os.walk(path):
+            for name in dirnames + filenames:
+                st = os.lstat(os.path.join(dirpath, name))
+                items.append((dirpath, name, st.st_size, st.st_mtime_ns, stat.S_IFMT(st.st_mode)))
         return tuple(sorted(items))
     except FileNotFoundError:
         return None
+
+
+def data_files(data: Path) -> list[tuple[str, str, Path, os.stat_result]]:
+    """(bucket, key, path, lstat) of every regular file under data/<bucket>/, links and
+    temporary names left out."""
+    out = []
+    for bucket_dir in sorted(data.iterdir()):
+        if is_temp(bucket_dir.name) or not stat.S_ISDIR(bucket_dir.lstat().st_mode):
+            continue
+        if bucket_problem(bucket_dir.name):
+            continue  # not a bucket name: `dlaasctl doctor` reports it
+        for dirpath, dirnames, filenames in os.walk(bucket_dir):  # does not follow links
+            dirnames[:] = [d for d in dirnames if not is_temp(d)]
+            for name in filenames:
+                path = Path(dirpath) / name
+                st = path.lstat()
+                if not is_temp(name) and stat.S_ISREG(st.st_mode):
+                    out.append((bucket_dir.name, path.relative_to(bucket_dir).as_posix(), path, st))
+    return out
 
 
 class _Kick(FileSystemEventHandler):
@@ -91,9 +111,6 @@ class Inbox:
         self._kick = asyncio.Event()
         self._observer: Observer | None = None
         self._task: asyncio.Task | None = None
-
-    def folder(self, name: str) -> Path:
-        return self.root / name
 
     async def start(self) -> None:
         shared = bool(self.config.socket_group)
@@ -143,19 +160,28 @@ class Inbox:
 
     async def scan(self) -> None:
         now = time.monotonic()
-        names = set()
-        for entry in os.scandir(self.root):
-            if entry.name in SPECIAL or is_temp(entry.name):
-                continue
-            names.add(entry.name)
-            if self._settled(self._seen, entry.name, Path(entry.path), now):
-                await self._take(entry.name)
-        for gone in set(self._seen) - names:
+        drops, files = await asyncio.to_thread(self._look)  # walking the tree: not on the loop
+        for name, snap in drops.items():
+            if self._settled(self._seen, name, snap, now):
+                await self._take(name)
+        for gone in set(self._seen) - set(drops):
             del self._seen[gone]
-        await self._mirror_data(now)
+        await self._mirror_data(files, now)
 
-    def _settled(self, seen: dict, key: str, path: Path, now: float) -> bool:
-        snap = snapshot(path)
+    def _look(self) -> tuple[dict[str, tuple | None], list]:
+        drops = {
+            e.name: snapshot(Path(e.path))
+            for e in os.scandir(self.root)
+            if e.name not in SPECIAL and not is_temp(e.name)
+        }
+        files = [
+            (bucket, key, path, st, snapshot(path))
+            for bucket, key, path, st in data_files(self.root / "data")
+            if self._mirrored.get(f"{bucket}/{key}") != (st.st_size, st.st_mtime_ns)
+        ]
+        return drops, files
+
+    def _settled(self, seen: dict, key: str, snap: tuple | None, now: float) -> bool:
         previous = seen.get(key)
         if snap is None:
             seen.pop(key, None)
@@ -188,7 +214,7 @@ class Inbox:
             return
         name = entries[0]
         drop = holder / name
-        owner = drop.stat().st_uid
+        owner = drop.lstat().st_uid  # a link belongs to whoever made it, not to its target
         source = f"inbox:{token}"
         run_id = self.daemon.db.by_source(source)
         if run_id is None:
@@ -197,6 +223,10 @@ class Inbox:
             except Refused as exc:
                 self._reject(holder, name, owner, exc)
                 return
+            except Exception as exc:  # whatever went wrong, the drop must not stay stuck
+                log.exception("event=drop_error name=%r", name)
+                self._reject(holder, name, owner, Refused(500, f"dlaasd could not take it: {exc}"))
+                return
         target = self.root / ".accepted" / run_id
         target.mkdir(parents=True, exist_ok=True)
         os.rename(drop, target / name)
@@ -204,11 +234,18 @@ class Inbox:
         log.info("event=drop_accepted name=%r run=%s owner=%d", name, run_id, owner)
 
     async def _submit_drop(self, drop: Path, owner: int, source: str) -> str:
-        caller = Caller(owner, drop.stat().st_gid, 0)
+        st = drop.lstat()
+        caller = Caller(owner, st.st_gid, 0)
         fd, tmp = tempfile.mkstemp(suffix=".zip", dir=self.config.state_path / "runs")
         os.close(fd)
         zip_path: Path | None = Path(tmp)
         try:
+            if stat.S_ISLNK(st.st_mode):
+                raise Refused(
+                    400,
+                    f"{drop.name!r} is a symbolic link; drop the folder or file "
+                    "itself (links are not followed)",
+                )
             if drop.is_dir():
                 manifest = next((drop / n for n in MANIFEST_NAMES if (drop / n).is_file()), None)
                 if manifest is None:
@@ -217,10 +254,15 @@ class Inbox:
                         f"the folder has no manifest.yml; put the manifest at "
                         f"{drop.name}/manifest.yml, beside the code",
                     )
+                try:
+                    await asyncio.to_thread(archive.pack_dir, drop, zip_path)
+                except archive.ArchiveError as exc:
+                    raise Refused(
+                        400, f"the folder has problems: {'; '.join(exc.problems)}", exc.code
+                    ) from None
                 text = manifest.read_bytes()
-                await asyncio.to_thread(archive.pack_dir, drop, zip_path)
             elif drop.suffix.lower() == ".zip":
-                shutil.copyfile(drop, zip_path)  # the drop itself stays in .accepted/
+                await asyncio.to_thread(_link_or_copy, drop, zip_path)  # the drop stays too
                 try:
                     info = await asyncio.to_thread(archive.check, zip_path)
                 except archive.ArchiveError as exc:
@@ -272,31 +314,21 @@ class Inbox:
 
     # --- data and results -----------------------------------------------------------------
 
-    async def _mirror_data(self, now: float) -> None:
+    async def _mirror_data(self, files: list, now: float) -> None:
         """Upload new and changed files under data/<bucket>/ once they have settled."""
-        data = self.root / "data"
-        for bucket_dir in (p for p in data.iterdir() if p.is_dir() and not is_temp(p.name)):
-            if bucket_problem(bucket_dir.name):
-                continue  # not a bucket name: `dlaasctl doctor` reports it
-            for path in bucket_dir.rglob("*"):
-                rel = path.relative_to(data).as_posix()
-                if not path.is_file() or any(is_temp(part) for part in Path(rel).parts):
-                    continue
-                st = path.stat()
-                if self._mirrored.get(rel) == (st.st_size, st.st_mtime_ns):
-                    continue
-                if not self._settled(self._data_seen, rel, path, now):
-                    continue
-                key = path.relative_to(bucket_dir).as_posix()
-                try:
-                    await asyncio.to_thread(self._upload, bucket_dir.name, key, path)
-                except (StoreUnavailable, Exception) as exc:
-                    log.warning("event=mirror_failed file=%s error=%r", rel, str(exc))
-                    return  # try again at the next scan
-                self._mirrored[rel] = (st.st_size, st.st_mtime_ns)
-                self.daemon.db.mark_mirrored(rel, st.st_size, st.st_mtime_ns)
-                self._data_seen.pop(rel, None)
-                log.info("event=mirror_uploaded bucket=%s key=%s", bucket_dir.name, key)
+        for bucket, key, path, st, snap in files:
+            rel = f"{bucket}/{key}"
+            if not self._settled(self._data_seen, rel, snap, now):
+                continue
+            try:
+                await asyncio.to_thread(self._upload, bucket, key, path)
+            except Exception as exc:
+                log.warning("event=mirror_failed file=%s error=%r", rel, str(exc))
+                return  # try again at the next scan
+            self._mirrored[rel] = (st.st_size, st.st_mtime_ns)
+            self.daemon.db.mark_mirrored(rel, st.st_size, st.st_mtime_ns)
+            self._data_seen.pop(rel, None)
+            log.info("event=mirror_uploaded bucket=%s key=%s", bucket, key)
 
     def _upload(self, bucket: str, key: str, path: Path) -> None:
         self.daemon.objects.ensure_bucket(bucket)
@@ -306,16 +338,20 @@ class Inbox:
         """Copy a run's results and logs to results/<run-id>/ (hard links where possible)."""
         run_id = run["id"]
         target = self.root / "results" / run_id
-        for path, key in folder.outputs(run_id):
-            dest = target / key.partition("/")[2]
+        for path, rel in folder.outputs():
+            dest = target / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
             dest.unlink(missing_ok=True)
-            try:
-                os.link(path, dest)
-            except OSError:
-                shutil.copy2(path, dest)
+            _link_or_copy(path, dest)
         if target.exists() and os.geteuid() == 0 and run.get("owner_uid"):
             for dirpath, dirnames, filenames in os.walk(target):
                 for n in [dirpath, *(os.path.join(dirpath, x) for x in dirnames + filenames)]:
                     os.lchown(n, run["owner_uid"], -1)
             os.chmod(target, 0o700)
+
+
+def _link_or_copy(src: Path, dest: Path) -> None:
+    try:
+        os.link(src, dest)
+    except OSError:  # another file system
+        shutil.copy2(src, dest)

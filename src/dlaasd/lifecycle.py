@@ -38,7 +38,7 @@ from .codes import (
 from .config import Config
 from .manifest import Manifest
 from .metrics import MetricsReader
-from .runfolder import IN_CONTAINER, LOG_NAME, RunFolder
+from .runfolder import IN_CONTAINER, RunFolder
 from .runner import ContainerSpec, DockerUnavailable, Exit, Runner
 from .storage import DataCache, Endpoint, ObjectStore, StoreUnavailable, Transfer
 from .store import Store, now, parse_time
@@ -332,7 +332,10 @@ class Lifecycle:
         await self._collect_metrics(run_id, reader, once=True)  # the last lines
         points = self.db.metrics(run_id)
         if points:
-            await asyncio.to_thread(_save_metrics, folder, points)
+            try:
+                await asyncio.to_thread(_save_metrics, folder, points)
+            except OSError as exc:  # they are in the database all the same
+                log.warning("event=metrics_file_skipped run=%s error=%r", run_id, str(exc))
         return self._decide(run_id, m, folder, exits, timed_out, ids)
 
     async def _collect_metrics(self, run_id: str, reader: MetricsReader, once: bool = False):
@@ -448,7 +451,7 @@ class Lifecycle:
                 code,
             )
         learner = ids.index(cause) + 1
-        last = _last_line(folder.learner_logs(learner) / LOG_NAME) or failed.error
+        last = _last_line(folder, folder.learner_log(learner)) or failed.error
         who = f"learner {learner}: " if m.learners > 1 else ""
         return _outcome(
             FAILED,
@@ -460,9 +463,7 @@ class Lifecycle:
     # --- STORING --------------------------------------------------------------------
 
     def _definition_files(self, run_id: str, folder: RunFolder) -> list[tuple[Path, str]]:
-        return [
-            (p, f"{run_id}/{p.name}") for p in (folder.manifest, folder.model_zip) if p.exists()
-        ]
+        return [(p, f"{run_id}/{p.name}") for p in folder.definition]
 
     async def _upload_definition(self, run_id: str, folder: RunFolder) -> bool:
         """Best effort, early: if the store is down now, STORING tries again."""
@@ -479,7 +480,7 @@ class Lifecycle:
         run_id = run["id"]
         outcome = run.get("outcome") or _outcome(FAILED, "the run ended without an outcome", "S101")
         objects, bucket, prefix = self.results_location(run_id, m)
-        outputs = folder.outputs(run_id)
+        outputs = [(p, f"{run_id}/{rel}") for p, rel in folder.outputs()]
         early = self._definitions.pop(run_id, None)
         definition = [] if early and await early else self._definition_files(run_id, folder)
         stats = Transfer()
@@ -616,15 +617,16 @@ def _prepare_job(folder: RunFolder, hyperparameters: dict | None, owner: tuple |
 
 def _save_metrics(folder: RunFolder, points: list[dict]) -> None:
     """The run's metrics as JSON lines beside its log, so they are uploaded with it."""
-    with open(folder.logs / "metrics.jsonl", "w") as f:
+    with folder.open(folder.logs / "metrics.jsonl", write=True) as f:
         for p in points:
-            f.write(json.dumps({k: p[k] for k in ("step", "name", "value", "time")}) + "\n")
+            line = json.dumps({k: p[k] for k in ("step", "name", "value", "time")}) + "\n"
+            f.write(line.encode())
 
 
-def _last_line(path: Path, max_bytes: int = 4096) -> str:
+def _last_line(folder: RunFolder, path: Path, max_bytes: int = 4096) -> str:
     """The last non-empty line of the training log: usually the error."""
     try:
-        with open(path, "rb") as f:
+        with folder.open(path) as f:
             f.seek(max(0, f.seek(0, 2) - max_bytes))
             lines = [
                 ln.strip() for ln in f.read().decode(errors="replace").splitlines() if ln.strip()

@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
         stream=sys.stderr,
     )
-    for noisy in ("urllib3", "docker"):  # their lines repeat ours with less sense
+    for noisy in ("urllib3", "docker", "watchdog"):  # their lines repeat ours with less sense
         logging.getLogger(noisy).setLevel(logging.ERROR)
     try:
         asyncio.run(run(config))

@@ -34,15 +34,16 @@ class Point:
 
 
 class _Tail:
-    """New complete lines of a growing text file."""
+    """New complete lines of a growing text file in the job folder."""
 
-    def __init__(self, path: Path):
+    def __init__(self, folder: RunFolder, path: Path):
+        self.folder = folder
         self.path = path
         self.offset = 0
 
     def lines(self) -> list[str]:
         try:
-            with open(self.path, "rb") as f:
+            with self.folder.open(self.path) as f:
                 f.seek(self.offset)
                 data = f.read()
         except FileNotFoundError:
@@ -66,19 +67,20 @@ def container_path(folder: RunFolder, path: str) -> Path | None:
 
 class MetricsReader:
     def __init__(self, folder: RunFolder, spec: EvaluationMetrics | None):
-        self.emetrics = _Tail(folder.logs / EMETRICS)
+        self.folder = folder
+        self.emetrics = _Tail(folder, folder.logs / EMETRICS)
         self.log: _Tail | None = None
         self.pattern: re.Pattern | None = None
         self.counts: dict[str, int] = {}  # steps for log metrics that give none
         self.tensorboard = None
         if spec and spec.type == "log":
-            self.log = _Tail(folder.log_file)
+            self.log = _Tail(folder, folder.log_file)
             self.pattern = re.compile(spec.pattern)
         elif spec and spec.type == "tensorboard":
             from .tbevents import EventTail
 
-            where = container_path(folder, spec.in_ or "$LOG_DIR/tb")
-            self.tensorboard = EventTail(where) if where else None
+            self.where = container_path(folder, spec.in_ or "$LOG_DIR/tb")
+            self.tensorboard = EventTail(self.where) if self.where else None
 
     def poll(self) -> list[Point]:
         """New points since the last poll (blocking file reads: call it in a thread)."""
@@ -87,7 +89,7 @@ class MetricsReader:
         if self.log and self.pattern:
             for line in self.log.lines():
                 points += self._log_points(line, now)
-        if self.tensorboard:
+        if self.tensorboard and self.folder.is_real_dir(self.where):  # not a planted link
             points += [
                 Point(int(p.step), p.name, float(p.value), p.wall_time)
                 for p in self.tensorboard.poll()

@@ -13,10 +13,13 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
+import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 JOB = "/job"
 IN_CONTAINER = {
@@ -77,6 +80,47 @@ class RunFolder:
     def learner_logs(self, learner: int) -> Path:
         return self.logs if learner == 1 else self.logs / f"learner-{learner}"
 
+    def learner_log(self, learner: int) -> Path:
+        return self.learner_logs(learner) / LOG_NAME
+
+    @property
+    def definition(self) -> list[Path]:
+        """What was submitted, as it was: the manifest and the model archive."""
+        return [p for p in (self.manifest, self.model_zip) if p.exists()]
+
+    # The job folder belongs to the training while it runs (and as root dlaasd outlives
+    # it): anything in it may be a link planted to make dlaasd read or write elsewhere.
+
+    def open(self, path: Path, write: bool = False) -> BinaryIO:
+        """Open a file under the job folder without following any link on the way:
+        FileNotFoundError if one is there (or the file is not)."""
+        parts = path.relative_to(self.job).parts
+        flags = os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(self.job, os.O_RDONLY | os.O_DIRECTORY | flags)
+        try:
+            for part in parts[:-1]:
+                inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | flags, dir_fd=fd)
+                os.close(fd)
+                fd = inner
+            mode = os.O_WRONLY | os.O_CREAT | os.O_TRUNC if write else os.O_RDONLY
+            file_fd = os.open(parts[-1], mode | flags, 0o644, dir_fd=fd)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise FileNotFoundError(f"{path} is reached through a link: not followed") from None
+            raise
+        finally:
+            os.close(fd)
+        return os.fdopen(file_fd, "wb" if write else "rb")
+
+    def is_real_dir(self, path: Path) -> bool:
+        """A folder of the job, not a link put in its place."""
+        try:
+            return stat.S_ISDIR(path.lstat().st_mode) and (
+                path.parent == self.job or self.is_real_dir(path.parent)
+            )
+        except FileNotFoundError:
+            return False
+
     def prepare(self) -> None:
         for d in (self.model_code, self.data, self.results, self.checkpoints, self.logs):
             d.mkdir(parents=True, exist_ok=True)
@@ -90,18 +134,24 @@ class RunFolder:
                 for name in dirnames + filenames:
                     os.lchown(os.path.join(dirpath, name), uid, gid)
 
-    def outputs(self, run_id: str) -> list[tuple[Path, str]]:
-        """(file, object key) of everything a run produced: results and logs side by side
-        under <run-id>/, checkpoints under <run-id>/checkpoints/."""
+    def outputs(self) -> list[tuple[Path, str]]:
+        """(file, path under the run's results) of everything a run produced: results and
+        logs side by side, checkpoints under checkpoints/. Regular files only: links are
+        not followed (they could point anywhere on the host)."""
         pairs = []
         for folder, prefix in (
             (self.results, ""),
             (self.logs, ""),
             (self.checkpoints, "checkpoints/"),
         ):
-            for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.is_symlink()):
-                pairs.append((path, f"{run_id}/{prefix}{path.relative_to(folder).as_posix()}"))
-        return pairs
+            if not self.is_real_dir(folder):
+                continue
+            for dirpath, _, filenames in os.walk(folder):  # does not follow links
+                for name in filenames:
+                    path = Path(dirpath) / name
+                    if stat.S_ISREG(path.lstat().st_mode):
+                        pairs.append((path, prefix + path.relative_to(folder).as_posix()))
+        return sorted(pairs, key=lambda pair: pair[1])
 
     def tidy(self, keep_results: bool) -> None:
         """After a run's outputs are stored: remove what can be had again (the data, the

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import struct
 from pathlib import Path
 from typing import NamedTuple
@@ -111,7 +112,11 @@ class EventTail:
         found = []
         for root, dirs, names in os.walk(self.folder):
             dirs.sort()
-            found += [Path(root, n) for n in names if "tfevents" in n]
+            found += [
+                Path(root, n)
+                for n in names
+                if "tfevents" in n and stat.S_ISREG(os.lstat(os.path.join(root, n)).st_mode)
+            ]  # no links
         return sorted(found, key=lambda p: p.relative_to(self.folder).parts)
 
     def _read(self, path: Path, state: _File, points: list[Point]) -> None:
