@@ -323,3 +323,25 @@ def test_daemon_killed_while_storing_finishes_after_restart(make_daemon, tmp_pat
         assert own.client().get_object("after", f"{run_id}/r.txt").read() == b"kept\n"
     finally:
         own.stop()
+
+
+def test_halt_before_the_training_starts_is_not_lost(make_daemon, minio, tmp_path):
+    """Halted while its data downloads or its container is being made: the training must
+    not run on (it sleeps a minute here)."""
+    import io
+
+    sdk = minio.client()
+    if not sdk.bucket_exists("many-files"):
+        sdk.make_bucket("many-files")
+        for i in range(300):
+            sdk.put_object("many-files", f"f{i:03d}", io.BytesIO(b"x" * 1024), 1024)
+    d = make_daemon()
+    m = data_manifest("many-files")
+    m["framework"]["command"] = "sleep 60"
+    run_id = d.submit(model(tmp_path / "m", m))
+    d.wait(run_id, "DOWNLOADING", "PROCESSING")
+    started = time.monotonic()
+    assert d.ctl("halt", run_id).returncode == 0
+    run = d.wait(run_id, timeout=60)
+    assert run["status"] == "HALTED", run
+    assert time.monotonic() - started < 30

@@ -25,7 +25,6 @@ from .codes import (
     FINAL,
     HALTED,
     HOLDING_RESOURCES,
-    PROCESSING,
     QUEUED,
     STORING,
     RunError,
@@ -168,7 +167,7 @@ class Daemon:
         for run in self.db.in_status(ACTIVE):
             log.info("event=recover run=%s status=%s", run["id"], run["status"])
             if run["halt_requested"]:
-                self.lifecycle.halting.add(run["id"])
+                self.lifecycle.request_halt(run["id"])
             self._drive(run["id"])
         self._wake.set()
 
@@ -399,19 +398,9 @@ class Daemon:
             self.changed(run_id)
             return self.db.get(run_id)
         self.db.update(run_id, halt_requested=1, halt_reason=reason)
-        self.lifecycle.halting.add(run_id)
+        self.lifecycle.request_halt(run_id)
         self.db.note(run_id, f"halting: {reason}")
-        if status == PROCESSING:
-            asyncio.create_task(self._stop_containers(run_id))
         return self.db.get(run_id)
-
-    async def _stop_containers(self, run_id: str) -> None:
-        grace = self.config.containers.halt_grace
-        try:
-            for cid in await asyncio.to_thread(self.runner.find, run_id):
-                await asyncio.to_thread(self.runner.stop, cid, grace)
-        except DockerUnavailable as exc:  # the halt stands; the run ends when the engine is back
-            log.warning("event=halt_deferred run=%s reason=%r", run_id, str(exc))
 
     async def delete(self, ref: str, caller: Caller, purge: bool = False) -> dict:
         run = self.get_run(ref)

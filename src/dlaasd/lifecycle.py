@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import archive, manifest
@@ -49,6 +50,15 @@ log = logging.getLogger(__name__)
 METRICS_INTERVAL = 1.0  # seconds between reads of a training's metrics
 
 
+@dataclass
+class Waited:
+    """How a run's containers ended."""
+
+    exits: dict[str, Exit]  # in the order they ended
+    timed_out: bool = False
+    engine_lost: bool = False  # the Docker Engine went down while it trained
+
+
 class Lifecycle:
     def __init__(
         self,
@@ -68,12 +78,13 @@ class Lifecycle:
         # run in a thread once a run's outputs are stored (the drop folder's mirror): they
         # get the run as it stands, and must not use the database themselves
         self.after_store: list[Callable[[dict, RunFolder], None]] = []
-        self.halting: set[str] = set()  # read by transfer threads, which must not touch SQLite
+        # runs to halt; read by transfer threads too, which must not touch SQLite
+        self.halting: set[str] = set()
+        self._halt_signals: dict[str, asyncio.Event] = {}  # wake a run's wait on a halt
         # the definition is uploaded while the training runs; STORING only waits for it
         self._definitions: dict[str, asyncio.Task] = {}
         self._containers: dict[str, list[str]] = {}  # run id -> container ids, until removed
         self.on_metrics: list[Callable[[str], None]] = []  # told when a run reports points
-        self._engine_lost: set[str] = set()  # runs whose wait lost the Docker Engine
         self._stores: dict[Endpoint, ObjectStore] = {}
 
     def folder(self, run_id: str) -> RunFolder:
@@ -102,7 +113,14 @@ class Lifecycle:
         return self.db.get(run_id)
 
     def halted(self, run_id: str) -> bool:
-        return run_id in self.halting or bool(self.db.get(run_id)["halt_requested"])
+        return run_id in self.halting
+
+    def request_halt(self, run_id: str) -> None:
+        """Halt a run wherever it stands: a download stops between files, a training gets
+        SIGTERM (now, or as soon as its containers exist)."""
+        self.halting.add(run_id)
+        if run_id in self._halt_signals:
+            self._halt_signals[run_id].set()
 
     # --- the whole way ------------------------------------------------------------
 
@@ -115,7 +133,7 @@ class Lifecycle:
         found = run["status"]
         try:
             if run["status"] == DOWNLOADING:
-                outcome = await self._guard(self.download(run_id, m, folder))
+                outcome = await self._guard(self.download(run, m, folder))
                 if outcome is None and self.halted(run_id):
                     outcome = _outcome(HALTED, "halted while the data was downloading")
                 if outcome is None:
@@ -140,6 +158,7 @@ class Lifecycle:
             raise  # daemon shutdown: the run resumes from its status at the next start
         except Exception as exc:
             log.exception("event=run_error run=%s", run_id)
+            self._containers.pop(run_id, None)
             self._to(run_id, FAILED, f"dlaasd internal error: {exc}", error_code="S101")
 
     async def _guard(self, phase) -> dict | None:
@@ -151,8 +170,8 @@ class Lifecycle:
 
     # --- DOWNLOADING ----------------------------------------------------------------
 
-    async def download(self, run_id: str, m: Manifest, folder: RunFolder) -> None:
-        run = self.db.get(run_id)
+    async def download(self, run: dict, m: Manifest, folder: RunFolder) -> None:
+        run_id = run["id"]
         owner = self.container_user(run) if os.geteuid() == 0 else None
         await asyncio.to_thread(_prepare_job, folder, run["hyperparameters"], owner)
         store = m.data_store
@@ -161,7 +180,7 @@ class Lifecycle:
             objects = self.store_for(m)
             stats = Transfer()
 
-            def transfer() -> None:
+            def transfer(attempt: int) -> None:
                 objects.stage_in(
                     bucket,
                     prefix,
@@ -187,18 +206,18 @@ class Lifecycle:
     async def _with_retries(
         self,
         run_id: str,
-        fn: Callable[[], None],
+        fn: Callable[[int], None],
         stats: Transfer,
         verb: str,
         retry_for: float,
         code: str,
     ) -> None:
-        """Run a blocking transfer in a thread, showing progress; retry while the store is
-        unavailable, with backoff, for `retry_for` seconds, then fail with `code`."""
+        """Run a blocking transfer `fn(attempt)` in a thread, showing progress; retry while
+        the store is unavailable, with backoff, for `retry_for` seconds, then fail with `code`."""
         deadline = time.monotonic() + retry_for
         delay, attempt = 1.0, 1
         while True:
-            task = asyncio.create_task(asyncio.to_thread(fn))
+            task = asyncio.create_task(asyncio.to_thread(fn, attempt))
             while not task.done():
                 await asyncio.wait([task], timeout=1.0)
                 if not task.done() and stats.total_files:
@@ -324,24 +343,26 @@ class Lifecycle:
         self._containers[run_id] = ids
         reader = MetricsReader(folder, m.evaluation_metrics)
         self.db.clear_metrics(run_id)  # read again from the start, after a restart too
-        collector = asyncio.create_task(self._collect_metrics(run_id, reader))
+        ended = asyncio.Event()
+        collector = asyncio.create_task(self._collect_metrics(run_id, reader, ended))
         try:
-            exits, timed_out = await self._wait_all(run_id, ids, deadline)
+            waited = await self._wait_all(run_id, ids, deadline)
         finally:
-            collector.cancel()
-        await self._collect_metrics(run_id, reader, once=True)  # the last lines
+            ended.set()
+            await collector  # its last read takes the lines written at the very end
         points = self.db.metrics(run_id)
         if points:
             try:
                 await asyncio.to_thread(_save_metrics, folder, points)
             except OSError as exc:  # they are in the database all the same
                 log.warning("event=metrics_file_skipped run=%s error=%r", run_id, str(exc))
-        return self._decide(run_id, m, folder, exits, timed_out, ids)
+        return self._decide(run_id, m, folder, waited, ids)
 
-    async def _collect_metrics(self, run_id: str, reader: MetricsReader, once: bool = False):
-        """Read new metric points every second while the training runs; tell the
-        listeners (an ASHA experiment decides on them)."""
+    async def _collect_metrics(self, run_id: str, reader: MetricsReader, ended: asyncio.Event):
+        """Read new metric points every second while the training runs, and once more
+        when it has ended; tell the listeners (an ASHA experiment decides on them)."""
         while True:
+            last = ended.is_set()
             try:
                 points = await asyncio.to_thread(reader.poll)
             except Exception:  # a metrics file we cannot read must not end the run
@@ -350,73 +371,87 @@ class Lifecycle:
             if points:
                 self.db.add_metrics(run_id, points)
                 for listener in self.on_metrics:
-                    listener(run_id)
-            if once:
+                    try:
+                        listener(run_id)
+                    except Exception:
+                        log.exception("event=metrics_listener_error run=%s", run_id)
+            if last:
                 return
-            await asyncio.sleep(METRICS_INTERVAL)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ended.wait(), METRICS_INTERVAL)
 
     async def _docker(self, run_id: str, fn: Callable, *args):
         """A Docker call in a thread; while the engine is down, wait for it."""
         noted = False
-        # a wait lasts as long as the training: in a daemon thread, so that it does not
-        # hold the process at shutdown as an executor's thread would
-        call = detached if fn == self.runner.wait else asyncio.to_thread
         while True:
             try:
-                return await call(fn, *args)
+                return await asyncio.to_thread(fn, *args)
             except DockerUnavailable as exc:
                 if not noted:
                     self.db.note(run_id, f"waiting for the Docker Engine: {exc}")
                     log.warning("event=docker_unavailable run=%s", run_id)
                     noted = True
-                    if fn == self.runner.wait:  # the engine took the training down with it
-                        self._engine_lost.add(run_id)
                 await asyncio.sleep(2)
 
-    async def _wait_all(self, run_id: str, ids: list[str], deadline: float | None):
+    async def _wait(self, run_id: str, cid: str, timeout: float | None, waited: Waited):
+        """A container's end (None once `timeout` passed). In a daemon thread: a wait
+        lasts as long as the training and must not hold the process at shutdown, as an
+        executor's thread would. An engine that goes down takes the training with it."""
+        while True:
+            try:
+                return await detached(self.runner.wait, cid, timeout)
+            except DockerUnavailable as exc:
+                if not waited.engine_lost:
+                    self.db.note(run_id, f"waiting for the Docker Engine: {exc}")
+                    log.warning("event=docker_lost run=%s", run_id)
+                waited.engine_lost = True
+                await asyncio.sleep(2)
+
+    async def _wait_all(self, run_id: str, ids: list[str], deadline: float | None) -> Waited:
         """Wait for every learner; one failing, the timeout or a halt ends them all."""
         grace = self.config.containers.halt_grace
+        waited = Waited({})
 
-        async def wait_one(cid: str) -> Exit | None:
-            timeout = None if deadline is None else max(deadline - time.time(), 0.01)
-            return await self._docker(run_id, self.runner.wait, cid, timeout)
+        async def stop(cids) -> None:
+            for cid in list(cids):
+                await self._docker(run_id, self.runner.stop, cid, grace)
 
-        pending = {asyncio.create_task(wait_one(cid)): cid for cid in ids}
-        exits: dict[str, Exit] = {}
-        timed_out = False
+        def wait(cid: str, timed: bool = True) -> asyncio.Task:
+            timeout = None if deadline is None or not timed else max(deadline - time.time(), 0.01)
+            return asyncio.create_task(self._wait(run_id, cid, timeout, waited))
+
+        signal = self._halt_signals[run_id] = asyncio.Event()
+        if self.halted(run_id):  # asked for while the containers were being made
+            signal.set()
+        halt = asyncio.create_task(signal.wait())
+        pending = {wait(cid): cid for cid in ids}
         try:
             while pending:
-                done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
+                watch = [*pending, halt] if not halt.done() else list(pending)
+                done, _ = await asyncio.wait(watch, return_when=asyncio.FIRST_COMPLETED)
+                if halt in done:
+                    await stop(pending.values())
+                for task in done - {halt}:
                     cid = pending.pop(task)
                     result = task.result()
                     if result is None:  # the deadline passed
-                        timed_out = True
-                        await self._docker(run_id, self.runner.stop, cid, grace)
-                        pending[
-                            asyncio.create_task(self._docker(run_id, self.runner.wait, cid, None))
-                        ] = cid
+                        waited.timed_out = True
+                        await stop([cid])
+                        pending[wait(cid, timed=False)] = cid
                         continue
-                    exits[cid] = result
+                    waited.exits[cid] = result
                     if result.code != 0:
-                        for other in pending.values():
-                            await self._docker(run_id, self.runner.stop, other, grace)
+                        await stop(pending.values())
         finally:
-            for task in pending:
+            for task in [*pending, halt]:
                 task.cancel()
-        return exits, timed_out
+            self._halt_signals.pop(run_id, None)
+        return waited
 
     def _decide(
-        self,
-        run_id: str,
-        m: Manifest,
-        folder: RunFolder,
-        exits: dict[str, Exit],
-        timed_out: bool,
-        ids: list[str],
+        self, run_id: str, m: Manifest, folder: RunFolder, waited: Waited, ids: list[str]
     ) -> dict:
-        engine_lost = run_id in self._engine_lost
-        self._engine_lost.discard(run_id)
+        exits = waited.exits
         # `exits` is in the order the containers ended: the first failure is the cause
         cause = next((cid for cid, e in exits.items() if e.code != 0), None)
         failed = exits[cause] if cause else None
@@ -424,7 +459,7 @@ class Lifecycle:
         if self.halted(run_id):
             reason = self.db.get(run_id)["halt_reason"] or "halted on request"
             return _outcome(HALTED, reason, exit_code=code)
-        if timed_out:
+        if waited.timed_out:
             return _outcome(
                 FAILED,
                 f"timed out after {format_duration(m.timeout)} (the "
@@ -434,7 +469,7 @@ class Lifecycle:
             )
         if failed is None:
             return _outcome(COMPLETED, "training completed", exit_code=code)
-        if engine_lost:
+        if waited.engine_lost:
             return _outcome(
                 FAILED,
                 f"the Docker Engine stopped while the training ran (exit "
@@ -484,7 +519,6 @@ class Lifecycle:
         early = self._definitions.pop(run_id, None)
         definition = [] if early and await early else self._definition_files(run_id, folder)
         stats = Transfer()
-        resume = [resume]
         # the hooks (the drop folder's copy) read the same local files: alongside the upload
         snapshot = self.db.get(run_id)
         hooks = asyncio.gather(
@@ -492,14 +526,14 @@ class Lifecycle:
             return_exceptions=True,
         )
 
-        def upload() -> None:  # the results and the definition side by side
+        def upload(attempt: int) -> None:  # the results and the definition side by side
+            again = resume or attempt > 1  # a retry follows a failed attempt
             if not definition:
-                objects.stage_out(outputs, bucket, stats, resume[0])
-                resume[0] = True
+                objects.stage_out(outputs, bucket, stats, again)
                 return
             with ThreadPoolExecutor(2) as pool:
                 jobs = [
-                    pool.submit(objects.stage_out, outputs, bucket, stats, resume[0]),
+                    pool.submit(objects.stage_out, outputs, bucket, stats, again),
                     pool.submit(
                         self.objects.stage_out,
                         definition,
@@ -507,7 +541,6 @@ class Lifecycle:
                         Transfer(),
                     ),
                 ]
-                resume[0] = True  # a retry follows a failed attempt
                 for job in jobs:
                     job.result()
 
@@ -541,9 +574,12 @@ class Lifecycle:
             error_code=outcome.get("error_code"),
             exit_code=outcome.get("exit_code"),
         )
-        # tidying up after the final status: nobody waits for it
-        await self._remove_containers(run_id)
-        await asyncio.to_thread(folder.tidy, self.config.results.keep_local)
+        # tidying up after the final status: nobody waits for it, and it cannot change it
+        try:
+            await self._remove_containers(run_id)
+            await asyncio.to_thread(folder.tidy, self.config.results.keep_local)
+        except Exception:
+            log.exception("event=tidy_failed run=%s", run_id)
 
     async def _finish_hooks(self, run_id: str, hooks: asyncio.Future) -> None:
         for result in await hooks:
