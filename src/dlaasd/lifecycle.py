@@ -81,6 +81,7 @@ class Lifecycle:
         # runs to halt; read by transfer threads too, which must not touch SQLite
         self.halting: set[str] = set()
         self._halt_signals: dict[str, asyncio.Event] = {}  # wake a run's wait on a halt
+        self.stopping = False  # the daemon shuts down: transfers in threads give up soon
         # the definition is uploaded while the training runs; STORING only waits for it
         self._definitions: dict[str, asyncio.Task] = {}
         self._containers: dict[str, list[str]] = {}  # run id -> container ids, until removed
@@ -187,7 +188,7 @@ class Lifecycle:
                     folder.data,
                     self.cache,
                     stats,
-                    stop=lambda: run_id in self.halting,
+                    stop=lambda: run_id in self.halting or self.stopping,
                 )
 
             await self._with_retries(
@@ -528,12 +529,13 @@ class Lifecycle:
 
         def upload(attempt: int) -> None:  # the results and the definition side by side
             again = resume or attempt > 1  # a retry follows a failed attempt
+            stop = lambda: self.stopping  # noqa: E731
             if not definition:
-                objects.stage_out(outputs, bucket, stats, again)
+                objects.stage_out(outputs, bucket, stats, again, stop)
                 return
             with ThreadPoolExecutor(2) as pool:
                 jobs = [
-                    pool.submit(objects.stage_out, outputs, bucket, stats, again),
+                    pool.submit(objects.stage_out, outputs, bucket, stats, again, stop),
                     pool.submit(
                         self.objects.stage_out,
                         definition,

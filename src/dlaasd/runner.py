@@ -188,9 +188,11 @@ class Runner:
         except requests.RequestException as exc:
             raise DockerUnavailable(_docker_hint(exc)) from exc
         try:
-            api.start(cid)
+            with engine():  # an engine that went away: the lifecycle waits, then tries again
+                api.start(cid)
         except docker.errors.APIError as exc:
-            api.remove_container(cid, force=True)
+            with engine():
+                api.remove_container(cid, force=True)
             raise RunError("S101", f"the container could not start: {_first_line(exc)}") from exc
         log.info("event=container_start run=%s container=%s", spec.run_id, cid[:12])
         return cid

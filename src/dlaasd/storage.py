@@ -227,9 +227,11 @@ class ObjectStore:
             if stop():
                 return
             obj, target = item
-            blob = self._download(bucket, obj, cache)
+            for _ in range(3):  # another run's eviction may take a fresh blob before its link
+                blob = self._download(bucket, obj, cache)
+                if cache.link(blob, target, made):
+                    break
             stats.add(obj["size"])
-            cache.link(blob, target, made)
 
         self._parallel(fetch, misses)
         stats.seconds += time.monotonic() - started
@@ -267,10 +269,16 @@ class ObjectStore:
     # --- stage-out ---------------------------------------------------------------
 
     def stage_out(
-        self, files: list[tuple[Path, str]], bucket: str, stats: Transfer, resume: bool = True
+        self,
+        files: list[tuple[Path, str]],
+        bucket: str,
+        stats: Transfer,
+        resume: bool = True,
+        stop: Callable[[], bool] = lambda: False,
     ) -> None:
         """Upload (local path, key) pairs, then verify every object's size in the bucket.
-        `resume`: an earlier attempt may have uploaded some already; skip those."""
+        `resume`: an earlier attempt may have uploaded some already; skip those. `stop`:
+        the daemon is stopping; what is left is uploaded after its restart."""
         started = time.monotonic()
         self.ensure_bucket(bucket)
         stats.total_files = len(files)
@@ -281,6 +289,8 @@ class ObjectStore:
             present = {o["key"]: o["size"] for p in prefixes for o in self.list_objects(bucket, p)}
 
         def put(item: tuple[Path, str]) -> None:
+            if stop():
+                raise StoreUnavailable("dlaasd is stopping")
             path, key = item
             size = path.stat().st_size
             if present.get(key) == size:  # uploaded by an earlier, interrupted attempt
@@ -305,13 +315,20 @@ class ObjectStore:
         stats.seconds += time.monotonic() - started
 
     def _parallel(self, fn: Callable, items: list) -> None:
+        """fn(item) for every item, `workers` at a time; the first failure cancels what
+        has not started yet (a store that is down fails them all anyway) and propagates."""
         if len(items) <= 1:
             for item in items:
                 fn(item)
             return
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
-            for future in [pool.submit(fn, item) for item in items]:
-                future.result()  # the first failure propagates
+            futures = [pool.submit(fn, item) for item in items]
+            try:
+                for future in futures:
+                    future.result()
+            except BaseException:
+                pool.shutdown(cancel_futures=True)
+                raise
 
     # --- plain transfers (the data API, definitions) ------------------------------
 
@@ -355,9 +372,6 @@ class ObjectStore:
     def get(self, bucket: str, key: str):
         """A streaming response; the caller closes it and releases the connection."""
         return self.call(f"s3://{bucket}/{key}", self.client.get_object, bucket, key)
-
-    def stat(self, bucket: str, key: str):
-        return self.call(f"s3://{bucket}/{key}", self.client.stat_object, bucket, key)
 
 
 # Part size for uploads through the daemon; the client computes ETags with the same size.
