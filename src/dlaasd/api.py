@@ -53,12 +53,12 @@ def caller_of(request: web.Request) -> Caller:
     """Who is on the other end of the socket (SO_PEERCRED)."""
     sock = request.transport.get_extra_info("socket") if request.transport else None
     if sock is None or sock.family != socket.AF_UNIX:
-        return Caller(os.geteuid(), os.getegid(), 0)
+        return Caller(os.geteuid(), os.getegid())
     fmt = "3i"
-    pid, uid, gid = struct.unpack(
+    _, uid, gid = struct.unpack(
         fmt, sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize(fmt))
     )
-    return Caller(uid, gid, pid)
+    return Caller(uid, gid)
 
 
 def _int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:

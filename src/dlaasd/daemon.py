@@ -76,7 +76,6 @@ class StoreRefused(RuntimeError):
 class Caller:
     uid: int
     gid: int
-    pid: int
 
     @property
     def name(self) -> str:
@@ -173,6 +172,7 @@ class Daemon:
 
     async def stop(self) -> None:
         """Stop scheduling and following; leave containers running for the next start."""
+        self.lifecycle.stopping = True
         if self._scheduler:
             self._scheduler.cancel()
         for task in list(self.tasks.values()):

@@ -21,7 +21,7 @@ from .schema import Problem
 from .store import NotFound
 
 log = logging.getLogger(__name__)
-ROOT = Caller(0, 0, 0)  # dlaasd itself, stopping a trial early
+ROOT = Caller(0, 0)  # dlaasd itself, stopping a trial early
 
 
 class Experiments:

@@ -235,7 +235,7 @@ class Inbox:
 
     async def _submit_drop(self, drop: Path, owner: int, source: str) -> str:
         st = drop.lstat()
-        caller = Caller(owner, st.st_gid, 0)
+        caller = Caller(owner, st.st_gid)
         fd, tmp = tempfile.mkstemp(suffix=".zip", dir=self.config.state_path / "runs")
         os.close(fd)
         zip_path: Path | None = Path(tmp)

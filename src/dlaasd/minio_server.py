@@ -74,7 +74,6 @@ class BundledMinio:
         self.address = address
         self.proc: asyncio.subprocess.Process | None = None
         self.restarts = 0
-        self.started_at: float | None = None
         self._stopping = False
         self._supervisor: asyncio.Task | None = None
         self.endpoint = Endpoint(f"http://{self._pick_address()}", *self._credentials())
@@ -139,22 +138,20 @@ class BundledMinio:
             "MINIO_UPDATE": "off",
             "MINIO_CI_CD": "1",  # quiet banner; no root-drive checks in containers
         }
-        logfile = open(self.dir / "minio.log", "ab")  # noqa: SIM115 (handed to the process)
-        self.proc = await asyncio.create_subprocess_exec(
-            binary,
-            "server",
-            "--quiet",
-            "--address",
-            address,
-            str(self.data),
-            env=env,
-            stdout=logfile,
-            stderr=logfile,
-            stdin=asyncio.subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,
-        )
-        logfile.close()
-        self.started_at = time.time()
+        with open(self.dir / "minio.log", "ab") as logfile:  # the process keeps its own copy
+            self.proc = await asyncio.create_subprocess_exec(
+                binary,
+                "server",
+                "--quiet",
+                "--address",
+                address,
+                str(self.data),
+                env=env,
+                stdout=logfile,
+                stderr=logfile,
+                stdin=asyncio.subprocess.DEVNULL,
+                preexec_fn=_die_with_parent,
+            )
         log.info("event=minio_start pid=%s address=%s", self.proc.pid, address)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
