@@ -19,8 +19,6 @@ from urllib.parse import quote, urlencode
 
 from .http import ApiError, Client, Unreachable, default_socket
 
-FINAL = {"COMPLETED", "FAILED", "HALTED"}
-
 
 class Failed(Exception):
     """The command ran but its outcome is a failure (exit code 1)."""
@@ -83,22 +81,32 @@ def send_with_model(c: Client, path: str, fields: dict[str, bytes], model: Path,
         return c.multipart(path, fields, {"model": archive})
 
 
-def cmd_train(c: Client, a) -> int:
-    manifest = Path(a.manifest)
-    if manifest.is_dir():
-        manifest = manifest / "manifest.yml"
+def manifest_file(path: Path) -> Path:
+    """A manifest.yml, or the one in a folder."""
+    manifest = path / "manifest.yml" if path.is_dir() else path
     if not manifest.is_file():
-        raise Failed(f"no manifest at {a.manifest}; give the path of a manifest.yml")
-    model = Path(a.model) if a.model else manifest.parent
-    result = send_with_model(c, "/v1/runs", {"manifest": manifest.read_bytes()}, model, a.json)
+        raise Failed(f"no manifest at {path}; give the path of a manifest.yml (or its folder)")
+    return manifest
+
+
+def warn(result: dict) -> None:
     for warning in result.get("warnings", []):
         err(f"warning: {warning}")
-    if a.json and not a.follow:
+
+
+def cmd_train(c: Client, a) -> int:
+    manifest = manifest_file(Path(a.manifest))
+    model = Path(a.model) if a.model else manifest.parent
+    result = send_with_model(c, "/v1/runs", {"manifest": manifest.read_bytes()}, model, a.json)
+    warn(result)
+    if a.follow:  # with --json, only the final run is printed: one JSON document
+        if not a.json:
+            print(result["id"], flush=True)
+        return follow(c, result["id"], quiet=a.json)
+    if a.json:
         out_json(result)
     else:
         print(result["id"], flush=True)
-    if a.follow:
-        return follow(c, result["id"], quiet=a.json)
     return 0
 
 
@@ -167,7 +175,11 @@ def cmd_list(c: Client, a) -> int:
         for r in data["runs"]
     ]
     if not rows:
-        err("no runs yet; submit one with `dlaasctl train examples/hello/manifest.yml`")
+        err(
+            "no runs yet; submit one with `dlaasctl train examples/hello`"
+            if data["total"] == 0
+            else f"none of the {data['total']} runs match"
+        )
         return 0
     print(fmt.table(["ID", "NAME", "STATUS", "OWNER", "GPUS", "SUBMITTED", "RAN"], rows))
     if data["total"] > len(rows) + a.offset:
@@ -252,28 +264,38 @@ def cmd_delete(c: Client, a) -> int:
 def cmd_download(c: Client, a) -> int:
     kind = "definition" if a.definition else "results"
     listing = c.json("GET", f"/v1/runs/{q(a.run)}/{kind}")
-    dest = Path(a.dest or (listing["id"] + ("-definition" if a.definition else "")))
-    files = listing["files"]
-    if not files:
-        raise Failed(f"{listing['id']} has no {kind} yet")
-    bar = _progress(sum(f["size"] for f in files), f"{listing['id']} {kind}", a.json)
+    run_id = listing["id"]
+    dest = Path(a.dest or (run_id + ("-definition" if a.definition else "")))
+    if not listing["files"]:
+        raise Failed(f"{run_id} has no {kind} yet")
+    items = [
+        (f"/v1/runs/{q(run_id)}/{kind}/{quote(f['path'])}", f["path"], f["size"])
+        for f in listing["files"]
+    ]
+    written = fetch_all(c, items, dest, f"{run_id} {kind}", a.json)
+    if a.json:
+        out_json({"id": run_id, "from": listing["location"], "dest": str(dest), "files": written})
+    else:
+        print(f"{len(written)} files from {listing['location']} -> {dest}/")
+    return 0
+
+
+def fetch_all(
+    c: Client, items: list[tuple[str, str, int]], dest: Path, desc: str, quiet: bool
+) -> list[str]:
+    """Download (url, relative path, size) items under `dest`, with a progress bar."""
+    bar = _progress(sum(size for _, _, size in items), desc, quiet)
     written = []
-    for f in files:
-        target = _inside(dest, f["path"])
+    for url, rel, _ in items:
+        target = _inside(dest, rel)
         target.parent.mkdir(parents=True, exist_ok=True)
         with open(target, "wb") as out:
-            for chunk in c.stream(f"/v1/runs/{q(listing['id'])}/{kind}/{quote(f['path'])}"):
+            for chunk in c.stream(url):
                 out.write(chunk)
                 bar.update(len(chunk))
         written.append(str(target))
     bar.close()
-    if a.json:
-        out_json(
-            {"id": listing["id"], "from": listing["location"], "dest": str(dest), "files": written}
-        )
-    else:
-        print(f"{len(written)} files from {listing['location']} -> {dest}/")
-    return 0
+    return written
 
 
 def _inside(dest: Path, rel: str) -> Path:
@@ -354,7 +376,7 @@ def cmd_doctor(c: Client, a) -> int:
     """What is wrong, each with its fix. The daemon checks what it depends on; this side
     checks that the daemon can be reached at all."""
     try:
-        checks = c.json("GET", "/v1/doctor", timeout=60)["checks"]
+        checks = c.json("GET", "/v1/doctor")["checks"]
     except Unreachable as exc:
         checks = [
             {
@@ -383,16 +405,16 @@ def cmd_doctor(c: Client, a) -> int:
 
 
 def cmd_metrics(c: Client, a) -> int:
-    run_id = c.json("GET", f"/v1/runs/{q(a.run)}")["id"]
     if a.follow:
-        for line in _lines(c.stream(f"/v1/runs/{q(run_id)}/metrics?follow=1")):
+        for line in _lines(c.stream(f"/v1/runs/{q(a.run)}/metrics?follow=1")):
             p = json.loads(line)
             if a.json:
                 print(line, flush=True)
             else:
                 print(f"step {p['step']:>6}  {p['name']}  {p['value']:.6g}", flush=True)
         return 0
-    data = c.json("GET", f"/v1/runs/{q(run_id)}/metrics")
+    data = c.json("GET", f"/v1/runs/{q(a.run)}/metrics")
+    run_id = data["id"]
     series: dict[str, list] = {}
     for p in data["points"]:
         series.setdefault(p["name"], []).append((p["step"], p["value"]))
@@ -445,16 +467,11 @@ def cmd_experiment_run(c: Client, a) -> int:
     fields = {"experiment": text}
     model = Path(a.model) if a.model else path.parent
     if isinstance(spec, dict) and isinstance(spec.get("manifest"), str):
-        manifest = (path.parent / spec["manifest"]).resolve()
-        if manifest.is_dir():
-            manifest = manifest / "manifest.yml"
-        if not manifest.is_file():
-            raise Failed(f"{path}: manifest {spec['manifest']!r} not found (looked at {manifest})")
+        manifest = manifest_file((path.parent / spec["manifest"]).resolve())
         fields["manifest"] = manifest.read_bytes()
         model = Path(a.model) if a.model else manifest.parent
     result = send_with_model(c, "/v1/experiments", fields, model, a.json)
-    for warning in result.get("warnings", []):
-        err(f"warning: {warning}")
+    warn(result)
     if a.json:
         out_json(result)
     else:
@@ -579,12 +596,13 @@ def _split(target: str) -> tuple[str, str]:
     return bucket, prefix
 
 
-def _listing(c: Client, bucket: str, prefix: str = "") -> dict:
+def listing(c: Client, bucket: str, prefix: str = "", missing_ok: bool = False) -> dict:
+    """The objects under a prefix (and the part size the daemon uploads with)."""
     try:
         return c.json("GET", f"/v1/data/{q(bucket)}?{urlencode({'prefix': prefix})}")
     except ApiError as exc:
-        if exc.status == 404:
-            return {"objects": [], "part_size": None}
+        if missing_ok and exc.status == 404:  # nothing there yet
+            return {"objects": [], "part_size": 0}
         raise
 
 
@@ -603,13 +621,16 @@ def cmd_data_upload(c: Client, a) -> int:
             plan.append((p, prefix + p.name))
         else:
             raise Failed(f"{raw}: no such file or folder")
-    listing = _listing(c, a.bucket, prefix)
-    there = {o["key"]: o for o in listing["objects"]}
-    part_size = listing.get("part_size") or 16 * 1024 * 1024
+    there = listing(c, a.bucket, prefix, missing_ok=True)
+    objects = {o["key"]: o for o in there["objects"]}
     todo, skipped = [], []
     for path, key in plan:
-        o = there.get(key)
-        if o and o["size"] == path.stat().st_size and o["etag"] == s3_etag(path, part_size):
+        o = objects.get(key)
+        if (
+            o
+            and o["size"] == path.stat().st_size
+            and o["etag"] == s3_etag(path, there["part_size"])
+        ):
             skipped.append(key)
         else:
             todo.append((path, key))
@@ -638,7 +659,7 @@ def cmd_data_ls(c: Client, a) -> int:
                 print(b["name"])
         return 0
     bucket, prefix = _split(a.target)
-    data = c.json("GET", f"/v1/data/{q(bucket)}?{urlencode({'prefix': prefix})}")
+    data = listing(c, bucket, prefix)
     if a.json:
         out_json(data)
         return 0
@@ -651,23 +672,19 @@ def cmd_data_ls(c: Client, a) -> int:
 
 def cmd_data_download(c: Client, a) -> int:
     bucket, prefix = _split(a.source)
-    data = c.json("GET", f"/v1/data/{q(bucket)}?{urlencode({'prefix': prefix})}")
-    objects = [o for o in data["objects"] if not o["dir"]]
+    objects = [o for o in listing(c, bucket, prefix)["objects"] if not o["dir"]]
     if not objects:
         raise Failed(f"nothing under s3://{a.source}")
+    items = [
+        (
+            f"/v1/data/{q(bucket)}/{quote(o['key'])}",
+            o["key"][len(prefix) :].lstrip("/") or Path(o["key"]).name,  # a key asked by name
+            o["size"],
+        )
+        for o in objects
+    ]
     dest = Path(a.dest)
-    bar = _progress(sum(o["size"] for o in objects), f"download from {bucket}", a.json)
-    written = []
-    for o in objects:
-        rel = o["key"][len(prefix) :].lstrip("/") or Path(o["key"]).name
-        target = _inside(dest, rel)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with open(target, "wb") as out:
-            for chunk in c.stream(f"/v1/data/{q(bucket)}/{quote(o['key'])}"):
-                out.write(chunk)
-                bar.update(len(chunk))
-        written.append(str(target))
-    bar.close()
+    written = fetch_all(c, items, dest, f"download from {bucket}", a.json)
     if a.json:
         out_json({"bucket": bucket, "prefix": prefix, "dest": str(dest), "files": written})
     else:

@@ -169,11 +169,9 @@ class Client:
             "`sudo systemctl start dlaasd`; point dlaasctl elsewhere with --socket or DLAAS_SOCKET."
         )
 
-    def json(self, method: str, path: str, body: dict | None = None, timeout: float | None = -1):
-        data = json.dumps(body).encode() if body is not None else None
-        headers = {"Content-Type": "application/json"} if data else {}
-        resp = self.request(method, path, data, headers, timeout=timeout)
-        return json.loads(resp.read() or b"null")
+    def json(self, method: str, path: str, timeout: float | None = -1):
+        """A request whose answer is JSON."""
+        return json.loads(self.request(method, path, timeout=timeout).read() or b"null")
 
     def stream(self, path: str, timeout: float | None = None) -> Iterator[bytes]:
         yield from self.request("GET", path, timeout=timeout).chunks()
