@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from . import schema
-from .manifest import Bucket, Duration, Size
+from .manifest import Bucket, Duration, PositiveInt, Size
 from .schema import Parse, Problem, Rule, SchemaError
 from .units import parse_size
 
@@ -23,7 +23,6 @@ OptionalSize = Annotated[
     Parse(lambda v: None if v in ("", None) else parse_size(v), 'a size such as 16GiB, or ""'),
 ]
 NonNegativeFloat = Annotated[float, Rule(lambda v: v >= 0, "a number, 0 or more")]
-PositiveInt = Annotated[int, Rule(lambda v: v >= 1, "a whole number, 1 or more")]
 
 
 def _uid_gid(value: object) -> str:

@@ -11,17 +11,14 @@ from __future__ import annotations
 import itertools
 import math
 import random
-import re
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 from . import schema
-from .manifest import RESERVED_ENV
+from .manifest import ENV_NAME, RESERVED_ENV, PositiveInt
 from .schema import Parse, Problem, Rule, SchemaError
 
 MAX_TRIALS = 500
-PositiveInt = Annotated[int, Rule(lambda v: v >= 1, "a whole number, 1 or more")]
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 @dataclass
@@ -33,7 +30,7 @@ class Range:
 
 
 def _hp_name(value: object) -> str:
-    if not isinstance(value, str) or not _NAME.match(value):
+    if not isinstance(value, str) or not ENV_NAME.match(value):
         raise ValueError("letters, digits and _: it becomes an environment variable")
     if value in RESERVED_ENV or value == "SUBID":
         raise ValueError(f"{value} is set by dlaasd itself; choose another name")
@@ -119,15 +116,7 @@ def _checks(e: Experiment, lines: dict[str, int]) -> list[Problem]:
     seen = set()
     for i, hp in enumerate(e.hyper_parameters):
         base = f"hyper_parameters[{i}]"
-        if not _NAME.match(hp.name):
-            fail(
-                f"{base}.name",
-                f"found {hp.name!r}; a name is letters, digits and _ (it "
-                "becomes an environment variable)",
-            )
-        elif hp.name in RESERVED_ENV or hp.name == "SUBID":
-            fail(f"{base}.name", f"{hp.name!r} is set by dlaasd itself; choose another name")
-        elif hp.name in seen:
+        if hp.name in seen:  # the name's form is checked by its type, HpName
             fail(f"{base}.name", f"{hp.name!r} is listed twice")
         seen.add(hp.name)
         kinds = [
@@ -193,8 +182,9 @@ def values(hp: HyperParameter) -> list[Any]:
         return list(hp.string_values)
     r = hp.double_range or hp.int_range
     is_int = hp.int_range is not None
+    top = r.max_value + 1e-9 * max(1.0, abs(r.max_value))  # float steps may overshoot max
     out, v, k = [], r.min_value, 0
-    while v <= r.max_value * (1 + 1e-9) + 1e-12 and len(out) <= MAX_TRIALS:
+    while v <= top and len(out) <= MAX_TRIALS:
         out.append(int(round(v)) if is_int else _tidy(v))
         k += 1
         v = r.min_value + k * r.step if r.step is not None else r.min_value * r.power**k
@@ -209,12 +199,15 @@ def sample(hp: HyperParameter, rng: random.Random) -> Any:
     """One random value for `hp`: from the listed values, or within the range (uniform;
     log-uniform for a range with power)."""
     r = hp.double_range or hp.int_range
-    if r is None or r.step is not None:
+    if r is None:
         return rng.choice(values(hp))
-    if hp.int_range is not None and r.power is None:
-        return rng.randint(int(math.ceil(r.min_value)), int(math.floor(r.max_value)))
-    if r.power is not None:
+    if r.step is not None:  # min + k*step for any k (a grid's list stops at MAX_TRIALS)
+        last = math.floor((r.max_value - r.min_value) / r.step + 1e-9)
+        v = r.min_value + r.step * rng.randint(0, last)
+    elif r.power is not None:
         v = math.exp(rng.uniform(math.log(r.min_value), math.log(r.max_value)))
+    elif hp.int_range is not None:
+        return rng.randint(int(math.ceil(r.min_value)), int(math.floor(r.max_value)))
     else:
         v = rng.uniform(r.min_value, r.max_value)
     return int(round(v)) if hp.int_range is not None else _tidy(v)

@@ -65,7 +65,7 @@ RESERVED_ENV = frozenset(
         "HOME",
     }
 )
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
@@ -194,7 +194,7 @@ def _cross_checks(data: dict, lines: dict[str, int]) -> list[Problem]:
         pass  # reported by the schema
     env = data.get("env") if isinstance(data.get("env"), dict) else {}
     for name in env:
-        if not _ENV_NAME.match(name):
+        if not ENV_NAME.match(name):
             fail(
                 f"env.{name}",
                 "is not a valid variable name (letters, digits and _, not starting with a digit)",

@@ -43,6 +43,10 @@ def test_grid_expands_every_combination_in_order():
         ),
         ({"name": "x", "int_range": {"min_value": 1, "max_value": 10, "step": 3}}, [1, 4, 7, 10]),
         ({"name": "x", "string_values": ["adam", "sgd"]}, ["adam", "sgd"]),
+        (  # a negative max is reached too, despite float steps
+            {"name": "x", "double_range": {"min_value": -0.7, "max_value": -0.1, "step": 0.2}},
+            [-0.7, -0.5, -0.3, -0.1],
+        ),
     ],
 )
 def test_range_values(hp, expected):
@@ -65,6 +69,17 @@ def test_random_is_reproducible_with_a_seed_and_stays_in_range():
     assert isinstance(a[0]["hidden"], int)
     other = trials(parse(text.replace("seed: 42", "seed: 7")))
     assert other != a
+
+
+def test_random_over_a_stepped_range_reaches_its_whole_length():
+    # 10,000 steps: more than a grid may list, all of them possible picks
+    text = BASE.replace("method: grid", "method: {name: random, num_trials: 200, seed: 3}")
+    text = text.replace("power: 2}", "}").replace(
+        "double_values: [0.1, 0.01]", "int_range: {min_value: 0, max_value: 20000, step: 2}"
+    )
+    picks = [t["lr"] for t in trials(parse(text))]
+    assert all(isinstance(v, int) and v % 2 == 0 and 0 <= v <= 20000 for v in picks)
+    assert max(picks) > 10000  # not only the first 500 steps
 
 
 def test_log_uniform_random_for_a_power_range():
