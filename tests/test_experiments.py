@@ -245,6 +245,14 @@ def test_bad_experiment_files_are_refused(daemon, tmp_path):
     (folder / "manifest.yml").write_text("name: x\nframework: {name: python}\n")
     r = daemon.ctl("experiment", "run", str(folder / "broken.yml"))
     assert r.returncode == 1 and "framework.command" in r.stderr
+    # the trials' data bucket is missing: refused before anything is kept, no empty experiment
+    data = {"type": "s3_datastore", "training_data": {"container": "no-such-bucket"}}
+    (folder / "manifest.yml").write_text(
+        yaml.safe_dump(manifest("true", data_stores=[{"id": "s", **data}]))
+    )
+    r = daemon.ctl("experiment", "run", str(folder / "broken.yml"))
+    assert r.returncode == 1 and "'no-such-bucket' does not exist" in r.stderr, r.stderr
+    assert "x" not in [e["name"] for e in daemon.ctl_json("experiment", "list")["experiments"]]
     assert daemon.api.json("GET", "/v1/health")["status"] == "ok"
 
 

@@ -85,7 +85,7 @@ def resolve_image(m: Manifest, frameworks: dict[str, dict[str, str]]) -> str:
     return image
 
 
-def admit(m: Manifest, config: Config, gpu_names: Sequence[str], run_id: str = "") -> Admitted:
+def admit(m: Manifest, config: Config, gpu_names: Sequence[str]) -> Admitted:
     image = resolve_image(m, config.frameworks)
     problems = []
     if m.network and not config.containers.allow_network:
@@ -112,7 +112,7 @@ def admit(m: Manifest, config: Config, gpu_names: Sequence[str], run_id: str = "
             )
     if problems:
         raise AdmissionError("C101", problems)
-    req = request_of(run_id, m)
+    req = request_of("", m)
     reasons = impossible(req, config.capacity.cpus, config.capacity.memory, gpu_names)
     if reasons:
         per = f" (in all: the manifest's amounts × {m.learners} learners)" if m.learners > 1 else ""

@@ -212,7 +212,7 @@ async def logs(request: web.Request) -> web.StreamResponse:
     resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
     await resp.prepare(request)
     while True:
-        ended = d.db.get(run["id"])["status"] in FINAL  # read before the file: nothing is missed
+        ended = d.db.value(run["id"], "status") in FINAL  # read before the file: nothing is missed
         pos = await _send_from(resp, folder, path, pos)
         if not follow or ended:
             break
@@ -362,7 +362,7 @@ async def run_metrics(request: web.Request) -> web.StreamResponse:
     resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
     await resp.prepare(request)
     while True:
-        ended = d.db.get(run["id"])["status"] in FINAL  # before reading: nothing is missed
+        ended = d.db.value(run["id"], "status") in FINAL  # before reading: nothing is missed
         for point in d.db.metrics(run["id"], after, name):
             await resp.write(json.dumps(point).encode() + b"\n")
             after = point["seq"]

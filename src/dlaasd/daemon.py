@@ -36,7 +36,7 @@ from .minio_server import BundledMinio
 from .runfolder import RunFolder
 from .runner import DockerUnavailable, Runner
 from .scheduler import FreeGpu, place
-from .schema import Problem
+from .schema import Problem, SchemaError
 from .storage import DataCache, Endpoint, ObjectStore, StoreUnavailable
 from .store import NotFound, Store
 
@@ -84,8 +84,46 @@ class Caller:
         except KeyError:
             return str(self.uid)
 
-    def may_change(self, run: dict) -> bool:
-        return self.uid == 0 or self.uid == run.get("owner_uid") or self.uid == os.geteuid()
+    def check_may(self, row: dict, verb: str) -> None:
+        """Only a run's (or experiment's) owner, root and dlaasd's own user change it."""
+        if self.uid not in (0, row.get("owner_uid"), os.geteuid()):
+            raise Refused(
+                403,
+                f"{row['id']} belongs to {row.get('owner_name') or row.get('owner_uid')}; "
+                f"only its owner or root may {verb} it",
+            )
+
+
+@dataclass
+class Held:
+    gpus: dict[str, str]  # uuid -> the run holding it
+    cpus: float
+    memory: int
+
+
+def refused(exc: SchemaError | admission.AdmissionError, message: str, at: str = "") -> Refused:
+    """A 400 listing every problem of a document; `at` places them inside a larger one."""
+    problems = [Problem(at + p.path, p.message, p.line) for p in exc.problems]
+    return Refused(400, message, exc.code, problems)
+
+
+def parse_manifest(text: bytes, what: str = "the manifest", at: str = "") -> manifest.Manifest:
+    try:
+        return manifest.parse(text)
+    except manifest.ManifestError as exc:
+        raise refused(exc, f"{what} has problems; nothing was queued", at) from None
+
+
+def resolve(db: Store, ref: str, table: str, noun: str, listing: str) -> str:
+    """The full id `ref` names (a unique prefix will do), or a 404/400 that says why not."""
+    try:
+        return db.resolve(ref, table)
+    except NotFound:
+        raise Refused(404, f"no {noun} {ref!r}; `{listing}` shows them") from None
+    except KeyError as exc:  # Ambiguous
+        raise Refused(
+            400, f"{ref!r} matches several ({', '.join(exc.args[0])}); give more of the id"
+        ) from None
 
 
 def new_id(kind: str = "training") -> str:
@@ -234,15 +272,14 @@ class Daemon:
             return
         # no await from here on: a halt cannot slip in between reading the queue and placing
         queued = self.db.queued()
-        holding = self.db.in_status(HOLDING_RESOURCES)
-        assigned = {g for r in holding for g in (r["gpus"] or [])}
+        held = self.held()
         free_gpus = [
             FreeGpu(g.uuid, g.name)
             for g in self.gpus.list()
-            if g.uuid not in assigned and not g.processes
+            if g.uuid not in held.gpus and not g.processes
         ]
-        free_cpus = self.config.capacity.cpus - sum(r["cpus"] for r in holding)
-        free_memory = self.config.capacity.memory - sum(r["memory"] for r in holding)
+        free_cpus = self.config.capacity.cpus - held.cpus
+        free_memory = self.config.capacity.memory - held.memory
         for p in place(queued, free_gpus, free_cpus, free_memory):
             gpus = ", ".join(p.gpus) if p.gpus else "no GPU"
             self.db.transition(
@@ -251,6 +288,15 @@ class Daemon:
             log.info("event=placed run=%s gpus=%s", p.run_id, ",".join(p.gpus) or "-")
             self.changed(p.run_id)
             self._drive(p.run_id)
+
+    def held(self) -> Held:
+        """What the runs that hold resources (placed, not yet ended) hold in all."""
+        holding = self.db.in_status(HOLDING_RESOURCES)
+        return Held(
+            {g: r["id"] for r in holding for g in (r["gpus"] or [])},
+            sum(r["cpus"] for r in holding),
+            sum(r["memory"] for r in holding),
+        )
 
     def _drive(self, run_id: str) -> None:
         task = asyncio.create_task(self.lifecycle.drive(run_id), name=f"run-{run_id}")
@@ -271,15 +317,17 @@ class Daemon:
         model_zip: Path | None,
         caller: Caller,
         source: str = "api",
-        extra: dict | None = None,
     ) -> dict:
         """Check everything that can be known now, then queue. `model_zip` is moved."""
-        try:
-            m = manifest.parse(manifest_text)
-        except manifest.ManifestError as exc:
-            raise Refused(
-                400, "the manifest has problems; nothing was queued", exc.code, exc.problems
-            ) from None
+        m = parse_manifest(manifest_text)
+        admitted = await self.check(m, model_zip)
+        return self.queue(m, manifest_text, admitted, model_zip, caller, source)
+
+    async def check(
+        self, m: manifest.Manifest, model_zip: Path | None, refusal: str = "the run was refused"
+    ) -> admission.Admitted:
+        """What a run needs before it may queue: a sound model archive, a machine that can
+        run it and its training data bucket. An experiment checks its trials once."""
         if model_zip is not None:
             try:
                 await asyncio.to_thread(archive.check, model_zip)
@@ -290,25 +338,36 @@ class Daemon:
                     exc.code,
                     [Problem("model", p) for p in exc.problems],
                 ) from None
-        gpu_names = [g.name for g in self.gpus.list()]
         try:
-            admitted = admission.admit(m, self.config, gpu_names)
+            admitted = admission.admit(m, self.config, [g.name for g in self.gpus.list()])
         except admission.AdmissionError as exc:
             what = (
                 "it asks for more than this machine has"
                 if exc.code == "C104"
                 else "it cannot run here"
             )
-            raise Refused(
-                400, f"the run was refused: {what}; nothing was queued", exc.code, exc.problems
-            ) from None
+            raise refused(exc, f"{refusal}: {what}; nothing was queued") from None
         admitted.warnings += await self._check_data_store(m)
+        return admitted
+
+    def queue(
+        self,
+        m: manifest.Manifest,
+        manifest_text: bytes,
+        admitted: admission.Admitted,
+        model_zip: Path | None,
+        caller: Caller,
+        source: str,
+        extra: dict | None = None,
+    ) -> dict:
+        """Queue a checked run. `model_zip` is moved into its folder."""
         run_id = new_id()
         folder = RunFolder.of(self.config.state_path, run_id)
         folder.root.mkdir(parents=True)
         folder.manifest.write_bytes(manifest_text)
         if model_zip is not None:
             shutil.move(model_zip, folder.model_zip)
+        request = admission.request_of(run_id, m)
         self.db.insert_run(
             {
                 "id": run_id,
@@ -319,10 +378,10 @@ class Daemon:
                 "status": QUEUED,
                 "status_message": "waiting for resources",
                 "gpus": [],
-                "gpu_count": m.total_gpus,
-                "gpu_type": m.gpu_type,
-                "cpus": m.cpus * m.learners,
-                "memory": m.memory * m.learners,
+                "gpu_count": request.gpus,
+                "gpu_type": request.gpu_type,
+                "cpus": request.cpus,
+                "memory": request.memory,
                 "learners": m.learners,
                 "framework": f"{m.framework.name} {m.framework.version}".strip(),
                 "image": admitted.image,
@@ -372,20 +431,13 @@ class Daemon:
         return []
 
     def get_run(self, ref: str) -> dict:
-        try:
-            return self.db.get(self.db.resolve(ref))
-        except NotFound:
-            raise Refused(404, f"no run {ref!r}; `dlaasctl list` shows the runs") from None
-        except KeyError as exc:  # Ambiguous
-            raise Refused(
-                400, f"{ref!r} matches several runs ({', '.join(exc.args[0])}); give more of the id"
-            ) from None
+        return self.db.get(resolve(self.db, ref, "runs", "run", "dlaasctl list"))
 
     async def halt(self, ref: str, caller: Caller, reason: str = "") -> dict:
         """SIGTERM, then SIGKILL after the grace period. `reason` becomes the run's final
         message (an experiment's early stop says why)."""
         run = self.get_run(ref)
-        self._check_owner(run, caller, "halt")
+        caller.check_may(run, "halt")
         run_id, status = run["id"], run["status"]
         if status in FINAL:
             raise Refused(409, f"{run_id} has already ended ({status})")
@@ -404,7 +456,7 @@ class Daemon:
 
     async def delete(self, ref: str, caller: Caller, purge: bool = False) -> dict:
         run = self.get_run(ref)
-        self._check_owner(run, caller, "delete")
+        caller.check_may(run, "delete")
         if run["status"] not in FINAL:
             raise Refused(
                 409, f"{run['id']} is {run['status']}; halt it first (dlaasctl halt {run['id']})"
@@ -424,14 +476,6 @@ class Daemon:
         await asyncio.to_thread(RunFolder.of(self.config.state_path, run["id"]).remove)
         self.db.delete(run["id"])
         return {"id": run["id"], "deleted": True, "objects_removed": removed}
-
-    def _check_owner(self, run: dict, caller: Caller, verb: str) -> None:
-        if not caller.may_change(run):
-            raise Refused(
-                403,
-                f"{run['id']} belongs to {run.get('owner_name') or run.get('owner_uid')}; "
-                f"only its owner or root may {verb} it",
-            )
 
     # --- describing ---------------------------------------------------------------
 
@@ -478,7 +522,7 @@ class Daemon:
     async def status(self) -> dict:
         docker_ok, docker_detail = await self.docker_ok()
         store_ok, store_detail = await asyncio.to_thread(self.objects.healthy)
-        holding = self.db.in_status(HOLDING_RESOURCES)
+        held = self.held()
         gpus = self.gpus.list()
         store = {
             "mode": "bundled" if self.minio else "external",
@@ -506,17 +550,15 @@ class Daemon:
             "capacity": {
                 "cpus": self.config.capacity.cpus,
                 "memory": self.config.capacity.memory,
-                "cpus_used": sum(r["cpus"] for r in holding),
-                "memory_used": sum(r["memory"] for r in holding),
-                "gpus_used": sum(len(r["gpus"] or []) for r in holding),
+                "cpus_used": held.cpus,
+                "memory_used": held.memory,
+                "gpus_used": len(held.gpus),
             },
             "runs": self.db.counts(),
         }
 
     def gpu_list(self) -> list[dict]:
-        holders = {
-            g: r["id"] for r in self.db.in_status(HOLDING_RESOURCES) for g in (r["gpus"] or [])
-        }
+        holders = self.held().gpus
         out = []
         for g in self.gpus.list():
             d = g.to_json()

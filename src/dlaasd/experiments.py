@@ -13,12 +13,10 @@ from pathlib import Path
 
 import yaml
 
-from . import admission, experiment, manifest
+from . import experiment
 from .codes import COMPLETED, FINAL, HALTED, PROCESSING, QUEUED
-from .daemon import Caller, Daemon, Refused, new_id
+from .daemon import Caller, Daemon, Refused, new_id, parse_manifest, refused, resolve
 from .metrics import resolve_name
-from .schema import Problem
-from .store import NotFound
 
 log = logging.getLogger(__name__)
 ROOT = Caller(0, 0)  # dlaasd itself, stopping a trial early
@@ -28,7 +26,6 @@ class Experiments:
     def __init__(self, daemon: Daemon):
         self.daemon = daemon
         self.db = daemon.db
-        self._specs: dict[str, experiment.Experiment] = {}
         self._asha: dict[str, experiment.Asha] = {}
         self._stopping: set[asyncio.Task] = set()
         daemon.lifecycle.on_metrics.append(self.metrics_arrived)
@@ -38,15 +35,16 @@ class Experiments:
     async def create(
         self, spec_text: bytes, manifest_text: bytes | None, model_zip: Path | None, caller: Caller
     ) -> dict:
+        """Check the experiment and every trial's manifest, then queue them all; a problem
+        anywhere queues none. `model_zip` is left to the caller; each trial gets a copy."""
         try:
             spec = experiment.parse(spec_text)
         except experiment.ExperimentError as exc:
-            raise Refused(
-                400, "the experiment file has problems; nothing was queued", exc.code, exc.problems
-            ) from None
+            raise refused(exc, "the experiment file has problems; nothing was queued") from None
+        at = ""
         if isinstance(spec.manifest, dict):
             manifest_text = yaml.safe_dump(spec.manifest, sort_keys=False).encode()
-            prefix = "manifest."
+            at = "manifest."
         elif manifest_text is None:
             raise Refused(
                 400,
@@ -54,29 +52,17 @@ class Experiments:
                 "the 'manifest' part (dlaasctl experiment run does)",
                 "C101",
             )
-        else:
-            prefix = ""
-        try:
-            base = manifest.parse(manifest_text)
-        except manifest.ManifestError as exc:
-            problems = [Problem(prefix + p.path, p.message, p.line) for p in exc.problems]
-            raise Refused(
-                400,
-                "the experiment's manifest has problems; nothing was queued",
-                exc.code,
-                problems,
-            ) from None
-        try:  # every trial asks for what the manifest does: refuse the lot at once, or none
-            admission.admit(base, self.daemon.config, [g.name for g in self.daemon.gpus.list()])
-        except admission.AdmissionError as exc:
-            raise Refused(
-                400,
-                "the experiment's trials cannot run here; nothing was queued",
-                exc.code,
-                exc.problems,
-            ) from None
+        base = parse_manifest(manifest_text, "the experiment's manifest", at)
+        # the trials differ only in name and environment: what they ask for is checked once
+        admitted = await self.daemon.check(base, model_zip, "the experiment's trials were refused")
+        data = yaml.safe_load(manifest_text)
+        trials = []
+        for i, values in enumerate(experiment.trials(spec)):
+            env = {**(data.get("env") or {}), **values, "SUBID": str(i)}
+            trial = {**data, "name": f"{spec.name}-{i}", "env": env}
+            text = yaml.safe_dump(trial, sort_keys=False).encode()
+            trials.append((values, text, parse_manifest(text, f"trial {i}'s manifest")))
         exp_id = new_id("experiment")
-        combos = experiment.trials(spec)
         self.db.insert_experiment(
             {
                 "id": exp_id,
@@ -88,47 +74,34 @@ class Experiments:
                 "objective": spec.objective.name,
                 "goal": spec.objective.maximize_or_minimize,
                 "method": spec.method.name,
-                "trials": len(combos),
+                "trials": len(trials),
             }
         )
-        data = yaml.safe_load(manifest_text)
-        runs, warnings = [], []
-        for i, values in enumerate(combos):
-            trial = {
-                **data,
-                "name": f"{spec.name}-{i}",
-                "env": {**(data.get("env") or {}), **values, "SUBID": str(i)},
-            }
-            result = await self.daemon.submit(
-                yaml.safe_dump(trial, sort_keys=False).encode(),
+        runs = [
+            self.daemon.queue(
+                m,
+                text,
+                admitted,
                 _copy(model_zip),
                 caller,
                 source=f"experiment:{exp_id}",
                 extra={"experiment_id": exp_id, "hyperparameters": values},
-            )
-            runs.append(result["id"])
-            warnings += [w for w in result["warnings"] if w not in warnings]
+            )["id"]
+            for values, text, m in trials
+        ]
         log.info(
             "event=experiment_created id=%s trials=%d method=%s",
             exp_id,
             len(runs),
             spec.method.name,
         )
-        return {"id": exp_id, "trials": len(runs), "runs": runs, "warnings": warnings}
+        return {"id": exp_id, "trials": len(runs), "runs": runs, "warnings": admitted.warnings}
 
     # --- reading -------------------------------------------------------------------
 
     def resolve(self, ref: str) -> dict:
-        try:
-            return self.db.experiment(self.db.resolve(ref, "experiments", "experiment"))
-        except NotFound:
-            raise Refused(
-                404, f"no experiment {ref!r}; `dlaasctl experiment list` shows them"
-            ) from None
-        except KeyError as exc:
-            raise Refused(
-                400, f"{ref!r} matches several experiments ({', '.join(exc.args[0])})"
-            ) from None
+        exp_id = resolve(self.db, ref, "experiments", "experiment", "dlaasctl experiment list")
+        return self.db.experiment(exp_id)
 
     def describe(self, row: dict, curves: bool = False) -> dict:
         """The experiment with its trials ranked by the objective, best first."""
@@ -199,11 +172,7 @@ class Experiments:
 
     async def halt(self, ref: str, caller: Caller) -> dict:
         row = self.resolve(ref)
-        if not caller.may_change(row):
-            raise Refused(
-                403,
-                f"{row['id']} belongs to {row['owner_name']}; only its owner or root may halt it",
-            )
+        caller.check_may(row, "halt")
         self.db.update_experiment(row["id"], halt_requested=1)
         runs, _ = self.db.list(limit=100_000, experiment_id=row["id"])
         for r in runs:
@@ -215,24 +184,23 @@ class Experiments:
 
     def metrics_arrived(self, run_id: str) -> None:
         """ASHA: a trial reported; stop the trials that fell outside the top at a rung."""
-        run = self.db.get(run_id)
-        exp_id = run.get("experiment_id")
+        exp_id = self.db.value(run_id, "experiment_id")
         if not exp_id:
             return
         row = self.db.experiment(exp_id)
         if row["method"] != "asha" or row["halt_requested"]:
             return
-        if exp_id not in self._specs:
-            self._specs[exp_id] = experiment.parse(row["spec"])
-            spec = self._specs[exp_id]
-            self._asha[exp_id] = experiment.Asha(spec.method, spec.maximize)
+        asha = self._asha.get(exp_id)
+        if asha is None:
+            spec = experiment.parse(row["spec"])
+            asha = self._asha[exp_id] = experiment.Asha(spec.method, spec.maximize)
         runs, _ = self.db.list(limit=100_000, experiment_id=exp_id)
         ids = [r["id"] for r in runs]
         metric = resolve_name(row["objective"], self.db.metric_names(ids))
         if metric is None:
             return
         active = {r["id"] for r in runs if r["status"] == PROCESSING and not r["halt_requested"]}
-        for stop in self._asha[exp_id].stops(self.db.curves(ids, metric), active):
+        for stop in asha.stops(self.db.curves(ids, metric), active):
             log.info(
                 "event=asha_stop experiment=%s run=%s rung=%d value=%s cutoff=%s",
                 exp_id,

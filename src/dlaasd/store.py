@@ -133,9 +133,17 @@ class Store:
             raise NotFound(run_id)
         return _decode(rows[0])
 
-    def resolve(self, ref: str, table: str = "runs", kind: str = "training") -> str:
+    def value(self, run_id: str, column: str):
+        """One plain column of a run: what a loop that polls needs, without the whole row."""
+        row = self.db.execute(f"select {column} from runs where id = ?", [run_id]).fetchone()
+        if row is None:
+            raise NotFound(run_id)
+        return row[0]
+
+    def resolve(self, ref: str, table: str = "runs") -> str:
         """A full id, or a unique prefix of one, with or without "training-" (or
         "experiment-" for table experiments)."""
+        kind = "training" if table == "runs" else "experiment"
         if self.db.execute(f"select 1 from {table} where id = ?", [ref]).fetchone():
             return ref
         found: set[str] = set()
