@@ -92,7 +92,9 @@ def test_metrics_are_read_while_the_run_trains(daemon, tmp_path, source, code, m
     assert [p["step"] for p in points] == [1, 2, 3, 4, 5, 6]
     assert points[-1]["value"] == pytest.approx(1 / 6, rel=1e-3)
     table = daemon.ctl("metrics", run_id)
-    assert table.returncode == 0 and name in table.stdout and "6" in table.stdout
+    assert table.returncode == 0, table.stderr
+    rows = {line.split()[0]: line.split() for line in table.stdout.splitlines() if line.strip()}
+    assert rows[name][1:3] == ["6", "6"], table.stdout  # six points, the last at step 6
     plot = tmp_path / "metrics.png"
     assert daemon.ctl("metrics", run_id, "--plot", str(plot)).returncode == 0
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -289,4 +291,5 @@ def test_cli_without_plot_dependencies_still_starts():
         capture_output=True,
         text=True,
     )
+    assert r.returncode == 0, r.stderr
     assert "matplotlib" not in r.stderr and "yaml" not in r.stderr
