@@ -13,7 +13,6 @@ import json
 import os
 import platform
 import shutil
-import statistics
 import subprocess
 import time
 from collections.abc import Iterator
@@ -36,19 +35,29 @@ def machine() -> str:
 
 
 @contextlib.contextmanager
+def object_store() -> Iterator[Minio]:
+    """A MinIO server of its own, removed afterwards."""
+    root = short_tmp("dlaas-bench-minio-")
+    minio = Minio(root).start()
+    try:
+        yield minio
+    finally:
+        minio.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
 def services(**config) -> Iterator[tuple[Dlaasd, Minio]]:
     """A MinIO server and a dlaasd using it, removed afterwards."""
-    roots = [short_tmp("dlaas-bench-"), short_tmp("dlaas-bench-minio-")]
-    minio = Minio(roots[1]).start()
-    config.setdefault("log_level", "warning")
-    daemon = Dlaasd(roots[0], minio, **config)
-    try:
-        daemon.start()
-        yield daemon, minio
-    finally:
-        daemon.cleanup()
-        minio.stop()
-        for root in roots:
+    with object_store() as minio:
+        root = short_tmp("dlaas-bench-")
+        config.setdefault("log_level", "warning")
+        daemon = Dlaasd(root, minio, **config)
+        try:
+            daemon.start()
+            yield daemon, minio
+        finally:
+            daemon.cleanup()
             shutil.rmtree(root, ignore_errors=True)
 
 
@@ -60,10 +69,6 @@ def timed(cmd: list[str], **kw) -> float:
 
 def docker_run(command: str = "true") -> list[str]:
     return ["docker", "run", "--rm", "--network", "none", IMAGE, "sh", "-c", command]
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values)
 
 
 def report(

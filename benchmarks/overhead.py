@@ -10,10 +10,11 @@ import subprocess
 import sys
 import time
 from datetime import datetime
+from statistics import median
 
 import yaml
 
-from benchmarks.common import docker_run, ensure_image, median, parse, report, services, timed
+from benchmarks.common import docker_run, ensure_image, parse, report, services, timed
 from tests.harness import Dlaasd, manifest
 
 TARGET = 1.3

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from benchmarks.common import ensure_image, parse, report, services
+from benchmarks.common import ensure_image, object_store, parse, report
 from dlaasd.store import Store, now
 from tests.harness import Dlaasd, Minio, manifest, short_tmp
 
@@ -145,7 +145,7 @@ def main() -> None:
     ensure_image()
     repeat = 5 if args.quick else 20
     big_n = 10_000
-    with services() as (_, minio):
+    with object_store() as minio:
         with seeded_daemon(minio, 10) as (small, ids):
             few = measure(small, ids[5], repeat)
         with seeded_daemon(minio, big_n) as (big, ids):

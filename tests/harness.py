@@ -24,8 +24,6 @@ from dlaasctl.http import Client
 from dlaasd.minio_server import find_binary, free_port
 
 PYTHON_IMAGE = "dlaas/python:bookworm"
-PYTORCH_IMAGE = "dlaas/pytorch:bookworm"
-DAEMON_CMD = ["-m", "dlaasd.main"]
 REPO = Path(__file__).resolve().parent.parent
 
 

@@ -20,8 +20,8 @@ import pytest
 import yaml
 
 from dlaasd import config as configuration
+from tests.harness import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 SYSTEMD = REPO / "systemd"
 INSTALL = REPO / "scripts" / "install-service"
 UNITS = ["dlaasd.service", "dlaas-minio.service"]

@@ -6,15 +6,11 @@ import shutil
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+from dlaasd.units import binary_size
+
 
 def size(n: float | None) -> str:
-    if n is None:
-        return "-"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
-        n /= 1024
-    return str(n)
+    return "-" if n is None else binary_size(n)
 
 
 def when(iso: str | None) -> str:

@@ -55,11 +55,18 @@ def format_size(n: int | float | None) -> str:
     for unit, size in (("TB", 1000**4), ("GB", 1000**3), ("MB", 1000**2)):
         if n >= size and n % size == 0 and n % 1024**2 != 0:
             return f"{n // size}{unit}"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+    return binary_size(n)
+
+
+def binary_size(n: float) -> str:
+    """Bytes in powers of 1024: 1536 -> "1.5KiB"."""
+    if abs(n) < 1024:
+        return f"{n:.0f}B"
+    for unit in ("KiB", "MiB", "GiB"):
         n /= 1024
-    return f"{n}"
+        if abs(n) < 1024:
+            return f"{n:.1f}{unit}"
+    return f"{n / 1024:.1f}TiB"
 
 
 _DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$")

@@ -445,10 +445,6 @@ BAD = [
     ("network-number", H + "network: 1\n", "network", "true or false", 5),
 ]
 
-# Problems found by the checks after the schema (manifest._cross_checks) on a field that
-# is missing get no line, while the schema's own "missing" problems get the parent's.
-LINE_BUGS = {"custom-no-version", "volume-no-path", "volume-no-path-conn", "log-no-pattern"}
-
 
 def _find(problems, path):
     hits = [p for p in problems if p.path == path]
@@ -464,15 +460,7 @@ def test_bad_manifest(text, path, word):
 
 @pytest.mark.parametrize(
     "text, path, line",
-    [
-        pytest.param(
-            b[1],
-            b[2],
-            b[4],
-            id=b[0],
-        )
-        for b in BAD
-    ],
+    [pytest.param(b[1], b[2], b[4], id=b[0]) for b in BAD],
 )
 def test_bad_manifest_line(text, path, line):
     assert _find(problems_of(text), path).line == line
