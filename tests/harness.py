@@ -196,14 +196,7 @@ class Dlaasd:
         self, *args: str, timeout: float = 300, input: str | None = None
     ) -> subprocess.CompletedProcess:
         """Run the real dlaasctl against this daemon."""
-        return subprocess.run(
-            [sys.executable, "-m", "dlaasctl.cli", *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            input=input,
-        )
+        return dlaasctl(*args, env=self.env, timeout=timeout, input=input)
 
     def ctl_json(self, *args: str, **kw) -> dict:
         r = self.ctl(*args, "--json", **kw)
@@ -239,6 +232,25 @@ def model(root: Path, manifest: dict | str, files: dict[str, str] | None = None)
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(content)
     return root
+
+
+def dlaasctl(
+    *args: str, env: dict, timeout: float = 300, input: str | None = None
+) -> subprocess.CompletedProcess:
+    """The real dlaasctl, as a user runs it; `env` names the socket (DLAAS_SOCKET)."""
+    return subprocess.run(
+        [sys.executable, "-m", "dlaasctl.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        input=input,
+    )
+
+
+def no_daemon(tmp_path: Path) -> dict:
+    """An environment whose socket has no daemon behind it."""
+    return {**os.environ, "DLAAS_SOCKET": str(tmp_path / "none.sock")}
 
 
 def manifest(command: str, name: str = "test", image: str = PYTHON_IMAGE, **fields) -> dict:

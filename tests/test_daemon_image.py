@@ -13,14 +13,13 @@ import re
 import secrets
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import docker
 import pytest
 
-from tests.harness import REPO, short_tmp
+from tests.harness import REPO, dlaasctl, short_tmp
 
 IMAGE = os.environ.get("DLAAS_TEST_DAEMON_IMAGE_TAG", "dlaas/dlaasd:latest")
 
@@ -56,13 +55,7 @@ def test_dockerfile_builds_the_minio_that_install_minio_pins():
 
 def ctl(socket: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     """The real dlaasctl, on the host, against the daemon in the container."""
-    return subprocess.run(
-        [sys.executable, "-m", "dlaasctl.cli", *args],
-        env={**os.environ, "DLAAS_SOCKET": str(socket)},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return dlaasctl(*args, env={**os.environ, "DLAAS_SOCKET": str(socket)}, timeout=timeout)
 
 
 def container_logs(name: str) -> str:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
+
+from tests.harness import dlaasctl, no_daemon
 
 pytestmark = pytest.mark.integration
 
@@ -29,9 +28,6 @@ def test_doctor_reports_each_problem_with_a_fix(make_daemon, tmp_path):
 
 
 def test_doctor_without_a_daemon_says_how_to_start_it(tmp_path):
-    env = {**os.environ, "DLAAS_SOCKET": str(tmp_path / "none.sock")}
-    r = subprocess.run(
-        [sys.executable, "-m", "dlaasctl.cli", "doctor"], env=env, capture_output=True, text=True
-    )
+    r = dlaasctl("doctor", env=no_daemon(tmp_path))
     assert r.returncode == 1
     assert "FAIL  daemon" in r.stdout and "start it" in r.stdout

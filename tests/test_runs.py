@@ -11,7 +11,7 @@ import zipfile
 
 import pytest
 
-from tests.harness import manifest, model
+from tests.harness import dlaasctl, manifest, model, no_daemon
 
 pytestmark = pytest.mark.integration
 
@@ -330,22 +330,10 @@ def test_api_errors_are_json(daemon):
 
 
 def test_unreachable_daemon_exits_3_with_a_hint(tmp_path):
-    import subprocess
-    import sys
-
-    env = {**os.environ, "DLAAS_SOCKET": str(tmp_path / "none.sock")}
-    r = subprocess.run(
-        [sys.executable, "-m", "dlaasctl.cli", "list"], env=env, capture_output=True, text=True
-    )
+    r = dlaasctl("list", env=no_daemon(tmp_path))
     assert r.returncode == 3
     assert "not reachable" in r.stderr and "dlaasd" in r.stderr
-    usage = subprocess.run(
-        [sys.executable, "-m", "dlaasctl.cli", "frobnicate"],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    assert usage.returncode == 2
+    assert dlaasctl("frobnicate", env=no_daemon(tmp_path)).returncode == 2
 
 
 def test_daemon_stops_promptly_and_followers_ride_out_the_restart(make_daemon, tmp_path):
