@@ -122,7 +122,7 @@ def resolve(db: Store, ref: str, table: str, noun: str, listing: str) -> str:
         raise Refused(404, f"no {noun} {ref!r}; `{listing}` shows them") from None
     except KeyError as exc:  # Ambiguous
         raise Refused(
-            400, f"{ref!r} matches several ({', '.join(exc.args[0])}); give more of the id"
+            400, f"{ref!r} matches several {noun}s ({', '.join(exc.args[0])}); give more of the id"
         ) from None
 
 
