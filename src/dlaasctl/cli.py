@@ -224,6 +224,9 @@ def cmd_show(c: Client, a) -> int:
             f"{st.get('files_uploaded', 0)} files, {fmt.size(st.get('bytes_uploaded', 0))}",
         ),
     ]
+    for b in run.get("buckets") or []:  # the manifest's name, and the store's if it differs
+        stored = "" if b["store"] == b["manifest"] else f" (stored as {b['store']})"
+        fields.append((f"{b['use']} bucket", f"{b['manifest']}{stored}"))
     if run.get("experiment_id"):
         fields.append(("experiment", run["experiment_id"]))
     if run.get("hyperparameters"):
@@ -231,6 +234,10 @@ def cmd_show(c: Client, a) -> int:
     width = max(len(k) for k, _ in fields)
     for k, v in fields:
         print(f"{k.rjust(width)}: {v if v not in (None, '') else '-'}")
+    if run.get("warnings"):
+        print("\nwarnings at submit:")
+        for w in run["warnings"]:
+            print(f"  {w}")
     print("\nhistory:")
     for e in run["history"]:
         print(f"  {e['time']}  {e['status']:<11} {e['message']}")
@@ -597,13 +604,17 @@ def _split(target: str) -> tuple[str, str]:
 
 
 def listing(c: Client, bucket: str, prefix: str = "", missing_ok: bool = False) -> dict:
-    """The objects under a prefix (and the part size the daemon uploads with)."""
+    """The objects under a prefix, the bucket's name in the store (a name S3 refuses is
+    mapped, with a warning) and the part size the daemon uploads with."""
+    query = {"prefix": prefix, **({"missing": "empty"} if missing_ok else {})}
     try:
-        return c.json("GET", f"/v1/data/{q(bucket)}?{urlencode({'prefix': prefix})}")
+        there = c.json("GET", f"/v1/data/{q(bucket)}?{urlencode(query)}")
     except ApiError as exc:
-        if missing_ok and exc.status == 404:  # nothing there yet
-            return {"objects": [], "part_size": 0}
+        if missing_ok and exc.status == 404:  # a daemon from before missing=empty
+            return {"bucket": bucket, "objects": [], "part_size": 0}
         raise
+    warn(there)
+    return there
 
 
 def cmd_data_upload(c: Client, a) -> int:
@@ -634,16 +645,23 @@ def cmd_data_upload(c: Client, a) -> int:
             skipped.append(key)
         else:
             todo.append((path, key))
-    bar = _progress(sum(p.stat().st_size for p, _ in todo), f"upload to {a.bucket}", a.json)
+    stored = there.get("bucket", a.bucket)
+    bar = _progress(sum(p.stat().st_size for p, _ in todo), f"upload to {stored}", a.json)
     for path, key in todo:
         c.upload(f"/v1/data/{q(a.bucket)}/{quote(key)}", path, progress=bar.update)
     bar.close()
     if a.json:
-        out_json({"bucket": a.bucket, "uploaded": [k for _, k in todo], "skipped": skipped})
-    else:
-        print(
-            f"{len(todo)} uploaded, {len(skipped)} unchanged (skipped) -> s3://{a.bucket}/{prefix}"
+        out_json(
+            {
+                "bucket": stored,
+                "requested": a.bucket,
+                "uploaded": [k for _, k in todo],
+                "skipped": skipped,
+                "warnings": there.get("warnings", []),
+            }
         )
+    else:
+        print(f"{len(todo)} uploaded, {len(skipped)} unchanged (skipped) -> s3://{stored}/{prefix}")
     return 0
 
 
@@ -664,17 +682,17 @@ def cmd_data_ls(c: Client, a) -> int:
         out_json(data)
         return 0
     rows = [(o["key"], fmt.size(o["size"]), fmt.when(o["modified"])) for o in data["objects"]]
-    print(
-        fmt.table(["KEY", "SIZE", "MODIFIED"], rows) if rows else f"(nothing under s3://{a.target})"
-    )
+    where = f"{data.get('bucket', bucket)}/{prefix}"
+    print(fmt.table(["KEY", "SIZE", "MODIFIED"], rows) if rows else f"(nothing under s3://{where})")
     return 0
 
 
 def cmd_data_download(c: Client, a) -> int:
     bucket, prefix = _split(a.source)
-    objects = [o for o in listing(c, bucket, prefix)["objects"] if not o["dir"]]
+    there = listing(c, bucket, prefix)
+    objects = [o for o in there["objects"] if not o["dir"]]
     if not objects:
-        raise Failed(f"nothing under s3://{a.source}")
+        raise Failed(f"nothing under s3://{there.get('bucket', bucket)}/{prefix}")
     items = [
         (
             f"/v1/data/{q(bucket)}/{quote(o['key'])}",
@@ -684,9 +702,10 @@ def cmd_data_download(c: Client, a) -> int:
         for o in objects
     ]
     dest = Path(a.dest)
-    written = fetch_all(c, items, dest, f"download from {bucket}", a.json)
+    stored = there.get("bucket", bucket)
+    written = fetch_all(c, items, dest, f"download from {stored}", a.json)
     if a.json:
-        out_json({"bucket": bucket, "prefix": prefix, "dest": str(dest), "files": written})
+        out_json({"bucket": stored, "prefix": prefix, "dest": str(dest), "files": written})
     else:
         print(f"{len(written)} files -> {dest}/")
     return 0

@@ -117,7 +117,7 @@ def admit(m: Manifest, config: Config, gpu_names: Sequence[str]) -> Admitted:
     if reasons:
         per = f" (in all: the manifest's amounts × {m.learners} learners)" if m.learners > 1 else ""
         raise AdmissionError("C104", [Problem(f, r + per) for f, r in reasons])
-    return Admitted(image)
+    return Admitted(image, list(m.notes))
 
 
 def volume_path(m: Manifest) -> Path | None:

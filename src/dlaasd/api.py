@@ -21,12 +21,11 @@ from pathlib import Path
 
 from aiohttp import web
 
-from . import openapi
+from . import buckets, openapi
 from .codes import FINAL, STATUSES, RunError
 from .daemon import Caller, Daemon, Refused
 from .doctor import run_checks
 from .experiments import Experiments
-from .manifest import bucket_problem
 from .runfolder import RunFolder
 from .storage import PART_SIZE, StoreUnavailable, safe_relative
 
@@ -280,12 +279,11 @@ async def _stream_object(
 # --- data in the object store ----------------------------------------------------------
 
 
-def _bucket(request: web.Request) -> str:
-    bucket = request.match_info["bucket"]
-    problem = bucket_problem(bucket)
-    if problem:
-        raise Refused(400, f"bucket {bucket!r}: {problem}")
-    return bucket
+def _bucket(request: web.Request) -> tuple[str, list[str]]:
+    """The bucket a request names, as the bucket-name rule maps it, and a note if mapped."""
+    name = request.match_info["bucket"]
+    note = buckets.mapped(name)
+    return buckets.store_name(name), [note] if note else []
 
 
 def _key(request: web.Request) -> str:
@@ -301,17 +299,30 @@ async def data_buckets(request: web.Request) -> web.Response:
 
 
 async def data_list(request: web.Request) -> web.Response:
+    """The objects under a prefix; with missing=empty, a bucket not there yet lists none."""
     d = daemon_of(request)
-    bucket = _bucket(request)
+    bucket, notes = _bucket(request)
     prefix = request.query.get("prefix", "")
     recursive = request.query.get("recursive", "1") not in ("0", "false")
-    if not await asyncio.to_thread(d.objects.bucket_exists, bucket):
-        raise Refused(404, f"bucket {bucket!r} does not exist")
-    objects = await asyncio.to_thread(
-        lambda: list(d.objects.list_objects(bucket, prefix, recursive))
+    exists = await asyncio.to_thread(d.objects.bucket_exists, bucket)
+    if not exists and request.query.get("missing") != "empty":
+        named = request.match_info["bucket"]
+        also = f" (stored as {bucket!r})" if bucket != named else ""
+        raise Refused(404, f"bucket {named!r}{also} does not exist")
+    objects = (
+        await asyncio.to_thread(lambda: list(d.objects.list_objects(bucket, prefix, recursive)))
+        if exists
+        else []
     )
     return web.json_response(
-        {"bucket": bucket, "prefix": prefix, "objects": objects, "part_size": PART_SIZE}
+        {
+            "bucket": bucket,
+            "exists": exists,
+            "prefix": prefix,
+            "objects": objects,
+            "part_size": PART_SIZE,
+            "warnings": notes,
+        }
     )
 
 
@@ -332,7 +343,7 @@ class _BodyReader(io.RawIOBase):
 
 async def data_put(request: web.Request) -> web.Response:
     d = daemon_of(request)
-    bucket, key = _bucket(request), _key(request)
+    (bucket, notes), key = _bucket(request), _key(request)
     if request.content_length is None:
         raise web.HTTPLengthRequired(text="send a Content-Length")
     await asyncio.to_thread(d.objects.ensure_bucket, bucket)
@@ -341,13 +352,20 @@ async def data_put(request: web.Request) -> web.Response:
         d.objects.put_stream, bucket, key, reader, request.content_length
     )
     return web.json_response(
-        {"bucket": bucket, "key": key, "size": request.content_length, "etag": etag}, status=201
+        {
+            "bucket": bucket,
+            "key": key,
+            "size": request.content_length,
+            "etag": etag,
+            "warnings": notes,
+        },
+        status=201,
     )
 
 
 async def data_get(request: web.Request) -> web.StreamResponse:
     d = daemon_of(request)
-    return await _stream_object(request, d.objects, _bucket(request), _key(request))
+    return await _stream_object(request, d.objects, _bucket(request)[0], _key(request))
 
 
 async def run_metrics(request: web.Request) -> web.StreamResponse:
@@ -503,8 +521,12 @@ ROUTES = [
         "GET",
         "/v1/data/{bucket}",
         data_list,
-        "Objects in a bucket",
-        query={"prefix": "only keys under this prefix", "recursive": "0: one level"},
+        "Objects in a bucket (a name S3 refuses is mapped: README, bucket names)",
+        query={
+            "prefix": "only keys under this prefix",
+            "recursive": "0: one level",
+            "missing": "empty: a bucket not there yet lists no objects instead of a 404",
+        },
     ),
     Route(
         "PUT",

@@ -114,6 +114,14 @@ def parse_manifest(text: bytes, what: str = "the manifest", at: str = "") -> man
         raise refused(exc, f"{what} has problems; nothing was queued", at) from None
 
 
+def _buckets_of(manifest_text: str) -> list[dict[str, str]]:
+    """A stored run's buckets, by the manifest's names and the store's (`show`)."""
+    try:
+        return manifest.parse(manifest_text).buckets()
+    except manifest.ManifestError:  # a run from a dlaasd that read manifests otherwise
+        return []
+
+
 def resolve(db: Store, ref: str, table: str, noun: str, listing: str) -> str:
     """The full id `ref` names (a unique prefix will do), or a 404/400 that says why not."""
     try:
@@ -347,8 +355,36 @@ class Daemon:
                 else "it cannot run here"
             )
             raise refused(exc, f"{refusal}: {what}; nothing was queued") from None
+        admitted.warnings += await self._check_image(m, admitted.image, refusal)
         admitted.warnings += await self._check_data_store(m)
         return admitted
+
+    async def _check_image(self, m: manifest.Manifest, image: str, refusal: str) -> list[str]:
+        """An image not on this machine: refused now when pulling is off (S103, where
+        the run would fail anyway), else said; the pull happens when the run starts."""
+        try:
+            present = await asyncio.to_thread(self.runner.image_present, image)
+        except DockerUnavailable as exc:
+            return [f"Docker did not answer ({exc}); the image {image} was not checked"]
+        if present:
+            return []
+        if not self.config.containers.pull_missing_images:
+            message = (
+                f"image {image!r} is not on this machine and pulling is off "
+                "(containers.pull_missing_images)"
+            )
+            fix = (
+                "build or pull it first, or map the framework to an image this machine has "
+                "(the config's frameworks table)"
+            )
+            where = "framework.image" if m.framework.image else "framework.version"
+            raise Refused(
+                400,
+                f"{refusal}: {message}; nothing was queued",
+                "S103",
+                [Problem(where, f"{message}; {fix}")],
+            )
+        return [f"image {image!r} is not on this machine: it is pulled when the run starts"]
 
     def queue(
         self,
@@ -388,6 +424,7 @@ class Daemon:
                 "manifest": manifest_text.decode(errors="replace"),
                 "source": source,
                 "staging": {},
+                "warnings": admitted.warnings,
                 **(extra or {}),
             }
         )
@@ -402,7 +439,7 @@ class Daemon:
         if not store or store.type == "mount_volume" or not store.training_data:
             return []
         objects = self.lifecycle.store_for(m)
-        bucket = store.training_data.container
+        bucket, written = store.training_data.bucket, store.training_data.container
         try:
             exists = await asyncio.to_thread(objects.bucket_exists, bucket)
         except StoreUnavailable as exc:
@@ -416,15 +453,16 @@ class Daemon:
             ) from None
         if not exists:
             where = "" if objects is self.objects else f" at {objects.endpoint.label}"
+            named = repr(bucket) + (f" ({written!r} in the manifest)" if bucket != written else "")
             raise Refused(
                 400,
-                f"the training data bucket {bucket!r} does not exist{where}; "
-                f"upload the data first: dlaasctl data upload {bucket} PATH...",
+                f"the training data bucket {named} does not exist{where}; "
+                f"upload the data first: dlaasctl data upload {written} PATH...",
                 "C101",
                 [
                     Problem(
                         "data_stores[0].training_data.container",
-                        f"bucket {bucket!r} does not exist",
+                        f"bucket {named} does not exist",
                     )
                 ],
             )
@@ -516,6 +554,8 @@ class Daemon:
             out["description"] = run["description"]
             out["hyperparameters"] = run["hyperparameters"]
             out["manifest"] = run["manifest"]
+            out["buckets"] = _buckets_of(run["manifest"])
+            out["warnings"] = run["warnings"] or []
             out["history"] = self.db.events(run["id"])
         return out
 

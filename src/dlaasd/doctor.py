@@ -9,7 +9,7 @@ import stat
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .manifest import bucket_problem
+from .buckets import problem, store_name
 from .minio_server import MinioError, find_binary
 from .units import format_size
 
@@ -181,18 +181,32 @@ def _images(daemon) -> list[Check]:
 
 
 def _drop(daemon) -> list[Check]:
+    """Folders under the drop folder's data/ whose name S3 refuses: said, with the bucket
+    they fill; two that fill the same bucket are a failure."""
     data = daemon.config.drop_path / "data"
-    bad = (
-        [p.name for p in data.iterdir() if p.is_dir() and bucket_problem(p.name)]
-        if data.exists()
-        else []
-    )
-    return [
-        Check(
-            f"drop folder data/{name}",
-            FAIL,
-            "not a valid bucket name, so not uploaded",
-            f"rename it: {bucket_problem(name)}",
-        )
-        for name in bad
-    ]
+    names = sorted(p.name for p in data.iterdir() if p.is_dir()) if data.exists() else []
+    by_bucket: dict[str, list[str]] = {}
+    for name in names:
+        by_bucket.setdefault(store_name(name), []).append(name)
+    checks = []
+    for bucket, folders in by_bucket.items():
+        if len(folders) > 1:
+            shown = ", ".join(f"data/{f}" for f in folders)
+            checks.append(
+                Check(
+                    f"drop folder {shown}",
+                    FAIL,
+                    f"all fill bucket {bucket!r}",
+                    "keep one folder per bucket: merge them",
+                )
+            )
+        elif folders[0] != bucket:
+            checks.append(
+                Check(
+                    f"drop folder data/{folders[0]}",
+                    WARN,
+                    f"uploaded to bucket {bucket!r} ({problem(folders[0])})",
+                    f"rename the folder to data/{bucket} to match the store",
+                )
+            )
+    return checks

@@ -7,7 +7,8 @@ results mirrored back.
         .processing/<token>/NAME    a drop being submitted (survives a crash)
         .accepted/<run-id>/NAME     accepted drops
         .rejected/NAME              refused drops, with NAME.error.txt saying why
-        data/<bucket>/...           files uploaded to <bucket> (added or changed ones)
+        data/<bucket>/...           files uploaded to <bucket> (added or changed ones; a
+                                    name S3 refuses is mapped: buckets.store_name)
         results/<run-id>/           each run's results and logs, after it ends
 
 A drop is taken once nothing in it changed for `drop_settle` seconds, so both a slow
@@ -33,8 +34,8 @@ from watchdog.events import FileSystemEventHandler
 from watchdog.observers import Observer
 
 from . import archive
+from .buckets import store_name
 from .daemon import Caller, Daemon, Refused
-from .manifest import bucket_problem
 from .runfolder import RunFolder
 
 log = logging.getLogger(__name__)
@@ -73,8 +74,6 @@ def data_files(data: Path) -> list[tuple[str, str, Path, os.stat_result]]:
     for bucket_dir in sorted(data.iterdir()):
         if is_temp(bucket_dir.name) or not stat.S_ISDIR(bucket_dir.lstat().st_mode):
             continue
-        if bucket_problem(bucket_dir.name):
-            continue  # not a bucket name: `dlaasctl doctor` reports it
         for dirpath, dirnames, filenames in os.walk(bucket_dir):  # does not follow links
             dirnames[:] = [d for d in dirnames if not is_temp(d)]
             for name in filenames:
@@ -328,9 +327,12 @@ class Inbox:
             self._mirrored[rel] = (st.st_size, st.st_mtime_ns)
             self.daemon.db.mark_mirrored(rel, st.st_size, st.st_mtime_ns)
             self._data_seen.pop(rel, None)
-            log.info("event=mirror_uploaded bucket=%s key=%s", bucket, key)
+            log.info(
+                "event=mirror_uploaded folder=%s bucket=%s key=%s", bucket, store_name(bucket), key
+            )
 
-    def _upload(self, bucket: str, key: str, path: Path) -> None:
+    def _upload(self, folder: str, key: str, path: Path) -> None:
+        bucket = store_name(folder)  # data/tf_training_data/ fills tf-training-data
         self.daemon.objects.ensure_bucket(bucket)
         self.daemon.objects.put_file(bucket, key, path)
 

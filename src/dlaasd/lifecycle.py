@@ -93,8 +93,8 @@ class Lifecycle:
 
     def store_for(self, m: Manifest) -> ObjectStore:
         """The manifest's own endpoint (FfDL `connection`), or the configured store."""
-        conn = m.data_store.connection if m.data_store else None
-        if not conn or not conn.auth_url:
+        conn = m.data_store.remote if m.data_store else None
+        if not conn:
             return self.objects
         ep = Endpoint(conn.auth_url.rstrip("/"), conn.user_name, conn.password, conn.region)
         if ep not in self._stores:
@@ -104,7 +104,7 @@ class Lifecycle:
     def results_location(self, run_id: str, m: Manifest) -> tuple[ObjectStore, str, str]:
         store = m.data_store
         if store and store.training_results and store.type != "mount_volume":
-            return self.store_for(m), store.training_results.container, f"{run_id}/"
+            return self.store_for(m), store.training_results.bucket, f"{run_id}/"
         return self.objects, self.config.store.results_bucket, f"{run_id}/"
 
     def _to(self, run_id: str, status: str, message: str = "", **fields) -> dict:
@@ -177,7 +177,7 @@ class Lifecycle:
         await asyncio.to_thread(_prepare_job, folder, run["hyperparameters"], owner)
         store = m.data_store
         if store and store.type != "mount_volume" and store.training_data:
-            bucket, prefix = store.training_data.container, store.training_data.prefix
+            bucket, prefix = store.training_data.bucket, store.training_data.prefix
             objects = self.store_for(m)
             stats = Transfer()
 

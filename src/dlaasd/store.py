@@ -17,7 +17,7 @@ import sqlite_utils
 from .codes import FINAL
 from .scheduler import Request
 
-JSON_COLUMNS = ("gpus", "staging", "outcome", "hyperparameters")
+JSON_COLUMNS = ("gpus", "staging", "outcome", "hyperparameters", "warnings")
 # What a listing shows: not the manifest, staging or outcome, which only `show` needs.
 SUMMARY = (
     "id, name, owner_uid, owner_name, status, status_message, error_code, exit_code, gpus, "
@@ -55,6 +55,7 @@ RUN_COLUMNS = {
     "experiment_id": str,
     "hyperparameters": str,  # JSON, for experiment trials
     "source": str,  # "api" or "inbox:<name>"
+    "warnings": str,  # JSON list: what submit said about the manifest
 }
 
 

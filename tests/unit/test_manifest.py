@@ -9,8 +9,8 @@ import pytest
 from dlaasd import manifest
 from dlaasd.manifest import ManifestError
 
-# The FfDL tensorflow example (etc/examples/tf-model/manifest.yml), with bucket names
-# that S3/MinIO accept (the original's tf_training_data is refused: see below).
+# The shape of FfDL's tensorflow example (etc/examples/tf-model/manifest.yml), its bucket
+# names too (S3 refuses them; the store gets tf-training-data: README, bucket names).
 GOOD = """\
 name: tf_convolutional_network_tutorial
 description: Convolutional network model using tensorflow
@@ -25,9 +25,9 @@ data_stores:
   - id: sl-internal-os
     type: mount_cos
     training_data:
-      container: tf-training-data
+      container: tf_training_data
     training_results:
-      container: tf-trained-model
+      container: tf_trained_model
     connection:
       auth_url: http://s3.default.svc.cluster.local
       user_name: test
@@ -73,9 +73,11 @@ def test_good_ffdl_manifest_reads_every_field():
     assert ds is m.data_stores[0]
     assert ds.id == "sl-internal-os"
     assert ds.type == "mount_cos"
-    assert ds.training_data.container == "tf-training-data"
+    assert ds.training_data.container == "tf_training_data"  # as written
+    assert ds.training_data.bucket == "tf-training-data"  # in the store
     assert ds.training_data.prefix == ""
-    assert ds.training_results.container == "tf-trained-model"
+    assert ds.training_results.container == "tf_trained_model"
+    assert ds.training_results.bucket == "tf-trained-model"
     assert ds.connection.auth_url == "http://s3.default.svc.cluster.local"
     assert ds.connection.user_name == "test"
     assert ds.connection.password == "test"
@@ -89,19 +91,33 @@ def test_good_ffdl_manifest_reads_every_field():
     assert m.timeout is None and m.env == {} and m.network is False
 
 
-def test_verbatim_ffdl_example_is_refused_only_for_its_bucket_names():
-    """FfDL's own example uses underscores, which S3 and MinIO refuse; the message gives
-    the name to use instead. (Contract question: DESIGN says 'accepted unchanged'.)"""
-    text = GOOD.replace("tf-training-data", "tf_training_data").replace(
-        "tf-trained-model", "tf_trained_model"
-    )
-    ps = problems_of(text)
-    assert [p.path for p in ps] == [
-        "data_stores[0].training_data.container",
-        "data_stores[0].training_results.container",
+def test_verbatim_ffdl_example_is_accepted_and_says_what_it_maps():
+    m = manifest.parse(GOOD)
+    assert m.buckets() == [
+        {"use": "training data", "manifest": "tf_training_data", "store": "tf-training-data"},
+        {"use": "results", "manifest": "tf_trained_model", "store": "tf-trained-model"},
     ]
-    assert "'tf-training-data'" in ps[0].message
-    assert "'tf-trained-model'" in ps[1].message
+    notes = m.notes
+    assert len(notes) == 3, notes
+    assert "'tf_training_data' is stored as 'tf-training-data'" in notes[0]
+    assert "'tf_trained_model' is stored as 'tf-trained-model'" in notes[1]
+    assert "in-cluster" in notes[2] and "this dlaasd's store" in notes[2]
+    assert m.data_store.remote is None  # FfDL's cluster store means the one here
+
+
+def test_valid_names_and_a_real_endpoint_say_nothing():
+    text = GOOD.replace("tf_training_data", "tf-training-data").replace(
+        "tf_trained_model", "tf-trained-model"
+    )
+    text = text.replace("http://s3.default.svc.cluster.local", "http://127.0.0.1:9000")
+    m = manifest.parse(text)
+    assert m.notes == []
+    assert m.data_store.remote.auth_url == "http://127.0.0.1:9000"
+
+
+def test_parse_does_not_change_with_the_notes():
+    """Notes are derived from the text: parsing a stored manifest again gives the same."""
+    assert manifest.parse(GOOD).notes == manifest.parse(GOOD).notes
 
 
 def test_minimal_manifest_defaults():
@@ -328,27 +344,44 @@ BAD = [
         7,
     ),
     (
-        "bucket-underscore",
+        "bucket-collision",
         H + "data_stores:\n  - id: s\n    type: mount_cos\n    training_data:\n"
-        "      container: tf_training_data\n",
-        "data_stores[0].training_data.container",
-        "'tf-training-data'",
-        9,
-    ),
-    (
-        "bucket-uppercase",
-        H + "data_stores:\n  - id: s\n    type: mount_cos\n    training_data:\n"
-        "      container: MyData\n",
-        "data_stores[0].training_data.container",
-        "'mydata'",
-        9,
-    ),
-    (
-        "results-bucket",
-        H + "data_stores:\n  - id: s\n    type: mount_cos\n    training_results:\n"
-        "      container: Results_2024\n",
+        "      container: tf_data\n    training_results:\n      container: tf-data\n",
         "data_stores[0].training_results.container",
-        "'results-2024'",
+        "'tf-data' and 'tf_data' (data_stores[0].training_data.container) are both stored",
+        11,
+    ),
+    (
+        "bucket-collision-case",
+        H + "data_stores:\n  - id: s\n    type: mount_cos\n    training_data:\n"
+        "      container: MyData\n    training_results:\n      container: mydata\n",
+        "data_stores[0].training_results.container",
+        "bucket 'mydata'",
+        11,
+    ),
+    (
+        "bucket-collision-stores",
+        H + "data_stores:\n  - id: a\n    type: mount_cos\n    training_data:\n"
+        "      container: Results_2024\n  - id: b\n    type: mount_cos\n"
+        "    training_results:\n      container: results-2024\n",
+        "data_stores[1].training_results.container",
+        "'Results_2024'",
+        13,
+    ),
+    (
+        "bucket-empty",
+        H + "data_stores:\n  - id: s\n    type: mount_cos\n    training_data:\n"
+        "      container: ''\n",
+        "data_stores[0].training_data.container",
+        "a bucket name",
+        9,
+    ),
+    (
+        "bucket-list",
+        H + "data_stores:\n  - id: s\n    type: mount_cos\n    training_data:\n"
+        "      container: [a]\n",
+        "data_stores[0].training_data.container",
+        "a bucket name",
         9,
     ),
     (
@@ -496,15 +529,39 @@ def test_unknown_key_lists_the_allowed_keys():
     assert "allowed here: name, framework, description, version, gpus" in p.message
 
 
-def test_bucket_message_suggests_a_valid_name():
-    p = _find(
-        problems_of(
-            H + "data_stores:\n  - id: s\n    type: mount_cos\n    training_data:\n"
-            "      container: My_Training_Data\n"
-        ),
-        "data_stores[0].training_data.container",
+@pytest.mark.parametrize(
+    "name, stored",
+    [
+        ("My_Training_Data", "my-training-data"),
+        ("Results_2024", "results-2024"),
+        ("tf_trained_model", "tf-trained-model"),
+        ("mnist_pytorch", "mnist-pytorch"),
+    ],
+)
+def test_bucket_names_s3_refuses_are_mapped(name, stored):
+    m = manifest.parse(
+        H + f"data_stores:\n  - id: s\n    type: mount_cos\n    training_data:\n"
+        f"      container: {name}\n"
     )
-    assert "use 'my-training-data'" in p.message
+    assert m.data_store.training_data.container == name
+    assert m.data_store.training_data.bucket == stored
+    assert [n for n in m.notes if f"is stored as {stored!r}" in n]
+
+
+def test_same_name_for_data_and_results_is_one_bucket():
+    m = manifest.parse(
+        H + "data_stores:\n  - id: s\n    type: mount_cos\n    training_data:\n"
+        "      container: tf_data\n    training_results:\n      container: tf_data\n"
+    )
+    assert {b["store"] for b in m.buckets()} == {"tf-data"}
+
+
+def test_mount_volume_container_is_a_folder_not_mapped():
+    m = manifest.parse(
+        H + "data_stores:\n  - id: s\n    type: mount_volume\n    training_data:\n"
+        "      container: Sub_Folder\n    connection: {path: /data}\n"
+    )
+    assert m.buckets() == [] and m.notes == []
 
 
 @pytest.mark.parametrize("name", ["ab", "a..b", "x"])
