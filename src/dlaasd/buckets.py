@@ -56,4 +56,4 @@ def mapped(name: str) -> str | None:
     used = store_name(name)
     if used == name:
         return None
-    return f"bucket {name!r} is stored as {used!r} ({problem(name)}; see README: bucket names)"
+    return f"bucket {name!r} is stored as {used!r}: S3 does not allow {name!r} (README: buckets)"

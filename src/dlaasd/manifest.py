@@ -120,7 +120,9 @@ class DataStore:
         """The S3 endpoint this store names, or None for this dlaasd's own store (no
         connection, or one that names no endpoint usable here: see `connection_note`)."""
         conn = self.connection
-        if self.type == "mount_volume" or not conn or connection_note(conn):
+        if self.type == "mount_volume" or not conn or not conn.auth_url.strip():
+            return None
+        if connection_note(conn):
             return None
         return conn
 
@@ -313,11 +315,15 @@ def _notes(m: Manifest) -> list[str]:
             "them: each runs the command on its own with LEARNER_ID and NUM_LEARNERS set; "
             "MPI, Horovod or a torch.distributed rendezvous cannot connect them here"
         )
-    tag = (fw.image_tag or fw.version).lower()
-    if "gpu" in tag and m.gpus == 0:
-        notes.append(f"framework {tag!r} names a GPU image, but gpus is 0: the run gets no GPU")
-    elif re.search(r"(^|[^a-z])cpu", tag) and m.gpus > 0:
-        notes.append(f"framework {tag!r} names a CPU image, but the run asks for {m.gpus} GPU(s)")
+    key, tag = ("image_tag", fw.image_tag) if fw.image_tag else ("version", fw.version)
+    if re.search(r"gpu|cuda", tag, re.I) and m.gpus == 0:
+        notes.append(
+            f"framework.{key} {tag!r} names a GPU image, but gpus is 0: the run gets no GPU"
+        )
+    elif re.search(r"(^|[^a-z])cpu", tag, re.I) and m.gpus > 0:
+        notes.append(
+            f"framework.{key} {tag!r} names a CPU image, but the run asks for {m.gpus} GPU(s)"
+        )
     return notes
 
 
@@ -346,19 +352,22 @@ def connection_note(conn: Connection) -> str | None:
                 "this dlaasd's store"
             )
         return None
-    stand_ins = [k for k in ("auth_url", "user_name", "password") if placeholder(getattr(conn, k))]
-    if _bare_word(url) and "auth_url" not in stand_ins:
-        stand_ins.insert(0, "auth_url")
-    if stand_ins:
-        what = " and ".join(stand_ins)
-        verb = "is" if len(stand_ins) == 1 else "are"
-        return f"{what} {verb} empty or a placeholder: the run uses this dlaasd's store"
-    host = urlsplit(url).hostname or ""
+    try:
+        host = urlsplit(url).hostname or ""
+    except ValueError:  # "http://[x": the cross-checks say what is wrong with it
+        host = ""
     if _IN_CLUSTER.search(host):
         return (
             f"auth_url {url!r} is FfDL's in-cluster object store, which is not here: the run "
             "uses this dlaasd's store (the user_name and password are not used)"
         )
+    stand_ins = [k for k in ("auth_url", "user_name", "password") if placeholder(getattr(conn, k))]
+    if _bare_word(url) and "auth_url" not in stand_ins:
+        stand_ins.insert(0, "auth_url")
+    if stand_ins:
+        what = ", ".join(stand_ins[:-1]) + " and " * (len(stand_ins) > 1) + stand_ins[-1]
+        verb = "is" if len(stand_ins) == 1 else "are"
+        return f"{what} {verb} empty or a placeholder: the run uses this dlaasd's store"
     return None
 
 

@@ -648,3 +648,187 @@ def test_mount_volume_skips_the_auth_url_check():
         "      path: /data\n      auth_url: not-a-url\n"
     )
     assert m.data_store.connection.path == "/data"
+
+
+# --- FfDL's keys and shapes: accepted, and what is not used is said -----------------
+
+
+def _store(connection: str, kind: str = "mount_cos") -> str:
+    return (
+        H + f"data_stores:\n  - id: s\n    type: {kind}\n    training_data:\n"
+        f"      container: data-in\n    connection:\n{connection}"
+    )
+
+
+@pytest.mark.parametrize(
+    "connection, words",
+    [
+        (
+            "      auth_url: <object storage's endpoint_url>\n"
+            "      user_name: <access key id>\n      password: <secret access key>\n",
+            "auth_url, user_name and password are empty or a placeholder",
+        ),
+        ("      auth_url: test\n      user_name: test\n      password: test\n", "auth_url is"),
+        (
+            "      auth_url: http://127.0.0.1:9000\n      user_name: ''\n      password: ''\n",
+            "user_name and password are",
+        ),
+        (
+            "      auth_url: http://127.0.0.1:9000\n      user_name: <S3 access key>\n"
+            "      password: secret\n",
+            "user_name is",
+        ),
+        (
+            "      auth_url: http://s3.default.svc.cluster.local\n      user_name: test\n",
+            "in-cluster",
+        ),
+        ("      auth_url: http://minio.ffdl.svc:9000\n", "in-cluster"),
+        ("      user_name: me\n      password: secret\n", "has no auth_url"),
+    ],
+)
+def test_connection_without_a_usable_endpoint_means_this_dlaasds_store(connection, words):
+    m = manifest.parse(_store(connection))
+    assert m.data_store.remote is None
+    (note,) = m.notes
+    assert note.startswith("data_stores[0].connection ") and words in note
+    assert "this dlaasd's store" in note
+
+
+def test_empty_connection_is_quietly_this_dlaasds_store():
+    m = manifest.parse(_store("      auth_url: ''\n"))
+    assert m.data_store.remote is None and m.notes == []
+
+
+def test_a_real_endpoint_is_used():
+    m = manifest.parse(
+        _store("      auth_url: https://s3.example.org\n      user_name: u\n      password: p\n")
+    )
+    assert m.data_store.remote.auth_url == "https://s3.example.org" and m.notes == []
+
+
+def test_ffdl_keys_not_used_are_said_one_line_each():
+    m = manifest.parse(
+        H
+        + textwrap.dedent(
+            """\
+            storage: 10Gb
+            data_stores:
+              - id: hostmount
+                type: mount_volume
+                training_data: {container: sub}
+                connection: {type: host_mount, name: host-mount, path: /data}
+              - id: second
+                type: mount_cos
+                training_data: {container: other}
+                connection: {auth_url: https://x.org, domain_name: d, project_id: p}
+            evaluation_metrics:
+              type: tensorboard
+              image_tag: latest
+              line_lookahead: 4
+              eventTypes: [scalars]
+              groups: {acc: {regex: 'acc=(?P<acc>[0-9.]+)'}}
+            """
+        )
+    )
+    notes = "\n".join(m.notes)
+    for key in (
+        "storage ('10Gb' (text)) is not used",
+        "evaluation_metrics.image_tag ('latest' (text)) is not used",
+        "evaluation_metrics.line_lookahead (4) is not used",
+        "evaluation_metrics.eventTypes is not used",
+        "evaluation_metrics.groups is not used",
+        "data_stores[0].connection.type ('host_mount' (text)) is not used",
+        "data_stores[0].connection.name ('host-mount' (text)) is not used",
+        "data_stores[1].connection.domain_name ('d' (text)) is not used",
+        "data_stores[1].connection.project_id ('p' (text)) is not used",
+        "data_stores[1] ('second') is not used: only the first data store is",
+    ):
+        assert key in notes, notes
+    assert len(m.notes) == 10  # one line each, nothing else
+
+
+def test_a_misspelt_connection_key_is_still_refused():
+    p = _find(problems_of(_store("      pasword: x\n")), "data_stores[0].connection.pasword")
+    assert "did you mean 'password'" in p.message
+
+
+@pytest.mark.parametrize(
+    "ffdl, ours",
+    [
+        ("optivist", "emetrics"),
+        ("emetrics_file", "emetrics"),
+        ("file", "emetrics"),
+        ("tensorboard_extractor", "tensorboard"),
+        ("simple_log_collector", "emetrics"),
+        ("null", "emetrics"),
+    ],
+)
+def test_ffdl_metrics_collector_names(ffdl, ours):
+    m = manifest.parse(H + f"evaluation_metrics:\n  type: {ffdl}\n  in: $JOB_STATE_DIR/logs\n")
+    assert m.evaluation_metrics.type == ours and m.notes == []
+
+
+def test_regex_extractor_with_a_pattern_reads_the_log():
+    m = manifest.parse(
+        H + "evaluation_metrics:\n  type: regex_extractor\n  pattern: 'loss=(?P<loss>[0-9.]+)'\n"
+    )
+    assert m.evaluation_metrics.type == "log" and m.notes == []
+
+
+def test_regex_extractor_with_groups_only_says_so():
+    m = manifest.parse(
+        H + "evaluation_metrics:\n  type: regex_extractor\n  groups: {a: {regex: x}}\n"
+    )
+    assert m.evaluation_metrics.type == "emetrics"
+    assert any("regex_extractor" in n for n in m.notes)
+    assert any("groups" in n for n in m.notes)
+
+
+@pytest.mark.parametrize(
+    "framework, learners, said",
+    [
+        ("  name: horovod\n  version: '0.13.10'\n", 2, True),
+        ("  name: pytorchmpi\n  version: 0925mpi\n", 2, True),
+        ("  name: custom\n  version: me/x\n", 1, False),  # one learner: nothing to connect
+        ("  name: python\n", 2, False),  # independent learners are fine
+    ],
+)
+def test_distributed_learners_are_said(framework, learners, said):
+    m = manifest.parse(f"name: a\nlearners: {learners}\nframework:\n{framework}  command: x\n")
+    assert any("no network between them" in n for n in m.notes) == said
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "python -m torch.distributed.launch --nnodes=$NUM_LEARNERS t.py",
+        "PS_HOSTS_COUNT=1 ./launcher.py python3 d.py",
+        "mpirun -np 2 python t.py",
+    ],
+)
+def test_distributed_commands_are_said(command):
+    m = manifest.parse(
+        f"name: a\nlearners: 2\nframework:\n  name: custom\n  version: x/y\n  command: {command}\n"
+    )
+    assert any("MPI, Horovod or a torch.distributed" in n for n in m.notes)
+
+
+@pytest.mark.parametrize(
+    "version, gpus, said",
+    [
+        ("latest-gpu-py3", 0, "names a GPU image, but gpus is 0"),
+        ("1.5.0-gpu", 1, None),
+        ("cpu", 1, "names a CPU image, but the run asks for 1 GPU"),
+        ("c2v0.8.1.cpu.full.ubuntu14.04", 0, None),
+        ("1.5.0-py3", 0, None),
+    ],
+)
+def test_gpu_and_cpu_tags_that_do_not_match_the_gpus(version, gpus, said):
+    m = manifest.parse(
+        f"name: a\ngpus: {gpus}\nframework:\n  name: tensorflow\n  version: {version}\n"
+        "  command: x\n"
+    )
+    said_here = [n for n in m.notes if "image" in n]
+    assert len(said_here) == (1 if said else 0)
+    if said:
+        assert said_here[0].startswith(f"framework.version {version!r} {said}")
