@@ -293,3 +293,29 @@ def test_cli_without_plot_dependencies_still_starts():
     )
     assert r.returncode == 0, r.stderr
     assert "matplotlib" not in r.stderr and "yaml" not in r.stderr
+
+
+def test_experiment_trials_use_the_mapped_buckets(daemon, minio, tmp_path):
+    data = tmp_path / "seen.txt"
+    data.write_text("sweep data")
+    assert daemon.ctl("data", "upload", "Sweep_Data", str(data)).returncode == 0
+    store = {
+        "id": "s",
+        "type": "mount_cos",
+        "training_data": {"container": "Sweep_Data"},
+        "training_results": {"container": "Sweep_Results"},
+    }
+    command = 'cp "$DATA_DIR/seen.txt" "$RESULT_DIR/seen-$SUBID.txt"'
+    folder = model(tmp_path / "code", manifest(command, data_stores=[store]))
+    (folder / "experiment.yml").write_text(
+        "name: mapped\nmanifest: manifest.yml\n"
+        "hyper_parameters: [{name: a, int_values: [1, 2]}]\nmethod: grid\n"
+        "objective: {name: score, maximize_or_minimize: maximize}\n"
+    )
+    created = daemon.ctl_json("experiment", "run", str(folder / "experiment.yml"))
+    assert any("'Sweep_Data' is stored as 'sweep-data'" in w for w in created["warnings"])
+    assert any("'Sweep_Results' is stored as 'sweep-results'" in w for w in created["warnings"])
+    for i, run_id in enumerate(created["runs"]):
+        assert daemon.wait(run_id)["status"] == "COMPLETED"
+        obj = minio.client().get_object("sweep-results", f"{run_id}/seen-{i}.txt")
+        assert obj.read() == b"sweep data"

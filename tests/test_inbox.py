@@ -201,3 +201,20 @@ def test_data_folder_is_mirrored_to_its_bucket(dropd, minio):
     assert half_seen == []
     (bucket_dir / "sub" / "a.csv").write_text("4,5,6\n")  # a changed file goes up again
     wait_for(lambda: content("sub/a.csv") == b"4,5,6\n", what="changed upload")
+
+
+def test_data_folder_with_an_ffdl_bucket_name_fills_the_mapped_bucket(dropd, minio):
+    folder = dropd.inbox / "data" / "tf_training_data"  # FfDL's name, which S3 refuses
+    folder.mkdir(parents=True)
+    (folder / "train.csv").write_text("1,2\n")
+
+    def content() -> bytes | None:
+        try:
+            return minio.client().get_object("tf-training-data", "train.csv").read()
+        except Exception:
+            return None
+
+    assert wait_for(content, what="upload to tf-training-data") == b"1,2\n"
+    listing = dropd.ctl_json("data", "ls", "tf_training_data")  # the same bucket by both names
+    assert listing["bucket"] == "tf-training-data"
+    assert [o["key"] for o in listing["objects"]] == ["train.csv"]

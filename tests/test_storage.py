@@ -148,8 +148,38 @@ def test_data_upload_large_file_multipart_and_download(daemon, tmp_path):
     r = daemon.ctl("data", "download", "big-data/raw/", str(out))
     assert r.returncode == 0, r.stderr
     assert (out / "big.bin").read_bytes() == big.read_bytes()
-    bad = daemon.ctl("data", "upload", "Bad_Bucket", str(big))
-    assert bad.returncode == 1 and "bad-bucket" in bad.stderr
+
+
+def test_bucket_names_s3_refuses_are_mapped_by_upload_ls_and_download(daemon, minio, tmp_path):
+    f = tmp_path / "f.txt"
+    f.write_text("mapped")
+    up = daemon.ctl("data", "upload", "Bad_Bucket", str(f), "--prefix", "in")
+    assert up.returncode == 0, up.stderr
+    assert "'Bad_Bucket' is stored as 'bad-bucket'" in up.stderr  # said, every time
+    assert "-> s3://bad-bucket/in/" in up.stdout
+    assert minio.client().get_object("bad-bucket", "in/f.txt").read() == b"mapped"
+    assert daemon.ctl_json("data", "upload", "Bad_Bucket", str(f), "--prefix", "in")["skipped"] == [
+        "in/f.txt"
+    ]  # the same bucket, found again
+    for name in ("Bad_Bucket", "bad-bucket"):  # both names list the same objects
+        listing = daemon.ctl_json("data", "ls", f"{name}/in/")
+        assert listing["bucket"] == "bad-bucket"
+        assert [o["key"] for o in listing["objects"]] == ["in/f.txt"]
+    out = tmp_path / "out"
+    r = daemon.ctl("data", "download", "Bad_Bucket/in/", str(out))
+    assert r.returncode == 0, r.stderr
+    assert (out / "f.txt").read_text() == "mapped"
+    missing = daemon.ctl("data", "ls", "No_Such_Bucket")
+    assert missing.returncode == 1
+    assert "'No_Such_Bucket' (stored as 'no-such-bucket') does not exist" in missing.stderr
+
+
+def test_manifest_bucket_missing_names_both_names(daemon, tmp_path):
+    folder = model(tmp_path / "m", data_manifest("Not_Uploaded_Yet"), {"read.py": READER})
+    r = daemon.ctl("train", str(folder / "manifest.yml"))
+    assert r.returncode == 1
+    assert "'not-uploaded-yet' ('Not_Uploaded_Yet' in the manifest) does not exist" in r.stderr
+    assert "dlaasctl data upload Not_Uploaded_Yet PATH" in r.stderr
 
 
 def test_missing_bucket_refused_at_submit(daemon, tmp_path):
