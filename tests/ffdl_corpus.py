@@ -88,8 +88,8 @@ EXPECTED: dict[str, tuple[str, object, tuple[str, ...]]] = {
         "dlaas/pytorch:bookworm",
         "accepted",
         (
-            "storage ('10Gb' (text)) is not used",
-            "evaluation_metrics.image_tag ('latest' (text)) is not used",
+            "storage ('10Gb') is not used",
+            "evaluation_metrics.image_tag ('latest') is not used",
             "evaluation_metrics.line_lookahead (4) is not used",
             "evaluation_metrics.eventTypes is not used",
             "Mnist_Data -> mnist-data",
@@ -130,7 +130,7 @@ EXPECTED: dict[str, tuple[str, object, tuple[str, ...]]] = {
     "tf-model-hostmount.yml": (
         "tensorflow/tensorflow:1.5.0-py3",
         ("C101", ("data_stores[0].connection.path",)),
-        ("connection.type ('host_mount' (text)) is not used", "connection.name"),
+        ("connection.type ('host_mount') is not used", "connection.name"),
     ),
     "tf-model.yml": ("tensorflow/tensorflow:1.5.0-py3", "S103", (*TF_BUCKETS, IN_CLUSTER)),
     "tf-summary-model-gpu.yml": (

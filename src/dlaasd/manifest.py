@@ -254,7 +254,8 @@ def _ffdl_keys(data: dict) -> list[str]:
     def drop(parent: object, where: str, key: str, rule: str) -> None:
         if isinstance(parent, dict) and key in parent:
             value = parent.pop(key)
-            shown = f" ({schema.found(value)})" if not isinstance(value, dict | list) else ""
+            text = getattr(value, "text", repr(value))  # a number as written
+            shown = "" if isinstance(value, dict | list) else f" ({text})"
             notes.append(f"{where}{key}{shown} is not used: {IGNORED[rule]}")
 
     for path in IGNORED:

@@ -732,15 +732,15 @@ def test_ffdl_keys_not_used_are_said_one_line_each():
     )
     notes = "\n".join(m.notes)
     for key in (
-        "storage ('10Gb' (text)) is not used",
-        "evaluation_metrics.image_tag ('latest' (text)) is not used",
+        "storage ('10Gb') is not used",
+        "evaluation_metrics.image_tag ('latest') is not used",
         "evaluation_metrics.line_lookahead (4) is not used",
         "evaluation_metrics.eventTypes is not used",
         "evaluation_metrics.groups is not used",
-        "data_stores[0].connection.type ('host_mount' (text)) is not used",
-        "data_stores[0].connection.name ('host-mount' (text)) is not used",
-        "data_stores[1].connection.domain_name ('d' (text)) is not used",
-        "data_stores[1].connection.project_id ('p' (text)) is not used",
+        "data_stores[0].connection.type ('host_mount') is not used",
+        "data_stores[0].connection.name ('host-mount') is not used",
+        "data_stores[1].connection.domain_name ('d') is not used",
+        "data_stores[1].connection.project_id ('p') is not used",
         "data_stores[1] ('second') is not used: only the first data store is",
     ):
         assert key in notes, notes
