@@ -69,6 +69,23 @@ SCHEMAS = {
                     )
                 },
             },
+            "buckets": {
+                "type": "array",
+                "description": "the run's buckets: the manifest's name and the store's",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "use": {"type": "string", "enum": ["training data", "results"]},
+                        "manifest": {"type": "string"},
+                        "store": {"type": "string"},
+                    },
+                },
+            },
+            "warnings": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "what submit said about the manifest",
+            },
             "history": {
                 "type": "array",
                 "items": {
