@@ -24,12 +24,12 @@ EXPECTED: dict[str, tuple[str, object, tuple[str, ...]]] = {
     "c10d-dist-onnx.yml": (
         "tomcli/pytorch:0925mpi",
         ("C104", ("gpus", "cpus", "memory")),
-        (IN_CLUSTER,),
+        (IN_CLUSTER, SEPARATE),
     ),
     "c10d-native-parallelism.yml": (
         "tomcli/pytorch:0925mpi",
         ("C104", ("gpus", "cpus", "memory")),
-        (IN_CLUSTER,),
+        (IN_CLUSTER, SEPARATE),
     ),
     "c10d-mpi-parallelism.yml": (
         "tomcli/pytorch:0925mpi",
@@ -70,6 +70,7 @@ EXPECTED: dict[str, tuple[str, object, tuple[str, ...]]] = {
             "h2o3_training_data -> h2o3-training-data",
             "h2o3_trained_model -> h2o3-trained-model",
             IN_CLUSTER,
+            SEPARATE,
         ),
     ),
     "horovod-pytorch.yml": (

@@ -240,10 +240,11 @@ METRICS_TYPES = {
     "nil": "emetrics",
 }
 # Commands and frameworks whose learners expect to reach each other.
-DISTRIBUTED_FRAMEWORKS = ("horovod", "pytorchmpi")
+DISTRIBUTED_FRAMEWORKS = ("horovod", "pytorchmpi", "h2o3")
 DISTRIBUTED_COMMAND = re.compile(
-    r"mpirun|horovodrun|torch\.distributed|torchrun|PS_HOSTS|init_process_group"
+    r"mpirun|horovodrun|torch\.distributed|torchrun|PS_HOSTS|init_process_group|h2o3-cluster"
 )
+DISTRIBUTED_IMAGE = re.compile(r"mpi|horovod", re.I)  # tomcli/pytorch:0925mpi
 
 
 def _ffdl_keys(data: dict) -> list[str]:
@@ -309,12 +310,16 @@ def _notes(m: Manifest) -> list[str]:
                 notes.append(f"data_stores[0].connection {note}")
     fw = m.framework
     if m.learners > 1 and (
-        fw.name in DISTRIBUTED_FRAMEWORKS or DISTRIBUTED_COMMAND.search(fw.command)
+        fw.name in DISTRIBUTED_FRAMEWORKS
+        or DISTRIBUTED_COMMAND.search(fw.command)
+        or (fw.name == "custom" and DISTRIBUTED_IMAGE.search(fw.version))
+        or DISTRIBUTED_IMAGE.search(fw.image)
     ):
         notes.append(
             f"learners: {m.learners} start {m.learners} containers with no network between "
             "them: each runs the command on its own with LEARNER_ID and NUM_LEARNERS set; "
-            "MPI, Horovod or a torch.distributed rendezvous cannot connect them here"
+            "learners that reach each other (MPI, Horovod, torch.distributed, a parameter "
+            "server, an H2O cluster) cannot here"
         )
     key, tag = ("image_tag", fw.image_tag) if fw.image_tag else ("version", fw.version)
     if re.search(r"gpu|cuda", tag, re.I) and m.gpus == 0:

@@ -789,7 +789,10 @@ def test_regex_extractor_with_groups_only_says_so():
     [
         ("  name: horovod\n  version: '0.13.10'\n", 2, True),
         ("  name: pytorchmpi\n  version: 0925mpi\n", 2, True),
-        ("  name: custom\n  version: me/x\n", 1, False),  # one learner: nothing to connect
+        ("  name: h2o3\n  version: latest\n", 2, True),
+        ("  name: custom\n  version: tomcli/pytorch:0925mpi\n", 2, True),  # an MPI image
+        ("  name: custom\n  version: me/x\n", 2, False),
+        ("  name: horovod\n  version: '0.13.10'\n", 1, False),  # one learner: nothing to connect
         ("  name: python\n", 2, False),  # independent learners are fine
     ],
 )
@@ -810,7 +813,7 @@ def test_distributed_commands_are_said(command):
     m = manifest.parse(
         f"name: a\nlearners: 2\nframework:\n  name: custom\n  version: x/y\n  command: {command}\n"
     )
-    assert any("MPI, Horovod or a torch.distributed" in n for n in m.notes)
+    assert any("MPI, Horovod, torch.distributed" in n for n in m.notes)
 
 
 @pytest.mark.parametrize(
