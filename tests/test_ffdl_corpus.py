@@ -58,6 +58,10 @@ def test_every_corpus_manifest_on_the_test_daemon(make_daemon, minio, tmp_path):
             assert r.returncode == 1, (name, r.stdout)
             assert f"error [{code_}]" in r.stderr, (name, r.stderr)
             assert all(f"  - {f}: " in r.stderr for f in fields), (name, r.stderr)
+        if outcome != "accepted":  # a refusal says the rest too: one attempt tells all
+            said_too = [ln[9:] for ln in r.stderr.splitlines() if ln.startswith("warning: ")]
+            for piece in pieces:
+                assert said(piece, said_too), (name, piece, r.stderr)
     assert sorted(accepted) == ["metrics-keys.yml", "pytorch-model.yml"]
     assert d.ctl_json("list")["total"] == 2  # nothing refused was queued
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.harness import manifest
+from tests.harness import Minio, manifest, short_tmp
 
 pytestmark = pytest.mark.integration
 
@@ -218,3 +218,43 @@ def test_data_folder_with_an_ffdl_bucket_name_fills_the_mapped_bucket(dropd, min
     listing = dropd.ctl_json("data", "ls", "tf_training_data")  # the same bucket by both names
     assert listing["bucket"] == "tf-training-data"
     assert [o["key"] for o in listing["objects"]] == ["train.csv"]
+
+
+def test_an_ffdl_manifest_dropped_as_it_is(make_daemon, tmp_path):
+    """FfDL's pytorch example's shape, its bucket names and cluster store kept: refused
+    while its data is missing (saying all), run once the data is dropped under FfDL's name."""
+    minio = Minio(short_tmp("dlaas-own-")).start()  # its own: no tf-training-data yet
+    try:
+        dropd = make_daemon(server=minio, drop_settle=f"{SETTLE}s")
+        dropd.inbox = dropd.state / "inbox"
+        wait_for(lambda: (dropd.inbox / ".accepted").exists(), what="inbox ready")
+        _ffdl_drop(dropd, minio, tmp_path)
+    finally:
+        minio.stop()
+        shutil.rmtree(minio.root, ignore_errors=True)
+
+
+def _ffdl_drop(dropd, minio, tmp_path):
+    corpus = Path(__file__).parent / "corpus" / "ffdl" / "pytorch-model.yml"
+    code = "import os\nprint(sorted(os.listdir(os.environ['DATA_DIR'])))\n"
+    src = tmp_path / "ffdl"
+    src.mkdir()
+    shutil.copy(corpus, src / "manifest.yml")
+    (src / "mnist.py").write_text(code)
+    shutil.copytree(src, dropd.inbox / "first")
+    report = dropd.inbox / ".rejected" / "first.error.txt"
+    text = wait_for(lambda: report.exists() and report.read_text(), what="rejection")
+    assert "'tf-training-data' ('tf_training_data' in the manifest) does not exist" in text
+    assert "warning: bucket 'tf_trained_model' is stored as 'tf-trained-model'" in text
+    assert "warning: data_stores[0].connection auth_url" in text
+
+    (dropd.inbox / "data" / "tf_training_data").mkdir(parents=True)
+    (dropd.inbox / "data" / "tf_training_data" / "train.csv").write_text("1\n")
+    wait_for(lambda: "tf-training-data" in dropd.ctl("data", "ls").stdout, what="data upload")
+    shutil.copytree(src, dropd.inbox / "second")
+    ((run_id, _),) = wait_for(lambda: accepted(dropd.inbox), what="acceptance").items()
+    run = dropd.wait(run_id)
+    assert run["status"] == "COMPLETED", run
+    assert "['train.csv']" in dropd.ctl("logs", run_id).stdout
+    keys = [o.object_name for o in minio.client().list_objects("tf-trained-model", run_id)]
+    assert keys == [f"{run_id}/"]

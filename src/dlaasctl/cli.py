@@ -928,6 +928,7 @@ def main(argv: list[str] | None = None) -> int:
             if p.get("line"):
                 where += f" (line {p['line']})"
             err(f"  - {where}: {p['message']}")
+        warn({"warnings": exc.warnings})
         if getattr(args, "json", False):
             out_json(
                 {
@@ -936,6 +937,7 @@ def main(argv: list[str] | None = None) -> int:
                         "code": exc.code,
                         "message": exc.message,
                         "problems": exc.problems,
+                        "warnings": exc.warnings,
                     }
                 }
             )

@@ -31,6 +31,7 @@ class ApiError(Exception):
         self.message = err.get("message", f"HTTP {status}")
         self.code = err.get("code")
         self.problems = err.get("problems", [])
+        self.warnings = err.get("warnings", [])
         super().__init__(self.message)
 
 

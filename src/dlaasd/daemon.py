@@ -57,6 +57,7 @@ class Refused(Exception):
         self.message = message
         self.code = code
         self.problems = problems or []
+        self.warnings: list[str] = []  # what submit would have said had it accepted
         super().__init__(message)
 
     def to_json(self) -> dict:
@@ -65,6 +66,8 @@ class Refused(Exception):
             body["code"] = self.code
         if self.problems:
             body["problems"] = [p.to_json() for p in self.problems]
+        if self.warnings:
+            body["warnings"] = self.warnings
         return {"error": body}
 
 
@@ -335,7 +338,17 @@ class Daemon:
         self, m: manifest.Manifest, model_zip: Path | None, refusal: str = "the run was refused"
     ) -> admission.Admitted:
         """What a run needs before it may queue: a sound model archive, a machine that can
-        run it and its training data bucket. An experiment checks its trials once."""
+        run it and its training data bucket. An experiment checks its trials once. A
+        refusal also carries the manifest's notes, so that one attempt says everything."""
+        try:
+            return await self._check(m, model_zip, refusal)
+        except Refused as exc:
+            exc.warnings = [*m.notes, *exc.warnings]
+            raise
+
+    async def _check(
+        self, m: manifest.Manifest, model_zip: Path | None, refusal: str
+    ) -> admission.Admitted:
         if model_zip is not None:
             try:
                 await asyncio.to_thread(archive.check, model_zip)

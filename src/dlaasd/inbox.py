@@ -304,6 +304,7 @@ class Inbox:
             if p.line:
                 where += f" (line {p.line})"
             lines.append(f"  - {where}: {p.message}")
+        lines += [f"warning: {w}" for w in exc.warnings]
         lines.append("Fix it and drop it again (move it out of .rejected/ into the drop folder).")
         report = rejected / f"{target.name}.error.txt"
         report.write_text("\n".join(lines) + "\n")

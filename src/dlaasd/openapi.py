@@ -23,6 +23,11 @@ SCHEMAS = {
                         "type": "array",
                         "items": {"$ref": "#/components/schemas/Problem"},
                     },
+                    "warnings": {
+                        "type": "array",
+                        "items": {"type": "string"},
+                        "description": "what submit would also have said about the manifest",
+                    },
                 },
             }
         },
