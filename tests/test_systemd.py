@@ -151,20 +151,32 @@ def test_tmpfiles_create_the_folders_with_their_modes(tmp_path):
     config = SYSTEMD / "dlaas.tmpfiles"
     if os.geteuid() != 0:  # owner "-": the caller, since only root may chown to root
         config = tmp_path / "dlaas.conf"
-        config.write_text(re.sub(r" root root ", " - - ", (SYSTEMD / "dlaas.tmpfiles").read_text()))
+        config.write_text(re.sub(r" root \w+ ", " - - ", (SYSTEMD / "dlaas.tmpfiles").read_text()))
     root = tmp_path / "root"
     root.mkdir()
+    # as install-service does: the group first (tmpfiles resolves it in the root's /etc/group)
+    r = sh("systemd-sysusers", f"--root={root}", SYSTEMD / "dlaas.sysusers")
+    assert r.returncode == 0, r.stdout + r.stderr
     r = sh("systemd-tmpfiles", f"--root={root}", "--create", config)
     assert r.returncode == 0, r.stdout + r.stderr
     assert about_ours(r.stderr) == [] and "ignoring" not in r.stderr, r.stderr
     modes = {
         "var/lib/dlaas": 0o711,
+        "var/lib/dlaas/inbox": 0o3770,  # dlaasd's unit may not set setgid itself
+        "var/lib/dlaas/inbox/data": 0o3770,
         "run/dlaas": 0o755,
         "etc/dlaas": 0o755,
         "etc/dlaas/credentials": 0o700,
     }
     for path, mode in modes.items():
         assert stat.S_IMODE((root / path).stat().st_mode) == mode, path
+    if os.geteuid() == 0:
+        dlaas = next(
+            int(line.split(":")[2])
+            for line in (root / "etc/group").read_text().splitlines()
+            if line.startswith("dlaas:")
+        )
+        assert (root / "var/lib/dlaas/inbox").stat().st_gid == dlaas
 
 
 # --- the sample config ------------------------------------------------------------------
@@ -262,3 +274,26 @@ def test_install_into_a_root_is_complete_and_idempotent(tmp_path):
     (creds / "store.json").unlink()
     install(root)
     assert json.loads((creds / "store.json").read_text()) == keys
+
+
+# --- scripts/install-minio ------------------------------------------------------------
+
+
+def test_install_minio_keeps_a_minio_the_admin_put_there(tmp_path):
+    """No version stamp: not ours to replace, and nothing is built (Go may be absent)."""
+    from dlaasd.minio_server import find_binary
+
+    shutil.copy(find_binary("minio"), tmp_path / "minio")
+    before = (tmp_path / "minio").read_bytes()
+    r = sh(REPO / "scripts" / "install-minio", env={**os.environ, "DLAAS_BIN_DIR": str(tmp_path)})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"minio: using {tmp_path}/minio (" in r.stdout, r.stdout
+    assert (tmp_path / "minio").read_bytes() == before
+    assert not (tmp_path / ".minio-version").exists()
+
+
+def test_dlaasd_only_reads_its_configuration_folder():
+    """ConfigurationDirectory= would make /etc/dlaas writable to the daemon."""
+    s = unit_settings("dlaasd.service")
+    assert "ConfigurationDirectory" not in s
+    assert "ReadWritePaths" not in s and s["ProtectSystem"] == ["strict"]

@@ -44,6 +44,7 @@ SPECIAL = {"data", "results"}
 OWN = ("results", ".accepted", ".rejected", ".processing")
 TEMP_SUFFIXES = (".part", ".tmp", ".crdownload", ".partial", "~", ".swp", ".error.txt")
 MANIFEST_NAMES = ("manifest.yml", "manifest.yaml")
+SHARED_MODE = 0o3770
 
 
 def is_temp(name: str) -> bool:
@@ -84,6 +85,33 @@ def data_files(data: Path) -> list[tuple[str, str, Path, os.stat_result]]:
     return out
 
 
+class InboxError(RuntimeError):
+    """The drop folder cannot be made safe to share: the daemon refuses to start."""
+
+
+def share(path: Path, group: str) -> None:
+    """Make `path` the group's, mode 3770 (members drop; setgid: what they drop stays in the
+    group; sticky: nobody removes another's drop), unless it already is. Under systemd the
+    unit forbids setting the setgid bit (RestrictSUIDSGID=): systemd-tmpfiles makes the
+    default folders so at install and boot (systemd/dlaas.tmpfiles)."""
+    import grp
+
+    gid = grp.getgrnam(group).gr_gid
+    st = path.stat()
+    if st.st_gid == gid and stat.S_IMODE(st.st_mode) == SHARED_MODE:
+        return
+    try:
+        os.chown(path, -1, gid)
+        os.chmod(path, SHARED_MODE)
+    except PermissionError as exc:
+        raise InboxError(
+            f"drop folder {path}: cannot make it group {group!r}, mode 3770 ({exc.strerror}); "
+            f"as root run `chgrp {group} {path} && chmod 3770 {path}`, or add "
+            f"`d {path} 3770 root {group} -` to /etc/tmpfiles.d/dlaas.conf and run "
+            "`systemd-tmpfiles --create /etc/tmpfiles.d/dlaas.conf`"
+        ) from None
+
+
 class _Kick(FileSystemEventHandler):
     """Watchdog's thread only wakes the scanner; all decisions happen in the loop."""
 
@@ -117,12 +145,8 @@ class Inbox:
             path = self.root / sub
             path.mkdir(parents=True, exist_ok=True)
         if shared:  # every member of the group may drop; nobody may take another's drop
-            import grp
-
-            os.chown(self.root, -1, grp.getgrnam(self.config.socket_group).gr_gid)
-            os.chown(self.root / "data", -1, grp.getgrnam(self.config.socket_group).gr_gid)
-            os.chmod(self.root, 0o3770)
-            os.chmod(self.root / "data", 0o3770)
+            share(self.root, self.config.socket_group)
+            share(self.root / "data", self.config.socket_group)
         for token in sorted(os.listdir(self.root / ".processing")):
             await self._submit(token)  # taken before a crash: finish, exactly once
         loop = asyncio.get_running_loop()

@@ -16,7 +16,7 @@ from . import config as configuration
 from .api import make_app, serve
 from .daemon import Daemon, StoreRefused
 from .experiments import Experiments
-from .inbox import Inbox
+from .inbox import Inbox, InboxError
 from .minio_server import MinioError
 from .sdnotify import Notifier
 
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.ERROR)
     try:
         asyncio.run(run(config))
-    except (MinioError, StoreRefused) as exc:
+    except (MinioError, StoreRefused, InboxError) as exc:
         log.error("event=fatal error=%r", str(exc))
         print(f"dlaasd: {exc}", file=sys.stderr)
         return 1
