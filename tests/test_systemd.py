@@ -153,7 +153,7 @@ def test_tmpfiles_create_the_folders_with_their_modes(tmp_path):
         config = tmp_path / "dlaas.conf"
         config.write_text(re.sub(r" root \w+ ", " - - ", (SYSTEMD / "dlaas.tmpfiles").read_text()))
     root = tmp_path / "root"
-    root.mkdir()
+    (root / "etc").mkdir(parents=True)
     # as install-service does: the group first (tmpfiles resolves it in the root's /etc/group)
     r = sh("systemd-sysusers", f"--root={root}", SYSTEMD / "dlaas.sysusers")
     assert r.returncode == 0, r.stdout + r.stderr

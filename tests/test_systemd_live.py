@@ -368,3 +368,26 @@ def test_install_service_again_is_an_upgrade_that_interrupts_nothing(machine):
     assert m.show("alice", run_id)["status"] == "PROCESSING"
     release(m, run_id)
     finished_with_results(m, "alice", run_id)
+
+
+def test_a_drop_folder_tmpfiles_did_not_make_is_refused_with_the_fix(machine):
+    """The sandbox may not set the setgid bit: dlaasd says how to have tmpfiles.d do it."""
+    m = machine
+    configure_for_trainings(m)
+    config = m.ok("cat /etc/dlaas/dlaasd.yaml")
+    moved = yaml.safe_load(config) | {"drop_dir": "/var/lib/dlaas/drops"}
+    try:
+        m.ok("cat > /etc/dlaas/dlaasd.yaml", input=yaml.safe_dump(moved))
+        cursor = m.cursor()
+        assert m.run("systemctl restart dlaasd").returncode != 0
+        said = m.journal(after=cursor)
+        assert "drop folder /var/lib/dlaas/drops: cannot make it group 'dlaas', mode 3770" in said
+        advice = "d /var/lib/dlaas/drops 3770 root dlaas -"
+        assert advice in said, said
+        lines = f"{advice}\nd /var/lib/dlaas/drops/data 3770 root dlaas -\n"
+        m.ok("cat >> /etc/tmpfiles.d/dlaas.conf && systemd-tmpfiles --create", input=lines)
+        m.ok("systemctl restart dlaasd")
+        m.ok("runuser -u alice -- touch /var/lib/dlaas/drops/data/.probe")
+    finally:
+        m.ok("cat > /etc/dlaas/dlaasd.yaml", input=config)
+        m.ok("systemctl restart dlaasd")
