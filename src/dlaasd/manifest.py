@@ -213,7 +213,9 @@ def parse(text: str | bytes, source: str = "manifest.yml") -> Manifest:
 IGNORED = {
     "storage": "disk space is not limited per run here",
     "evaluation_metrics.image_tag": "FfDL's metrics-collector image; dlaasd reads metrics itself",
+    "evaluation_metrics.imagetag": "FfDL's metrics-collector image; dlaasd reads metrics itself",
     "evaluation_metrics.line_lookahead": "a setting of FfDL's regex_extractor",
+    "evaluation_metrics.linelookahead": "a setting of FfDL's regex_extractor",
     "evaluation_metrics.eventTypes": "every scalar in the TensorBoard events is read",
     "evaluation_metrics.event_types": "every scalar in the TensorBoard events is read",
     "evaluation_metrics.groups": (

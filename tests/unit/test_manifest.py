@@ -725,6 +725,7 @@ def test_ffdl_keys_not_used_are_said_one_line_each():
               type: tensorboard
               image_tag: latest
               line_lookahead: 4
+              linelookahead: 4
               eventTypes: [scalars]
               groups: {acc: {regex: 'acc=(?P<acc>[0-9.]+)'}}
             """
@@ -735,6 +736,7 @@ def test_ffdl_keys_not_used_are_said_one_line_each():
         "storage ('10Gb') is not used",
         "evaluation_metrics.image_tag ('latest') is not used",
         "evaluation_metrics.line_lookahead (4) is not used",
+        "evaluation_metrics.linelookahead (4) is not used",
         "evaluation_metrics.eventTypes is not used",
         "evaluation_metrics.groups is not used",
         "data_stores[0].connection.type ('host_mount') is not used",
@@ -744,7 +746,7 @@ def test_ffdl_keys_not_used_are_said_one_line_each():
         "data_stores[1] ('second') is not used: only the first data store is",
     ):
         assert key in notes, notes
-    assert len(m.notes) == 10  # one line each, nothing else
+    assert len(m.notes) == 11  # one line each, nothing else
 
 
 def test_a_misspelt_connection_key_is_still_refused():
