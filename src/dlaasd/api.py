@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import os
+import shutil
 import socket
 import struct
 import tempfile
@@ -593,16 +594,24 @@ async def serve(app: web.Application, path: Path, group: str = "") -> web.AppRun
     # at shutdown, open `logs --follow` streams are cut after a second, not waited for
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
-    old = os.umask(0o177)  # no moment where the socket is open to others
+    # Bound in a folder of its own (0700), given its mode, then moved into place: no moment
+    # where the socket is open to others. Not with umask: that is the whole process's, and
+    # runs resumed at start make their folders in threads meanwhile.
+    staging = Path(tempfile.mkdtemp(prefix=".s", dir=path.parent))
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        await web.UnixSite(runner, str(path)).start()
+        bound = staging / "s"
+        sock.bind(str(bound))
+        if group:
+            os.chown(bound, -1, grp.getgrnam(group).gr_gid)
+        os.chmod(bound, 0o660 if group else 0o600)
+        os.rename(bound, path)
+    except BaseException:
+        sock.close()
+        raise
     finally:
-        os.umask(old)
-    if group:
-        os.chown(path, -1, grp.getgrnam(group).gr_gid)
-        os.chmod(path, 0o660)
-    else:
-        os.chmod(path, 0o600)
+        shutil.rmtree(staging, ignore_errors=True)
+    await web.SockSite(runner, sock).start()
     return runner
 
 
