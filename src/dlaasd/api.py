@@ -22,7 +22,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from . import buckets, openapi
+from . import buckets, diskspace, openapi
 from .codes import FINAL, STATUSES, RunError
 from .daemon import Caller, Daemon, Refused
 from .doctor import run_checks
@@ -558,7 +558,9 @@ async def json_errors(request: web.Request, handler):
             {"error": {"message": f"the object store is unavailable: {exc}"}}, status=503
         )
     except RunError as exc:
-        return web.json_response({"error": {"message": exc.message, "code": exc.code}}, status=400)
+        status = 507 if exc.code in ("S303", "S304") else 400  # no room: not the request's fault
+        body = {"error": {"message": exc.message, "code": exc.code}}
+        return web.json_response(body, status=status)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -571,6 +573,12 @@ async def json_errors(request: web.Request, handler):
     except (ConnectionResetError, asyncio.CancelledError):
         raise
     except Exception as exc:
+        if diskspace.is_disk_full(exc):  # the request itself was fine: say what to free
+            state = daemon_of(request).config.state_path
+            log.error("event=disk_full path=%s error=%r", request.path, str(exc))
+            error = diskspace.error(state, f"taking {request.method} {request.path}")
+            body = {"error": {"message": error.message, "code": error.code}}
+            return web.json_response(body, status=507)
         log.exception("event=api_error path=%s", request.path)
         return web.json_response({"error": {"message": f"internal error: {exc}"}}, status=500)
 

@@ -28,6 +28,7 @@ ERROR_CODES = {
     "S103": "the framework image is not available",
     "S302": "training data download failed",
     "S303": "results upload failed",
+    "S304": "no space left on the state folder's disk",
 }
 
 

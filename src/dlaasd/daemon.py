@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import __version__, admission, archive, manifest
+from . import __version__, admission, archive, diskspace, manifest
 from .codes import (
     ACTIVE,
     DOWNLOADING,
@@ -187,6 +187,7 @@ class Daemon:
             await self.minio.start()
         else:
             await self._check_external_store()
+        await asyncio.to_thread(self.lifecycle.reserve.ensure)
         self.recover()
         self._scheduler = asyncio.create_task(self._schedule_loop(), name="scheduler")
 
@@ -252,9 +253,14 @@ class Daemon:
                 await asyncio.wait_for(self._wake.wait(), timeout=5)
             self._wake.clear()
             try:
+                if not self.lifecycle.reserve.held:  # given back when the disk was full
+                    await asyncio.to_thread(self.lifecycle.reserve.ensure)
                 await self.schedule_once()
-            except Exception:
-                log.exception("event=schedule_error")
+            except Exception as exc:
+                if diskspace.is_disk_full(exc):  # the runs wait in the queue for space
+                    log.error("event=disk_full where=schedule error=%r", str(exc))
+                else:
+                    log.exception("event=schedule_error")
 
     async def docker_ok(self) -> tuple[bool, str]:
         """Docker's health. While it was fine, the last answer serves and a fresh one is
@@ -412,35 +418,39 @@ class Daemon:
         """Queue a checked run. `model_zip` is moved into its folder."""
         run_id = new_id()
         folder = RunFolder.of(self.config.state_path, run_id)
-        folder.root.mkdir(parents=True)
-        folder.manifest.write_bytes(manifest_text)
-        if model_zip is not None:
-            shutil.move(model_zip, folder.model_zip)
-        request = admission.request_of(run_id, m)
-        self.db.insert_run(
-            {
-                "id": run_id,
-                "name": m.name,
-                "description": m.description,
-                "owner_uid": caller.uid,
-                "owner_name": caller.name,
-                "status": QUEUED,
-                "status_message": "waiting for resources",
-                "gpus": [],
-                "gpu_count": request.gpus,
-                "gpu_type": request.gpu_type,
-                "cpus": request.cpus,
-                "memory": request.memory,
-                "learners": m.learners,
-                "framework": f"{m.framework.name} {m.framework.version}".strip(),
-                "image": admitted.image,
-                "manifest": manifest_text.decode(errors="replace"),
-                "source": source,
-                "staging": {},
-                "warnings": admitted.warnings,
-                **(extra or {}),
-            }
-        )
+        try:  # a full disk, say: no folder is left without its row
+            folder.root.mkdir(parents=True)
+            folder.manifest.write_bytes(manifest_text)
+            if model_zip is not None:
+                shutil.move(model_zip, folder.model_zip)
+            request = admission.request_of(run_id, m)
+            self.db.insert_run(
+                {
+                    "id": run_id,
+                    "name": m.name,
+                    "description": m.description,
+                    "owner_uid": caller.uid,
+                    "owner_name": caller.name,
+                    "status": QUEUED,
+                    "status_message": "waiting for resources",
+                    "gpus": [],
+                    "gpu_count": request.gpus,
+                    "gpu_type": request.gpu_type,
+                    "cpus": request.cpus,
+                    "memory": request.memory,
+                    "learners": m.learners,
+                    "framework": f"{m.framework.name} {m.framework.version}".strip(),
+                    "image": admitted.image,
+                    "manifest": manifest_text.decode(errors="replace"),
+                    "source": source,
+                    "staging": {},
+                    "warnings": admitted.warnings,
+                    **(extra or {}),
+                }
+            )
+        except BaseException:
+            folder.remove()
+            raise
         log.info("event=submitted run=%s name=%r owner=%s", run_id, m.name, caller.uid)
         self._wake.set()
         return {"id": run_id, "status": QUEUED, "warnings": admitted.warnings}
@@ -585,6 +595,8 @@ class Daemon:
         }
         if self.minio:
             store.update(pid=self.minio.pid, restarts=self.minio.restarts)
+        state = self.config.state_path
+        disk_ok = not self.lifecycle.reserve.disk_full()
         return {
             "version": __version__,
             "pid": os.getpid(),
@@ -594,6 +606,12 @@ class Daemon:
             "drop_dir": str(self.config.drop_path),
             "docker": {"ok": docker_ok, "detail": docker_detail},
             "store": store,
+            "disk": {
+                "ok": disk_ok,
+                "free": diskspace.free_bytes(state),
+                "reserve_held": self.lifecycle.reserve.held,
+                "detail": "ok" if disk_ok else diskspace.sentence(state, "running"),
+            },
             "gpus": {
                 "source": self.gpus.source,
                 "count": len(gpus),

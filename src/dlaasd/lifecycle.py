@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import archive, manifest
+from . import archive, diskspace, manifest
 from .admission import volume_path
 from .codes import (
     COMPLETED,
@@ -87,6 +87,7 @@ class Lifecycle:
         self._containers: dict[str, list[str]] = {}  # run id -> container ids, until removed
         self.on_metrics: list[Callable[[str], None]] = []  # told when a run reports points
         self._stores: dict[Endpoint, ObjectStore] = {}
+        self.reserve = diskspace.Reserve(config.state_path)
 
     def folder(self, run_id: str) -> RunFolder:
         return RunFolder.of(self.config.state_path, run_id)
@@ -126,41 +127,55 @@ class Lifecycle:
     # --- the whole way ------------------------------------------------------------
 
     async def drive(self, run_id: str) -> None:
+        """Drive the run to its end. A full disk that keeps SQLite from recording it gives
+        the reserve back (or waits for space) and resumes from the status recorded."""
+        delay = 1.0
+        while True:
+            try:
+                await self._drive(run_id)
+                return
+            except asyncio.CancelledError:
+                raise  # daemon shutdown: the run resumes from its status at the next start
+            except Exception as exc:
+                if not diskspace.is_disk_full(exc):
+                    log.exception("event=run_error run=%s", run_id)
+                    self._containers.pop(run_id, None)
+                    self._to(run_id, FAILED, f"dlaasd internal error: {exc}", error_code="S101")
+                    return
+                log.error("event=disk_full run=%s error=%r", run_id, str(exc))
+                if not self.reserve.release():  # nothing left to give: wait for space
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 30)
+
+    async def _drive(self, run_id: str) -> None:
         run = self.db.get(run_id)
         m = manifest.parse(run["manifest"])
         folder = self.folder(run_id)
         # a run found past DOWNLOADING after a restart may have containers to find again,
         # and one found in STORING may have some of its results uploaded already
         found = run["status"]
-        try:
-            if run["status"] == DOWNLOADING:
-                outcome = await self._guard(self.download(run, m, folder))
-                if outcome is None and self.halted(run_id):
-                    outcome = _outcome(HALTED, "halted while the data was downloading")
-                if outcome is None:
-                    run = self._to(run_id, PROCESSING, "training", started=now())
-                    self._definitions[run_id] = asyncio.create_task(
-                        self._upload_definition(run_id, folder)
-                    )
-                else:
-                    run = self._to(run_id, STORING, "uploading logs", outcome=outcome)
-            if run["status"] == PROCESSING:
-                outcome = await self._guard(self.process(run, m, folder, found != DOWNLOADING))
-                run = self._to(
-                    run_id,
-                    STORING,
-                    "uploading results and logs",
-                    outcome=outcome,
-                    exit_code=outcome.get("exit_code"),
+        if run["status"] == DOWNLOADING:
+            outcome = await self._guard(self.download(run, m, folder))
+            if outcome is None and self.halted(run_id):
+                outcome = _outcome(HALTED, "halted while the data was downloading")
+            if outcome is None:
+                run = self._to(run_id, PROCESSING, "training", started=now())
+                self._definitions[run_id] = asyncio.create_task(
+                    self._upload_definition(run_id, folder)
                 )
-            if run["status"] == STORING:
-                await self.store(run, m, folder, resume=found == STORING)
-        except asyncio.CancelledError:
-            raise  # daemon shutdown: the run resumes from its status at the next start
-        except Exception as exc:
-            log.exception("event=run_error run=%s", run_id)
-            self._containers.pop(run_id, None)
-            self._to(run_id, FAILED, f"dlaasd internal error: {exc}", error_code="S101")
+            else:
+                run = self._to(run_id, STORING, "uploading logs", outcome=outcome)
+        if run["status"] == PROCESSING:
+            outcome = await self._guard(self.process(run, m, folder, found != DOWNLOADING))
+            run = self._to(
+                run_id,
+                STORING,
+                "uploading results and logs",
+                outcome=outcome,
+                exit_code=outcome.get("exit_code"),
+            )
+        if run["status"] == STORING:
+            await self.store(run, m, folder, resume=found == STORING)
 
     async def _guard(self, phase) -> dict | None:
         """Run a phase; a RunError becomes a FAILED outcome (the logs still get stored)."""
@@ -172,6 +187,14 @@ class Lifecycle:
     # --- DOWNLOADING ----------------------------------------------------------------
 
     async def download(self, run: dict, m: Manifest, folder: RunFolder) -> None:
+        try:
+            await self._download(run, m, folder)
+        except OSError as exc:  # the code unpacked, the data linked or fetched: no room
+            if diskspace.is_disk_full(exc):
+                raise diskspace.error(self.config.state_path, "staging the run in") from exc
+            raise
+
+    async def _download(self, run: dict, m: Manifest, folder: RunFolder) -> None:
         run_id = run["id"]
         owner = self.container_user(run) if os.geteuid() == 0 else None
         await asyncio.to_thread(_prepare_job, folder, run["hyperparameters"], owner)
@@ -489,12 +512,13 @@ class Lifecycle:
         learner = ids.index(cause) + 1
         last = _last_line(folder, folder.learner_log(learner)) or failed.error
         who = f"learner {learner}: " if m.learners > 1 else ""
-        return _outcome(
-            FAILED,
-            f"{who}the training command exited with code {code}" + (f": {last}" if last else ""),
-            "C201",
-            code,
+        message = f"{who}the training command exited with code {code}" + (
+            f": {last}" if last else ""
         )
+        if self.reserve.disk_full():  # likely why it failed
+            full = diskspace.sentence(self.config.state_path, "the training wrote its outputs")
+            return _outcome(FAILED, f"{message}; {full}", "S304", code)
+        return _outcome(FAILED, message, "C201", code)
 
     # --- STORING --------------------------------------------------------------------
 

@@ -28,12 +28,15 @@ from minio import Minio
 from minio.error import S3Error, ServerError
 
 from .codes import RunError
+from .diskspace import is_disk_full
 from .units import format_size
 
 log = logging.getLogger(__name__)
 
 CHUNK = 1024 * 1024
 AUTH_ERRORS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken"}
+# the store has no room: waiting would rarely help, so the results stay local at once
+FULL_ERRORS = {"XMinioStorageFull", "XMinioAdminBucketQuotaExceeded", "QuotaExceeded"}
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,9 @@ def classify(exc: BaseException, what: str) -> BaseException:
             )
         if exc.code == "NoSuchKey":
             return RunError("S302", f"object {exc.object_name!r} does not exist ({what})")
+        if exc.code in FULL_ERRORS:
+            message = f"the object store is full ({exc.code}: {exc.message}); it cannot take {what}"
+            return RunError("S303", message)
         return StoreUnavailable(f"{exc.code}: {exc.message}")
     if isinstance(exc, ServerError | urllib3.exceptions.HTTPError | OSError):
         return StoreUnavailable(f"{type(exc).__name__}: {_short(exc)}")
@@ -260,6 +266,8 @@ class ObjectStore:
         except RunError:
             raise
         except Exception as exc:
+            if is_disk_full(exc):  # our own disk, not the store: the lifecycle says where
+                raise
             raise classify(exc, what) from exc
         finally:
             resp.close()
