@@ -195,6 +195,14 @@ def submit(d: Dlaasd, name: str, fail: bool, code_zip: bytes) -> str:
     return d.api.multipart("/v1/runs", {"manifest": manifest_text}, {"model": code_zip})["id"]
 
 
+def ended(d: Dlaasd, run_ids) -> bool:
+    """Whether every run has ended (False while the daemon is down: a kill just landed)."""
+    try:
+        return all(d.run(r)["status"] in ("COMPLETED", "FAILED") for r in run_ids)
+    except Unreachable:
+        return False
+
+
 def named(d: Dlaasd, name: str) -> list[str]:
     runs = d.api.json("GET", "/v1/runs?limit=10000")["runs"]
     return [r["id"] for r in runs if r["name"] == name]
@@ -292,9 +300,7 @@ def inject(cycles_per_kill: int, runs_per_cycle: int = 2, seed: int = 1, log=pri
                 else:
                     # the kill lands, or every run of the cycle ended without it
                     while not killer.fired.wait(0.2):
-                        if len(ids) == len(batch) and all(
-                            d.run(r)["status"] in ("COMPLETED", "FAILED") for r in ids.values()
-                        ):
+                        if len(ids) == len(batch) and ended(d, ids.values()):
                             break
                     killer.disarm()
                     seen = killer.seen
