@@ -39,7 +39,7 @@ from .codes import (
 from .config import Config
 from .manifest import Manifest
 from .metrics import MetricsReader
-from .runfolder import IN_CONTAINER, RunFolder
+from .runfolder import IN_CONTAINER, OOM_MARK, RunFolder
 from .runner import ContainerSpec, DockerUnavailable, Exit, Runner
 from .storage import DataCache, Endpoint, ObjectStore, StoreUnavailable, Transfer
 from .store import Store, now, parse_time
@@ -501,7 +501,7 @@ class Lifecycle:
                 "C201",
                 code,
             )
-        if failed.oom_killed:
+        if failed.oom_killed or _oom_marked(folder, folder.learner_logs(ids.index(cause) + 1)):
             return _outcome(
                 FAILED,
                 f"killed for using more than its {format_size(m.memory)} "
@@ -683,6 +683,15 @@ def _save_metrics(folder: RunFolder, points: list[dict]) -> None:
         for p in points:
             line = json.dumps({k: p[k] for k in ("step", "name", "value", "time")}) + "\n"
             f.write(line.encode())
+
+
+def _oom_marked(folder: RunFolder, logs: Path) -> bool:
+    """Whether the training's shell saw the kernel's OOM killer in its cgroup."""
+    try:
+        with folder.open(logs / OOM_MARK) as f:
+            return int(f.read(32) or 0) > 0
+    except (OSError, ValueError):
+        return False
 
 
 def _last_line(folder: RunFolder, path: Path, max_bytes: int = 4096) -> str:

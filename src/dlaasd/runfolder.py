@@ -22,6 +22,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 JOB = "/job"
+# written to LOG_DIR by the training's shell when the kernel's OOM killer fired in its cgroup
+OOM_MARK = ".oom-kills"
+
 IN_CONTAINER = {
     "JOB_STATE_DIR": JOB,
     "MODEL_DIR": f"{JOB}/model-code",
@@ -149,7 +152,7 @@ class RunFolder:
             for dirpath, _, filenames in os.walk(folder):  # does not follow links
                 for name in filenames:
                     path = Path(dirpath) / name
-                    if stat.S_ISREG(path.lstat().st_mode):
+                    if stat.S_ISREG(path.lstat().st_mode) and name != OOM_MARK:
                         pairs.append((path, prefix + path.relative_to(folder).as_posix()))
         return sorted(pairs, key=lambda pair: pair[1])
 

@@ -20,6 +20,7 @@ import requests
 from docker.types import DeviceRequest, Mount
 
 from .codes import RunError
+from .runfolder import OOM_MARK
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +29,22 @@ LABEL_LEARNER = "dlaas.learner"
 LABEL_DAEMON = "dlaas.daemon"  # the state folder of the dlaasd that started it
 
 # The command runs under `sh -c` in MODEL_DIR; its output goes to the training log. On
-# halt, tini sends SIGTERM to the whole group; the trap keeps the shell alive until the
+# halt, tini sends SIGTERM to the whole group; the traps keep the shells alive until the
 # training has handled it (a shell that died first would end the container at once).
-SCRIPT = 'exec >>"$LOG_DIR/training-log.txt" 2>&1\ntrap "exit 143" TERM\n'
+# Docker's OOMKilled is not set by every engine (Debian's 20.10 on cgroup v1 leaves it
+# false), so once the command ends the shell also notes the cgroup's OOM kills, if any.
+SCRIPT_HEAD = """exec >>"$LOG_DIR/training-log.txt" 2>&1
+trap "exit 143" TERM
+(trap "exit 143" TERM
+"""
+SCRIPT_TAIL = f"""
+)
+rc=$?
+n=$(sed -n 's/^oom_kill //p' /sys/fs/cgroup/memory.events \\
+  /sys/fs/cgroup/memory/memory.oom_control 2>/dev/null | head -n 1)
+[ "${{n:-0}}" -gt 0 ] && echo "$n" >"$LOG_DIR/{OOM_MARK}"
+exit $rc
+"""
 
 
 @dataclass
@@ -157,7 +171,7 @@ class Runner:
         )
         create = dict(
             image=spec.image,
-            entrypoint=["/bin/sh", "-c", SCRIPT + spec.command],
+            entrypoint=["/bin/sh", "-c", SCRIPT_HEAD + spec.command + SCRIPT_TAIL],
             name=spec.name,
             labels={
                 LABEL_RUN: spec.run_id,
