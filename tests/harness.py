@@ -6,13 +6,17 @@ process and spoken to over its socket, with the real `dlaasctl`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -266,3 +270,63 @@ def manifest(command: str, name: str = "test", image: str = PYTHON_IMAGE, **fiel
         m["framework"]["image"] = image
     m.update(fields)
     return m
+
+
+class DockerGate:
+    """The Docker Engine's socket, passed through a socket of our own: `on_request(method,
+    path)` sees each request line before Docker does, and a request it answers False to
+    never reaches Docker (its connection is dropped). A daemon given this socket as
+    DOCKER_HOST can be stopped at an exact step of its talk with the real engine."""
+
+    REQUEST = re.compile(rb"^(GET|HEAD|POST|PUT|DELETE) (\S+) HTTP/1\.[01]\r$", re.MULTILINE)
+
+    def __init__(self, path: Path, on_request, engine: str = "/var/run/docker.sock"):
+        self.path = path
+        self.on_request = on_request
+        self.engine = engine
+        self.server = socket.socket(socket.AF_UNIX)
+        self.server.bind(str(path))
+        self.server.listen(64)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.path}"
+
+    def close(self) -> None:
+        self.server.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:  # closed
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        upstream = socket.socket(socket.AF_UNIX)
+        upstream.connect(self.engine)
+        threading.Thread(target=_pump, args=(upstream, client), daemon=True).start()
+        try:
+            while chunk := client.recv(65536):
+                for m in self.REQUEST.finditer(chunk):
+                    if not self.on_request(m[1].decode(), m[2].decode()):
+                        return
+                upstream.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            client.close()
+            upstream.close()
+
+
+def _pump(src: socket.socket, dest: socket.socket) -> None:
+    try:
+        while chunk := src.recv(65536):
+            dest.sendall(chunk)
+    except OSError:
+        pass
+    finally:
+        with contextlib.suppress(OSError):
+            dest.shutdown(socket.SHUT_WR)

@@ -5,13 +5,15 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import stat
+import threading
 import time
 import zipfile
 
 import pytest
 
-from tests.harness import dlaasctl, manifest, model, no_daemon
+from tests.harness import DockerGate, dlaasctl, manifest, model, no_daemon
 
 pytestmark = pytest.mark.integration
 
@@ -266,6 +268,47 @@ open(os.path.join(os.environ["RESULT_DIR"], "model.txt"), "w").write("weights")
     assert d.ctl("download", run_id, "--dest", str(dest)).returncode == 0
     assert (dest / "model.txt").read_text() == "weights"
     assert "event=reattach" in d.log.read_text()
+
+
+def test_daemon_killed_between_create_and_start_trains_the_run(
+    make_daemon, docker_client, tmp_path, monkeypatch
+):
+    """Docker answers a wait on a container that was only created with exit code 0: the
+    restarted daemon must start the training, not report a success that never ran."""
+    code = """
+import os
+print("trained for real", flush=True)
+open(os.path.join(os.environ["RESULT_DIR"], "model.txt"), "w").write("weights")
+"""
+    d = make_daemon(start=False)
+    killed = threading.Event()
+
+    def kill_at_start(method: str, path: str) -> bool:
+        if method == "POST" and re.search(r"/containers/[^/]+/start$", path):
+            d.proc.kill()  # SIGKILL, and the start never reaches Docker
+            killed.set()
+            return False
+        return True
+
+    gate = DockerGate(d.root / "docker.sock", kill_at_start)
+    monkeypatch.setenv("DOCKER_HOST", gate.url)
+    d.start()
+    run_id = d.submit(model(tmp_path / "m", manifest("python3 train.py"), {"train.py": code}))
+    assert killed.wait(60), d.log_tail()
+    d.proc.wait(timeout=10)
+    gate.close()
+    (container,) = docker_client.containers.list(
+        all=True, filters={"label": f"dlaas.run-id={run_id}"}
+    )
+    assert container.status == "created"  # made, never started
+    monkeypatch.delenv("DOCKER_HOST")
+    d.start()
+    run = d.wait(run_id, timeout=90)
+    assert run["status"] == "COMPLETED" and run["exit_code"] == 0, run
+    assert "trained for real" in d.ctl("logs", run_id).stdout
+    dest = tmp_path / "out"
+    assert d.ctl("download", run_id, "--dest", str(dest)).returncode == 0
+    assert (dest / "model.txt").read_text() == "weights"
 
 
 def test_follow_streams_while_it_runs(daemon, tmp_path):

@@ -342,25 +342,31 @@ class Lifecycle:
         self, run: dict, m: Manifest, folder: RunFolder, resumed: bool = True
     ) -> dict:
         run_id = run["id"]
-        ids = await self._docker(run_id, self.runner.find, run_id) if resumed else []
-        if not ids:
-            if self.halted(run_id):
-                return _outcome(HALTED, "halted before the training started")
+        found = await self._docker(run_id, self.runner.learners, run_id) if resumed else {}
+        # only a container that really started is waited on again; one the daemon created
+        # and died before starting never trained: it is made again (the start removes it)
+        running = {n: cid for n, (cid, started) in found.items() if started}
+        if running:
+            log.info("event=reattach run=%s containers=%d", run_id, len(running))
+        if self.halted(run_id) and not running:
+            return _outcome(HALTED, "halted before the training started")
+        specs = [] if self.halted(run_id) else self.specs(run, m, folder)
+        missing = [s for s in specs if s.learner not in running]
+        if missing:
             await self._docker(
                 run_id,
                 self.runner.ensure_image,
                 run["image"],
                 self.config.containers.pull_missing_images,
             )
-            for spec in self.specs(run, m, folder):
-                try:
-                    ids.append(await self._docker(run_id, self.runner.start, spec))
-                except RunError:
-                    for cid in ids:
-                        await self._docker(run_id, self.runner.remove, cid)
-                    raise
-        else:
-            log.info("event=reattach run=%s containers=%d", run_id, len(ids))
+        for spec in missing:
+            try:
+                running[spec.learner] = await self._docker(run_id, self.runner.start, spec)
+            except RunError:
+                for n in [s.learner for s in missing if s.learner in running]:
+                    await self._docker(run_id, self.runner.remove, running[n])
+                raise
+        ids = [running[n] for n in sorted(running)]  # learner 1 first
         deadline = None
         if m.timeout:
             deadline = parse_time(run["started"]).timestamp() + m.timeout
@@ -483,6 +489,14 @@ class Lifecycle:
         if self.halted(run_id):
             reason = self.db.get(run_id)["halt_reason"] or "halted on request"
             return _outcome(HALTED, reason, exit_code=code)
+        unstarted = [ids.index(cid) + 1 for cid, e in exits.items() if not e.started]
+        if unstarted:  # its exit code 0 means nothing: it never ran (not a success)
+            return _outcome(
+                FAILED,
+                f"the container of learner {unstarted[0]} was created but never started; "
+                "nothing was trained: submit the run again",
+                "S101",
+            )
         if waited.timed_out:
             return _outcome(
                 FAILED,

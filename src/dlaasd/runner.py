@@ -73,6 +73,9 @@ class Exit:
     code: int
     oom_killed: bool
     error: str = ""
+    # Docker answers a wait on a container that was created but never started with
+    # exit code 0 at once: that is no training, whatever the code says
+    started: bool = True
 
 
 class DockerUnavailable(Exception):
@@ -220,9 +223,15 @@ class Runner:
 
     def find(self, run_id: str) -> list[str]:
         """Ids of the containers of a run, learner 1 first."""
-        found = self._labelled(f"{LABEL_RUN}={run_id}")
-        found.sort(key=lambda c: int(c["Labels"].get(LABEL_LEARNER, "1")))
-        return [c["Id"] for c in found]
+        return [cid for cid, _ in sorted(self.learners(run_id).items())]
+
+    def learners(self, run_id: str) -> dict[int, tuple[str, bool]]:
+        """learner -> (container id, whether it ever started) for a run's containers. One
+        only created (the daemon died between create and start) has not trained at all."""
+        return {
+            int(c["Labels"].get(LABEL_LEARNER, "1")): (c["Id"], c.get("State") != "created")
+            for c in self._labelled(f"{LABEL_RUN}={run_id}")
+        }
 
     def containers_of_daemon(self) -> list[tuple[str, str]]:
         """(run id, container id) of every container this daemon started."""
@@ -233,18 +242,19 @@ class Runner:
         """Block until the container exits (its Exit), or None after `timeout` seconds."""
         try:
             with engine():
-                result = self.client.api.wait(container_id, timeout=timeout)
+                self.client.api.wait(container_id, timeout=timeout)
         except TimedOut:
             return None
-        if result.get("StatusCode") == 0:  # a clean exit needs no inspection
-            return Exit(0, False)
         return self.exit_info(container_id)
 
     def exit_info(self, container_id: str) -> Exit:
         with engine():
             state = self.client.api.inspect_container(container_id)["State"]
         return Exit(
-            int(state.get("ExitCode", -1)), bool(state.get("OOMKilled")), state.get("Error", "")
+            int(state.get("ExitCode", -1)),
+            bool(state.get("OOMKilled")),
+            state.get("Error", ""),
+            started=not state.get("StartedAt", "").startswith("0001-01-01"),
         )
 
     def stop(self, container_id: str, grace: float) -> None:
