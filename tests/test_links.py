@@ -3,11 +3,16 @@ anything outside the run's own folder."""
 
 from __future__ import annotations
 
+import ctypes
+import json
 import os
+import struct
+import threading
 import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.harness import manifest, model
 from tests.test_inbox import SETTLE, accepted, wait_for
@@ -75,3 +80,71 @@ def test_links_in_the_drop_folder_are_not_followed(make_daemon, minio, tmp_path)
     time.sleep(SETTLE * 2)
     keys = [o.object_name for o in sdk.list_objects("linked-data", recursive=True)]
     assert keys == ["real.txt"]
+
+
+def on_open(folder: Path, name: str, action) -> threading.Thread:
+    """Call `action()` as soon as anyone opens `folder`/`name` (inotify IN_OPEN, on the
+    folder's inode: it follows the folder when it is renamed)."""
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    fd = libc.inotify_init1(os.O_CLOEXEC)
+    assert fd >= 0 and libc.inotify_add_watch(fd, str(folder).encode(), 0x20) >= 0
+
+    def watch() -> None:
+        try:
+            while True:
+                data, pos = os.read(fd, 65536), 0
+                while pos < len(data):
+                    _, _, _, size = struct.unpack_from("iIII", data, pos)
+                    opened = data[pos + 16 : pos + 16 + size].rstrip(b"\0").decode()
+                    pos += 16 + size
+                    if opened == name:
+                        action()
+                        return
+        finally:
+            os.close(fd)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_manifest_swapped_for_a_link_while_taken_is_not_read(make_daemon, tmp_path):
+    """The dropper swaps manifest.yml for a link to a root-only file the moment dlaasd
+    opens it: what dlaasd submits is what it read then, never the link's target."""
+    d = make_daemon(drop_settle=f"{SETTLE}s")
+    inbox = d.state / "inbox"
+    wait_for(lambda: (inbox / ".accepted").exists(), what="inbox ready")
+    secret = tmp_path / "root-only.yml"
+    secret.write_text(yaml.safe_dump(manifest("echo stolen", name="LEAKED-SECRET-c0ffee")))
+    secret.chmod(0o600)
+    drop = tmp_path / "swapper"
+    drop.mkdir()
+    (drop / "manifest.yml").write_text(yaml.safe_dump(manifest("echo honest", name="honest")))
+    # packed after manifest.yml: time for the swap before anything reads the manifest again
+    (drop / "model.bin").write_bytes(os.urandom(24 * 1024**2))
+    folder_fd = os.open(drop, os.O_RDONLY | os.O_DIRECTORY)
+
+    def swap() -> None:
+        os.symlink(secret, "link", dir_fd=folder_fd)
+        os.rename("link", "manifest.yml", src_dir_fd=folder_fd, dst_dir_fd=folder_fd)
+
+    swapper = on_open(drop, "manifest.yml", swap)
+    os.rename(drop, inbox / "swapper")
+    rejected = inbox / ".rejected"
+    wait_for(
+        lambda: accepted(inbox) or list(rejected.glob("*.error.txt")), what="taken", timeout=90
+    )
+    swapper.join(30)
+    assert not swapper.is_alive(), "dlaasd never opened the manifest"
+    os.close(folder_fd)
+    (run_id,) = accepted(inbox)
+    taken = inbox / ".accepted" / run_id / "swapper" / "manifest.yml"
+    assert taken.is_symlink()  # the swap happened, after dlaasd opened the manifest
+    shown = d.ctl_json("show", run_id)
+    assert shown["name"] == "honest", shown  # the manifest as read, not the link's target
+    assert "LEAKED-SECRET" not in json.dumps(shown)
+    definition = tmp_path / "definition"
+    assert d.ctl("download", run_id, "--definition", "--dest", str(definition)).returncode == 0
+    assert "name: honest" in (definition / "manifest.yml").read_text()
+    assert d.wait(run_id)["status"] == "COMPLETED"
+    assert "honest" in d.ctl("logs", run_id).stdout

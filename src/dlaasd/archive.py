@@ -6,6 +6,7 @@ no device files, and no more bytes or files than the limits (zip bombs).
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import zipfile
@@ -133,18 +134,34 @@ def unpack(path: Path, dest: Path, max_bytes: int = MAX_BYTES) -> None:
 
 def pack_dir(src: Path, dest: Path) -> int:
     """Zip the files of folder `src` into `dest`; return the number of files. A link is
-    refused, not followed: the folder may be someone else's, and dlaasd may be root."""
+    refused, not followed: the folder may be someone else's, and dlaasd may be root. Each
+    file is read through the descriptor that was checked (fwalk's folder descriptors, then
+    O_NOFOLLOW and fstat), so one swapped for a link meanwhile is refused, never read."""
     count = 0
     with zipfile.ZipFile(dest, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
-        for dirpath, dirnames, filenames in os.walk(src):
+        for dirpath, dirnames, filenames, dir_fd in os.fwalk(src):  # does not follow links
             dirnames[:] = sorted(d for d in dirnames if d not in (".git", "__pycache__"))
             for name in sorted(dirnames + filenames):
-                full = Path(dirpath) / name
-                mode = full.lstat().st_mode
-                rel = full.relative_to(src).as_posix()
-                if stat.S_ISLNK(mode):
+                rel = Path(dirpath, name).relative_to(src).as_posix()
+                if stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
                     raise ArchiveError([f"{rel!r} is a symbolic link; copy the file in instead"])
-                if stat.S_ISREG(mode):
-                    zf.write(full, rel)
-                    count += 1
+                if name in filenames:
+                    count += _pack_file(zf, dir_fd, name, rel)
     return count
+
+
+def _pack_file(zf: zipfile.ZipFile, dir_fd: int, name: str, rel: str) -> int:
+    """Add one file, read through its own descriptor; 1 if it was a regular file."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(name, flags, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ArchiveError([f"{rel!r} is a symbolic link; copy the file in instead"]) from None
+        raise
+    with os.fdopen(fd, "rb"):
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return 0  # a FIFO, socket or device: not model code
+        # the descriptor's own file, by its /proc name: what was checked is what is read
+        zf.write(f"/proc/self/fd/{fd}", rel)
+    return 1

@@ -28,7 +28,9 @@ import shutil
 import stat
 import tempfile
 import time
+import zipfile
 from pathlib import Path
+from typing import BinaryIO
 
 from watchdog.events import FileSystemEventHandler
 from watchdog.observers import Observer
@@ -36,7 +38,7 @@ from watchdog.observers import Observer
 from . import archive
 from .buckets import store_name
 from .daemon import Caller, Daemon, Refused
-from .runfolder import RunFolder
+from .runfolder import RunFolder, open_beneath
 
 log = logging.getLogger(__name__)
 
@@ -257,57 +259,12 @@ class Inbox:
         log.info("event=drop_accepted name=%r run=%s owner=%d", name, run_id, owner)
 
     async def _submit_drop(self, drop: Path, owner: int, source: str) -> str:
-        st = drop.lstat()
-        caller = Caller(owner, st.st_gid)
+        caller = Caller(owner, drop.lstat().st_gid)
         fd, tmp = tempfile.mkstemp(suffix=".zip", dir=self.config.state_path / "runs")
         os.close(fd)
-        zip_path: Path | None = Path(tmp)
         try:
-            if stat.S_ISLNK(st.st_mode):
-                raise Refused(
-                    400,
-                    f"{drop.name!r} is a symbolic link; drop the folder or file "
-                    "itself (links are not followed)",
-                )
-            if drop.is_dir():
-                manifest = next((drop / n for n in MANIFEST_NAMES if (drop / n).is_file()), None)
-                if manifest is None:
-                    raise Refused(
-                        400,
-                        f"the folder has no manifest.yml; put the manifest at "
-                        f"{drop.name}/manifest.yml, beside the code",
-                    )
-                try:
-                    await asyncio.to_thread(archive.pack_dir, drop, zip_path)
-                except archive.ArchiveError as exc:
-                    raise Refused(
-                        400, f"the folder has problems: {'; '.join(exc.problems)}", exc.code
-                    ) from None
-                text = manifest.read_bytes()
-            elif drop.suffix.lower() == ".zip":
-                await asyncio.to_thread(_link_or_copy, drop, zip_path)  # the drop stays too
-                try:
-                    info = await asyncio.to_thread(archive.check, zip_path)
-                except archive.ArchiveError as exc:
-                    raise Refused(
-                        400, f"the zip has problems: {'; '.join(exc.problems)}", exc.code
-                    ) from None
-                if info.manifest is None:
-                    raise Refused(
-                        400,
-                        "the zip has no manifest.yml at its top (or in its one "
-                        "top folder); add one beside the code",
-                    )
-                text = info.manifest
-            elif drop.suffix.lower() in (".yml", ".yaml"):
-                text, zip_path = drop.read_bytes(), None
-                Path(tmp).unlink()
-            else:
-                raise Refused(
-                    400,
-                    f"{drop.name!r} is not a drop: drop a folder with manifest.yml "
-                    "and the code, a .zip of such a folder, or a manifest .yml",
-                )
+            text, packed = await asyncio.to_thread(read_drop, drop, Path(tmp))
+            zip_path = Path(tmp) if packed else None
             result = await self.daemon.submit(text, zip_path, caller, source=source)
             return result["id"]
         finally:
@@ -357,9 +314,13 @@ class Inbox:
             )
 
     def _upload(self, folder: str, key: str, path: Path) -> None:
+        """Upload what was checked: the file opened without following links on the way
+        (a folder swapped for a link since the scan is not followed), read through the
+        descriptor's /proc name."""
         bucket = store_name(folder)  # data/tf_training_data/ fills tf-training-data
         self.daemon.objects.ensure_bucket(bucket)
-        self.daemon.objects.put_file(bucket, key, path)
+        with _open_regular(path, self.root / "data") as f:
+            self.daemon.objects.put_file(bucket, key, Path(f"/proc/self/fd/{f.fileno()}"))
 
     def mirror_results(self, run: dict, folder: RunFolder) -> None:
         """Copy a run's results and logs to results/<run-id>/ (hard links where possible)."""
@@ -375,6 +336,91 @@ class Inbox:
                 for n in [dirpath, *(os.path.join(dirpath, x) for x in dirnames + filenames)]:
                     os.lchown(n, run["owner_uid"], -1)
             os.chmod(target, 0o700)
+
+
+def read_drop(drop: Path, zip_path: Path) -> tuple[bytes, bool]:
+    """The manifest of a drop taken into .processing/, and whether its code was put in
+    `zip_path` (a private copy). Every byte is read through a descriptor opened without
+    following links and checked with fstat: a file swapped for a link meanwhile is refused
+    or read as it was, never followed (dlaasd may be root; the drop is someone else's)."""
+    st = drop.lstat()
+    if stat.S_ISLNK(st.st_mode):
+        raise Refused(
+            400,
+            f"{drop.name!r} is a symbolic link; drop the folder or file itself "
+            "(links are not followed)",
+        )
+    if stat.S_ISDIR(st.st_mode):
+        try:
+            archive.pack_dir(drop, zip_path)
+        except archive.ArchiveError as exc:
+            raise Refused(
+                400, f"the folder has problems: {'; '.join(exc.problems)}", exc.code
+            ) from None
+        text = _top_manifest(zip_path)  # as packed: read once, with the code
+        if text is None:
+            raise Refused(
+                400,
+                f"the folder has no manifest.yml; put the manifest at "
+                f"{drop.name}/manifest.yml, beside the code",
+            )
+        return text, True
+    suffix = drop.suffix.lower()
+    if suffix == ".zip":
+        _copy_regular(drop, zip_path)  # the drop stays too
+        try:
+            info = archive.check(zip_path)
+        except archive.ArchiveError as exc:
+            raise Refused(
+                400, f"the zip has problems: {'; '.join(exc.problems)}", exc.code
+            ) from None
+        if info.manifest is None:
+            raise Refused(
+                400,
+                "the zip has no manifest.yml at its top (or in its one top folder); "
+                "add one beside the code",
+            )
+        return info.manifest, True
+    if suffix in (".yml", ".yaml"):
+        return _read_regular(drop), False
+    raise Refused(
+        400,
+        f"{drop.name!r} is not a drop: drop a folder with manifest.yml and the code, "
+        "a .zip of such a folder, or a manifest .yml",
+    )
+
+
+def _open_regular(path: Path, root: Path | None = None) -> BinaryIO:
+    """A dropped file, opened without following a link anywhere below `root` (its own
+    folder by default), and checked to be a regular file through that same descriptor."""
+    root = root or path.parent
+    try:
+        f = open_beneath(root, path.relative_to(root))
+    except FileNotFoundError:
+        raise Refused(
+            400, f"{path.name!r} is (or is reached through) a symbolic link, or is gone"
+        ) from None
+    if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+        f.close()
+        raise Refused(400, f"{path.name!r} is not a regular file; drop the file itself")
+    return f
+
+
+def _read_regular(path: Path) -> bytes:
+    with _open_regular(path) as f:
+        return f.read()
+
+
+def _copy_regular(path: Path, dest: Path) -> None:
+    """A private copy of a dropped file, which only dlaasd can change after the check."""
+    with _open_regular(path) as src, open(dest, "wb") as out:
+        shutil.copyfileobj(src, out, 1024 * 1024)
+
+
+def _top_manifest(zip_path: Path) -> bytes | None:
+    with zipfile.ZipFile(zip_path) as zf:
+        names = set(zf.namelist())
+        return next((zf.read(n) for n in MANIFEST_NAMES if n in names), None)
 
 
 def _link_or_copy(src: Path, dest: Path) -> None:

@@ -97,23 +97,7 @@ class RunFolder:
     def open(self, path: Path, write: bool = False) -> BinaryIO:
         """Open a file under the job folder without following any link on the way:
         FileNotFoundError if one is there (or the file is not)."""
-        parts = path.relative_to(self.job).parts
-        flags = os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(self.job, os.O_RDONLY | os.O_DIRECTORY | flags)
-        try:
-            for part in parts[:-1]:
-                inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | flags, dir_fd=fd)
-                os.close(fd)
-                fd = inner
-            mode = os.O_WRONLY | os.O_CREAT | os.O_TRUNC if write else os.O_RDONLY
-            file_fd = os.open(parts[-1], mode | flags, 0o644, dir_fd=fd)
-        except OSError as exc:
-            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                raise FileNotFoundError(f"{path} is reached through a link: not followed") from None
-            raise
-        finally:
-            os.close(fd)
-        return os.fdopen(file_fd, "wb" if write else "rb")
+        return open_beneath(self.job, path.relative_to(self.job), write)
 
     def is_real_dir(self, path: Path) -> bool:
         """A folder of the job, not a link put in its place."""
@@ -168,3 +152,29 @@ class RunFolder:
 
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def open_beneath(root: Path, rel: Path | str, write: bool = False) -> BinaryIO:
+    """Open `root`/`rel` without following any link at or below `root`: FileNotFoundError
+    if one is there (or the file is not). What is read is what the descriptor holds, so a
+    file swapped for a link after this open is not read. A reader never blocks on a FIFO
+    put in a file's place (fstat tells what it got)."""
+    parts = Path(rel).parts
+    flags = os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | flags)
+    try:
+        for part in parts[:-1]:
+            inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | flags, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        mode = os.O_WRONLY | os.O_CREAT | os.O_TRUNC if write else os.O_RDONLY | os.O_NONBLOCK
+        file_fd = os.open(parts[-1], mode | flags, 0o644, dir_fd=fd)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise FileNotFoundError(
+                f"{Path(root, rel)} is reached through a link: not followed"
+            ) from None
+        raise
+    finally:
+        os.close(fd)
+    return os.fdopen(file_fd, "wb" if write else "rb")
