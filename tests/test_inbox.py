@@ -18,6 +18,7 @@ from tests.harness import Minio, manifest, short_tmp
 pytestmark = pytest.mark.integration
 
 SETTLE = 1.0
+GRACE = 8.0  # an unreadable zip is waited for this long
 
 
 def wait_for(predicate, timeout: float = 60, what: str = "condition"):
@@ -45,7 +46,7 @@ def write_drop(folder: Path, command: str = "echo dropped", name: str = "drop") 
 
 @pytest.fixture
 def dropd(make_daemon):
-    d = make_daemon(drop_settle=f"{SETTLE}s")
+    d = make_daemon(drop_settle=f"{SETTLE}s", drop_grace=f"{GRACE}s")
     d.inbox = d.state / "inbox"
     wait_for(lambda: (d.inbox / ".accepted").exists(), what="inbox ready")
     return d
@@ -84,6 +85,28 @@ def test_slow_writer_is_waited_for(dropd, tmp_path):
     (run_id,) = runs
     assert dropd.wait(run_id)["status"] == "COMPLETED"
     assert "complete 5" in dropd.ctl("logs", run_id).stdout
+
+
+def test_a_zip_whose_writer_pauses_longer_than_the_settle_time_is_not_lost(dropd, tmp_path):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("manifest.yml", yaml.safe_dump(manifest("python3 z.py", name="paused")))
+        zf.writestr("z.py", "print('the whole zip arrived')\n")
+        zf.writestr("weights.bin", os.urandom(256 * 1024))
+    data = buf.getvalue()
+    with open(dropd.inbox / "paused.zip", "wb") as f:
+        f.write(data[: len(data) // 2])
+        f.flush()
+        time.sleep(SETTLE * 3)  # settled, but not a readable zip yet: left where it is
+        assert not accepted(dropd.inbox) and not os.listdir(dropd.inbox / ".rejected")
+        assert (dropd.inbox / "paused.zip").exists()
+        f.write(data[len(data) // 2 :])
+    runs = wait_for(lambda: accepted(dropd.inbox), what="acceptance")
+    (run_id,) = runs
+    assert dropd.wait(run_id)["status"] == "COMPLETED"
+    assert "the whole zip arrived" in dropd.ctl("logs", run_id).stdout
+    assert not os.listdir(dropd.inbox / ".rejected")
+    assert "event=drop_incomplete name='paused.zip'" in dropd.log.read_text()
 
 
 def test_write_then_rename_zip_and_bare_manifest(dropd, tmp_path):

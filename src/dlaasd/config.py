@@ -92,6 +92,7 @@ class Config:
     socket_group: str
     drop_dir: str
     drop_settle: Duration
+    drop_grace: Duration
     log_level: Literal["debug", "info", "warning", "error"]
     capacity: Capacity
     containers: Containers

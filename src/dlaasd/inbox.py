@@ -12,7 +12,8 @@ results mirrored back.
         results/<run-id>/           each run's results and logs, after it ends
 
 A drop is taken once nothing in it changed for `drop_settle` seconds, so both a slow
-copy in place and a write-then-rename work. Taking it is a rename into .processing/,
+copy in place and a write-then-rename work; a .zip also waits until it is a readable zip
+(a writer may pause longer), for up to `drop_grace`. Taking it is a rename into .processing/,
 which only one taker can win, and the run records the token as its source: after a
 crash the drop is finished, never submitted twice.
 """
@@ -135,6 +136,8 @@ class Inbox:
         self.root = daemon.config.drop_path
         self.settle = daemon.config.drop_settle
         self._seen: dict[str, tuple[tuple | None, float]] = {}  # name -> (snapshot, since)
+        self.grace = daemon.config.drop_grace
+        self._unreadable: dict[str, tuple | None] = {}  # zips not complete yet: snapshot
         self._mirrored = daemon.db.mirrored()
         self._data_seen: dict[str, tuple[tuple | None, float]] = {}
         self._kick = asyncio.Event()
@@ -187,10 +190,12 @@ class Inbox:
         now = time.monotonic()
         drops, files = await asyncio.to_thread(self._look)  # walking the tree: not on the loop
         for name, snap in drops.items():
-            if self._settled(self._seen, name, snap, now):
+            if self._settled(self._seen, name, snap, now) and await self._complete(name, snap, now):
                 await self._take(name)
         for gone in set(self._seen) - set(drops):
             del self._seen[gone]
+        for gone in set(self._unreadable) - set(drops):
+            del self._unreadable[gone]
         await self._mirror_data(files, now)
 
     def _look(self) -> tuple[dict[str, tuple | None], list]:
@@ -215,6 +220,21 @@ class Inbox:
             seen[key] = (snap, now)
             return False
         return now - previous[1] >= self.settle
+
+    async def _complete(self, name: str, snap: tuple | None, now: float) -> bool:
+        """Whether a settled drop may be taken. A .zip must be a readable zip: one that is
+        not yet (its writer paused longer than drop_settle) is left where it is and looked
+        at again when it changes; only once it stayed unreadable for drop_grace is it
+        taken, and refused."""
+        if not name.lower().endswith(".zip"):
+            return True
+        if self._unreadable.get(name) != snap:  # not looked at as it is now
+            if await asyncio.to_thread(_readable_zip, self.root / name):
+                self._unreadable.pop(name, None)
+                return True
+            self._unreadable[name] = snap
+            log.info("event=drop_incomplete name=%r waiting=%ss", name, self.grace)
+        return now - self._seen[name][1] >= self.grace
 
     # --- drops ------------------------------------------------------------------------
 
@@ -404,6 +424,18 @@ def _open_regular(path: Path, root: Path | None = None) -> BinaryIO:
         f.close()
         raise Refused(400, f"{path.name!r} is not a regular file; drop the file itself")
     return f
+
+
+def _readable_zip(path: Path) -> bool:
+    """False only for a regular file that is not (yet) a readable zip; anything else is
+    for the taking to judge (and refuse, if it is a link)."""
+    try:
+        with _open_regular(path) as f, zipfile.ZipFile(f):
+            return True
+    except (zipfile.BadZipFile, EOFError, ValueError):
+        return False
+    except (Refused, OSError):
+        return True
 
 
 def _read_regular(path: Path) -> bytes:
