@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import stat
 import time
+from pathlib import Path
 
 import pytest
 
@@ -375,3 +378,61 @@ def test_halt_before_the_training_starts_is_not_lost(make_daemon, minio, tmp_pat
     run = d.wait(run_id, timeout=60)
     assert run["status"] == "HALTED", run
     assert time.monotonic() - started < 30
+
+
+def test_a_killed_daemons_bundled_store_keeps_its_port_and_its_cache_warm(make_daemon, tmp_path):
+    d = make_daemon(bundled=True)
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("a.txt", "b.txt", "c.txt"):
+        (data / name).write_text(name)
+    d.ctl_json("data", "upload", "warm-cache", str(data))
+    folder = model(tmp_path / "m", data_manifest("warm-cache"), {"read.py": READER})
+
+    def staged() -> dict:
+        run = d.wait(d.submit(folder))
+        assert run["status"] == "COMPLETED", run
+        return d.ctl_json("show", run["id"])["staging"]
+
+    assert staged()["files_downloaded"] == 3
+    store = d.ctl_json("status")["store"]
+    port = int(store["endpoint"].rpartition(":")[2])
+    # a connection MinIO closed keeps its port in TIME_WAIT for a minute...
+    with socket.create_connection(("127.0.0.1", port)) as conn:
+        conn.sendall(b"GET /minio/health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        while conn.recv(4096):  # until MinIO closed its end, first
+            pass
+    os.kill(store["pid"], signal.SIGSTOP)  # ...and the orphaned MinIO is slow to go
+    orphan = Path(f"/proc/{store['pid']}/cmdline")
+    try:
+        d.kill()
+        d.start()
+        # its MinIO got the same port back, the orphan ended...
+        assert d.ctl_json("status")["store"]["endpoint"] == store["endpoint"]
+        assert not orphan.exists() or b"minio" not in orphan.read_bytes()
+    finally:
+        with contextlib.suppress(OSError):
+            if str(d.state).encode() in orphan.read_bytes():  # still ours: not left stopped
+                os.kill(store["pid"], signal.SIGKILL)
+    again = staged()
+    assert again["cache_hits"] == 3 and again["files_downloaded"] == 0, again
+
+    # ...and when another program took that port meanwhile, the cache still knows the store
+    store = d.ctl_json("status")["store"]
+    d.kill()
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        port = int(store["endpoint"].rpartition(":")[2])
+        deadline = time.monotonic() + 60
+        while True:  # once the orphaned MinIO has shut down
+            try:
+                squatter.bind(("127.0.0.1", port))
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the old MinIO never let go of its port"
+                time.sleep(0.05)
+        squatter.listen()
+        d.start()
+        assert d.ctl_json("status")["store"]["endpoint"] != store["endpoint"]
+        moved = staged()
+    assert moved["cache_hits"] == 3 and moved["files_downloaded"] == 0, moved

@@ -8,6 +8,7 @@ leave a MinIO behind holding the port and the data folder.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import json
 import logging
@@ -42,12 +43,31 @@ def free_port() -> int:
 
 
 def port_free(port: int) -> bool:
+    """Nobody listens on it. Connections of the last MinIO waiting out TIME_WAIT do not
+    count: MinIO binds with SO_REUSEADDR too."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
             return True
         except OSError:
             return False
+
+
+def _ended(pid: int, seconds: float) -> bool:
+    """Wait for a process to end: gone, or a zombie, whose files (its port too) are closed.
+    (An exiting process loses its command line before its files: that tells nothing.)"""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+        except (OSError, IndexError):
+            return True
+        if state in ("Z", "X"):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
 
 
 def find_binary(name: str) -> str:
@@ -76,7 +96,11 @@ class BundledMinio:
         self.restarts = 0
         self._stopping = False
         self._supervisor: asyncio.Task | None = None
-        self.endpoint = Endpoint(f"http://{self._pick_address()}", *self._credentials())
+        # a MinIO left by a killed dlaasd holds the port and the data for a moment
+        orphan = self._end_orphan()
+        self.endpoint = Endpoint(
+            f"http://{self._pick_address(orphan)}", *self._credentials(), identity=self._identity()
+        )
 
     # --- identity that survives restarts ----------------------------------------
 
@@ -96,15 +120,58 @@ class BundledMinio:
         creds = json.loads(path.read_text())
         return creds["access_key"], creds["secret_key"]
 
-    def _pick_address(self) -> str:
-        """Port 0 means: the port chosen at first start, or a new one if it is taken."""
+    def _identity(self) -> str:
+        """This store's id, made at first start and kept: the data cache's key for it,
+        whatever port it listens on."""
+        path = self.dir / "store-id"
+        if not path.exists():
+            tmp = self.dir / "store-id.tmp"
+            tmp.write_text(f"bundled-{secrets.token_hex(8)}\n")
+            os.replace(tmp, path)
+        return path.read_text().strip()
+
+    def _end_orphan(self, wait: float = 10) -> bool:
+        """The MinIO a killed dlaasd left on this state folder got SIGTERM from the kernel
+        (PR_SET_PDEATHSIG) and is shutting down: wait for it to let go of its port and
+        data, then end it. This dlaasd holds the state folder's lock: it is nobody else's.
+        True if there was one."""
+        try:
+            pid = int((self.dir / "pid").read_text())
+        except (OSError, ValueError):
+            return False
+        if not self._is_ours(pid):
+            return False
+        if not _ended(pid, wait):
+            log.warning("event=minio_orphan_killed pid=%d", pid)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            _ended(pid, wait)
+        return True
+
+    def _is_ours(self, pid: int) -> bool:
+        """A live MinIO serving this state folder's data (not a reused pid)."""
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return False
+        return b"server" in argv and str(self.data).encode() in argv
+
+    def _pick_address(self, orphan: bool = False) -> str:
+        """Port 0 means: the port chosen at first start, or a new one if it is taken (after
+        an orphan ended, once its last threads closed the port: a few moments)."""
         host, _, port = self.address.rpartition(":")
         if port != "0":
             return self.address
         saved = self.dir / "address"
         if saved.exists():
             old = saved.read_text().strip()
-            if port_free(int(old.rpartition(":")[2])):
+            old_port = int(old.rpartition(":")[2])
+            deadline = time.monotonic() + (5 if orphan else 0)
+            while not port_free(old_port):
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(0.05)
+            else:
                 return old
         address = f"{host or '127.0.0.1'}:{free_port()}"
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -152,6 +219,7 @@ class BundledMinio:
                 stdin=asyncio.subprocess.DEVNULL,
                 preexec_fn=_die_with_parent,
             )
+        (self.dir / "pid").write_text(f"{self.proc.pid}\n")  # for the next start, if we die
         log.info("event=minio_start pid=%s address=%s", self.proc.pid, address)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -45,10 +45,17 @@ class Endpoint:
     access_key: str
     secret_key: str
     region: str = ""
+    # what the data cache knows the store by: the bundled MinIO's own id, which outlives
+    # a restart on another port; empty for an external store, known by its address
+    identity: str = ""
 
     @property
     def label(self) -> str:
         return urlparse(self.url).netloc
+
+    @property
+    def cache_id(self) -> str:
+        return self.identity or self.label
 
 
 class StoreUnavailable(Exception):
@@ -223,7 +230,7 @@ class ObjectStore:
             if not safe_relative(rel):
                 raise RunError("S302", f"object key {obj['key']!r} is not a usable file path")
             target = os.path.join(base, rel)
-            blob = cache.blob(self.endpoint.label, bucket, obj["key"], obj["etag"])
+            blob = cache.blob(self.endpoint.cache_id, bucket, obj["key"], obj["etag"])
             if cache.link(blob, target, made):
                 stats.add(obj["size"], hit=True)
             else:
@@ -250,7 +257,7 @@ class ObjectStore:
             raise classify(exc, what) from exc
         try:
             etag = resp.headers.get("ETag", obj["etag"]).strip('"')  # changed since listed?
-            blob = cache.blob(self.endpoint.label, bucket, obj["key"], etag)
+            blob = cache.blob(self.endpoint.cache_id, bucket, obj["key"], etag)
             tmp = f"{blob}.part-{uuid.uuid4().hex[:8]}"
             os.makedirs(os.path.dirname(blob), exist_ok=True)
             try:
