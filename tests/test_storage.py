@@ -117,8 +117,13 @@ def test_results_and_logs_uploaded_after_success_failure_and_halt(make_daemon, m
             o.object_name for o in sdk.list_objects("outcomes", prefix=f"{run_id}/", recursive=True)
         }
         assert keys == {f"{run_id}/r.txt", f"{run_id}/training-log.txt"}, keys
-        # the local copy of the results goes once the upload is verified
-        assert not (d.state / "runs" / run_id / "job" / "results").exists()
+        # the local copy of the results goes once the upload is verified (the tidy follows
+        # the final status)
+        local = d.state / "runs" / run_id / "job" / "results"
+        deadline = time.monotonic() + 30
+        while local.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not local.exists()
     log = sdk.get_object("outcomes", f"{ids['FAILED']}/training-log.txt").read().decode()
     assert "bad" in log
 
