@@ -11,9 +11,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import yaml
-
-from . import experiment
+from . import experiment, schema
 from .codes import COMPLETED, FINAL, HALTED, PROCESSING, QUEUED
 from .daemon import Caller, Daemon, Refused, new_id, parse_manifest, refused, resolve
 from .metrics import resolve_name
@@ -43,7 +41,7 @@ class Experiments:
             raise refused(exc, "the experiment file has problems; nothing was queued") from None
         at = ""
         if isinstance(spec.manifest, dict):
-            manifest_text = yaml.safe_dump(spec.manifest, sort_keys=False).encode()
+            manifest_text = schema.dump_yaml(spec.manifest).encode()
             at = "manifest."
         elif manifest_text is None:
             raise Refused(
@@ -55,12 +53,12 @@ class Experiments:
         base = parse_manifest(manifest_text, "the experiment's manifest", at)
         # the trials differ only in name and environment: what they ask for is checked once
         admitted = await self.daemon.check(base, model_zip, "the experiment's trials were refused")
-        data = yaml.safe_load(manifest_text)
+        data, _ = schema.load_yaml(manifest_text)  # numbers keep their text: 1.10 stays
         trials = []
         for i, values in enumerate(experiment.trials(spec)):
             env = {**(data.get("env") or {}), **values, "SUBID": str(i)}
             trial = {**data, "name": f"{spec.name}-{i}", "env": env}
-            text = yaml.safe_dump(trial, sort_keys=False).encode()
+            text = schema.dump_yaml(trial).encode()
             trials.append((values, text, parse_manifest(text, f"trial {i}'s manifest")))
         exp_id = new_id("experiment")
         self.db.insert_experiment(

@@ -118,6 +118,22 @@ class YamlInt(int):
     text: str
 
 
+class _AsWritten(yaml.SafeDumper):
+    """Writes the numbers `load_yaml` read as they were written (1.10 stays 1.10)."""
+
+
+for _type, _tag in ((YamlFloat, "float"), (YamlInt, "int")):
+    _AsWritten.add_representer(
+        _type,
+        lambda dumper, v, tag=_tag: dumper.represent_scalar(f"tag:yaml.org,2002:{tag}", v.text),
+    )
+
+
+def dump_yaml(data: Any) -> str:
+    """YAML text of what `load_yaml` read (an inline manifest, written out on its own)."""
+    return yaml.dump(data, Dumper=_AsWritten, sort_keys=False)
+
+
 def _construct(
     node: yaml.Node, path: str, lines: dict[str, int], problems: list[Problem], budget: list[int]
 ) -> Any:

@@ -353,3 +353,12 @@ def test_problem_str_and_json():
 def test_sort_problems_puts_lineless_last():
     ps = [Problem("c", "m"), Problem("b", "m", 5), Problem("a", "m", 2)]
     assert [p.path for p in schema.sort_problems(ps)] == ["a", "b", "c"]
+
+
+def test_dump_yaml_writes_numbers_as_they_were_written():
+    text = "cpus: 0.5\nversion: 1.10\nmemory: 0x10\nname: x\nenv: {lr: 1e-3}\n"
+    data, _ = schema.load_yaml(text)
+    out = schema.dump_yaml(data)  # safe_dump cannot represent the numbers load_yaml makes
+    assert "version: 1.10" in out and "cpus: 0.5" in out and "memory: 0x10" in out
+    again, _ = schema.load_yaml(out)
+    assert again == data and again["version"].text == "1.10"
