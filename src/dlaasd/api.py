@@ -20,7 +20,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import BadHttpMessage
 
 from . import buckets, diskspace, openapi
 from .codes import FINAL, STATUSES, RunError
@@ -28,7 +29,7 @@ from .daemon import Caller, Daemon, Refused
 from .doctor import run_checks
 from .experiments import Experiments
 from .runfolder import RunFolder
-from .storage import PART_SIZE, StoreUnavailable, safe_relative
+from .storage import PART_SIZE, InvalidName, StoreUnavailable, key_problem, safe_relative
 
 log = logging.getLogger(__name__)
 
@@ -36,17 +37,51 @@ DAEMON = web.AppKey("daemon", Daemon)
 EXPERIMENTS = web.AppKey("experiments", Experiments)
 MAX_MANIFEST = 1024 * 1024
 MAX_MODEL = 4 * 1024**3
+# the text parts of the multipart forms, the required one first
+RUN_PARTS = ("manifest",)
+EXPERIMENT_PARTS = ("experiment", "manifest")
+
+
+@dataclass(frozen=True)
+class Query:
+    """A query parameter, as the OpenAPI document declares it."""
+
+    description: str
+    schema: dict = field(default_factory=lambda: {"type": "string"})
+
+
+def whole(description: str, lo: int, hi: int) -> Query:
+    return Query(description, {"type": "integer", "minimum": lo, "maximum": hi})
+
+
+FLAGS = {"1": True, "true": True, "0": False, "false": False}
+
+
+def flag(description: str) -> Query:
+    return Query(description, {"type": "string", "enum": list(FLAGS)})
+
+
+MAX_LIMIT = 10_000  # runs or experiments in one answer
+MAX_OFFSET = 10**9
+MAX_POSITION = 2**62  # a byte offset in a log, a metric's seq
 
 
 @dataclass
 class Route:
+    """One route, and what the OpenAPI document says of it."""
+
     method: str
     path: str
     handler: object
     summary: str
-    query: dict[str, str] = field(default_factory=dict)  # name -> description
+    query: dict[str, Query] = field(default_factory=dict)
     body: str | None = None  # request body, in words
     returns: str = "application/json"
+    schema: str | None = None  # of the JSON body on success, in openapi.SCHEMAS
+    ok: int = 200
+    errors: tuple[int, ...] = ()  # statuses it may answer besides `ok` (openapi.ERRORS)
+    parts: tuple[str, ...] = ()  # a multipart body's text parts, the required one first
+    streams: bool = False  # follow=1 streams JSON lines instead
 
 
 def caller_of(request: web.Request) -> Caller:
@@ -76,8 +111,13 @@ def _int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int
     return value
 
 
-def _flag(request: web.Request, name: str) -> bool:
-    return request.query.get(name, "").lower() in ("1", "true", "yes")
+def _flag(request: web.Request, name: str, default: bool = False) -> bool:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if raw not in FLAGS:
+        raise Refused(400, f"query parameter {name!r}: found {raw!r}; expected 1 or 0")
+    return FLAGS[raw]
 
 
 def daemon_of(request: web.Request) -> Daemon:
@@ -107,48 +147,77 @@ async def gpus(request: web.Request) -> web.Response:
 async def form(request: web.Request, texts: tuple[str, ...]):
     """A multipart form: small text parts (a manifest, an experiment file) in memory, and
     the model archive streamed to a file (removed afterwards, unless it was taken)."""
+    expected = f"the parts {', '.join(repr(t) for t in texts)} and, optionally, 'model' (a zip)"
     if not request.content_type.startswith("multipart/"):
-        raise Refused(
-            400,
-            f"send multipart/form-data with the parts {', '.join(texts)} and, "
-            "optionally, 'model' (a zip of the model code)",
-        )
+        raise Refused(400, f"send multipart/form-data with {expected}")
     incoming = daemon_of(request).config.state_path / "runs" / ".incoming"
     incoming.mkdir(parents=True, exist_ok=True)
-    reader = await request.multipart()
     parts: dict[str, bytes] = {}
-    model: Path | None = None
+    model: list[Path] = []  # where the archive is being written, once it is
     try:
-        while (part := await reader.next()) is not None:
-            if part.name in texts:
-                parts[part.name] = bytes(await part.read(decode=False))
-                if len(parts[part.name]) > MAX_MANIFEST:
-                    raise Refused(413, f"the {part.name} is larger than 1 MiB")
-            elif part.name == "model":
-                fd, name = tempfile.mkstemp(dir=incoming, suffix=".zip")
-                model = Path(name)
-                size = 0
-                with os.fdopen(fd, "wb") as out:
-                    while chunk := await part.read_chunk(1024 * 1024):
-                        size += len(chunk)
-                        if size > MAX_MODEL:
-                            raise Refused(
-                                413,
-                                "the model archive is larger than 4 GiB; keep "
-                                "data in the object store, not in the model code",
-                            )
-                        out.write(chunk)
-            else:
-                expected = ", ".join(repr(t) for t in (*texts, "model"))
-                raise Refused(400, f"unexpected form part {part.name!r}; send {expected}")
-        yield parts, model
+        try:
+            await _read_form(request, texts, incoming, parts, model)
+        except (ValueError, BadHttpMessage) as exc:  # aiohttp's word on a malformed body
+            raise Refused(
+                400,
+                f"the multipart body is malformed ({_first_line(exc)}); send "
+                f"multipart/form-data with a boundary in the Content-Type header and {expected}, "
+                "each part with a Content-Disposition header naming it",
+            ) from None
+        yield parts, (model[0] if model else None)
     finally:
-        if model is not None:
-            model.unlink(missing_ok=True)
+        for path in model:
+            path.unlink(missing_ok=True)
+
+
+async def _read_form(
+    request: web.Request,
+    texts: tuple[str, ...],
+    incoming: Path,
+    parts: dict[str, bytes],
+    model: list[Path],
+) -> None:
+    reader = await request.multipart()
+    while (part := await reader.next()) is not None:
+        if not isinstance(part, BodyPartReader):
+            raise Refused(400, "a form part is itself multipart; send each part as plain bytes")
+        if part.name in texts:
+            if part.name in parts:
+                raise Refused(400, f"the {part.name!r} part appears twice; send it once")
+            text = bytearray()
+            while chunk := await part.read_chunk(64 * 1024):  # never more than the limit held
+                text += chunk
+                if len(text) > MAX_MANIFEST:
+                    raise Refused(413, f"the {part.name} is larger than 1 MiB")
+            parts[part.name] = bytes(text)
+        elif part.name == "model" and not model:
+            fd, name = tempfile.mkstemp(dir=incoming, suffix=".zip")
+            model.append(Path(name))
+            size = 0
+            with os.fdopen(fd, "wb") as out:
+                while chunk := await part.read_chunk(1024 * 1024):
+                    size += len(chunk)
+                    if size > MAX_MODEL:
+                        raise Refused(
+                            413,
+                            "the model archive is larger than 4 GiB; keep "
+                            "data in the object store, not in the model code",
+                        )
+                    out.write(chunk)
+        else:
+            expected = ", ".join(repr(t) for t in (*texts, "model"))
+            what = "appears twice" if part.name == "model" else "is not expected"
+            raise Refused(400, f"the form part {part.name!r} {what}; send {expected} once each")
+
+
+def _first_line(exc: Exception) -> str:
+    """aiohttp's HTTP errors start with '400, message:' and put the reason on a new line."""
+    text = exc.message if isinstance(exc, BadHttpMessage) else str(exc)
+    return " ".join(text.split()) or type(exc).__name__
 
 
 async def submit(request: web.Request) -> web.Response:
-    async with form(request, ("manifest",)) as (parts, model):
+    async with form(request, RUN_PARTS) as (parts, model):
         if "manifest" not in parts:
             raise Refused(400, "the 'manifest' part is missing")
         result = await daemon_of(request).submit(parts["manifest"], model, caller_of(request))
@@ -157,8 +226,8 @@ async def submit(request: web.Request) -> web.Response:
 
 async def list_runs(request: web.Request) -> web.Response:
     d = daemon_of(request)
-    limit = _int(request, "limit", 50, 1, 10_000)
-    offset = _int(request, "offset", 0, 0, 10**9)
+    limit = _int(request, "limit", 50, 1, MAX_LIMIT)
+    offset = _int(request, "offset", 0, 0, MAX_OFFSET)
     statuses = [s.upper() for s in request.query.getall("status", []) for s in s.split(",") if s]
     bad = [s for s in statuses if s not in STATUSES]
     if bad:
@@ -206,7 +275,7 @@ async def logs(request: web.Request) -> web.StreamResponse:
     run = d.get_run(request.match_info["id"])
     learner = _int(request, "learner", 1, 1, max(run["learners"] or 1, 1))
     follow = _flag(request, "follow")
-    pos = _int(request, "offset", 0, 0, 2**62)  # where a dropped stream left off
+    pos = _int(request, "offset", 0, 0, MAX_POSITION)  # where a dropped stream left off
     folder = d.lifecycle.folder(run["id"])
     path = folder.learner_log(learner)
     resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
@@ -245,9 +314,16 @@ async def get_artifact(request: web.Request) -> web.StreamResponse:
     d = daemon_of(request)
     run = d.get_run(request.match_info["id"])
     kind = "definition" if "/definition/" in request.path else "results"
-    source, ref = await asyncio.to_thread(d.artifact_source, run, kind, request.match_info["path"])
-    if source == "local":
-        return web.FileResponse(ref)
+    rel = request.match_info["path"]
+    if not safe_relative(rel):
+        raise Refused(
+            400,
+            f"file path {rel!r}: name a file inside the run's {kind}, as "
+            f"`GET /v1/runs/{run['id']}/{kind}` lists it (no '..', no leading '/')",
+        )
+    source, ref = await asyncio.to_thread(d.artifact_source, run, kind, rel)
+    if source == "local":  # the same type as from the store, whatever the file's name
+        return web.FileResponse(ref, headers={"Content-Type": "application/octet-stream"})
     objects, bucket, key = ref
     return await _stream_object(request, objects, bucket, key)
 
@@ -289,8 +365,9 @@ def _bucket(request: web.Request) -> tuple[str, list[str]]:
 
 def _key(request: web.Request) -> str:
     key = request.match_info["key"]
-    if not safe_relative(key):
-        raise Refused(400, f"object key {key!r} must be a relative path without '..'")
+    problem = key_problem(key)
+    if problem:
+        raise Refused(400, f"object key {key!r} {problem}")
     return key
 
 
@@ -304,9 +381,12 @@ async def data_list(request: web.Request) -> web.Response:
     d = daemon_of(request)
     bucket, notes = _bucket(request)
     prefix = request.query.get("prefix", "")
-    recursive = request.query.get("recursive", "1") not in ("0", "false")
+    recursive = _flag(request, "recursive", default=True)
+    missing = request.query.get("missing")
+    if missing not in (None, "empty"):
+        raise Refused(400, f"query parameter 'missing': found {missing!r}; expected 'empty'")
     exists = await asyncio.to_thread(d.objects.bucket_exists, bucket)
-    if not exists and request.query.get("missing") != "empty":
+    if not exists and missing != "empty":
         named = request.match_info["bucket"]
         also = f" (stored as {bucket!r})" if bucket != named else ""
         raise Refused(404, f"bucket {named!r}{also} does not exist")
@@ -373,7 +453,7 @@ async def run_metrics(request: web.Request) -> web.StreamResponse:
     """A run's metric points; with follow=1, new ones as JSON lines until the run ends."""
     d = daemon_of(request)
     run = d.get_run(request.match_info["id"])
-    after = _int(request, "after", 0, 0, 2**62)
+    after = _int(request, "after", 0, 0, MAX_POSITION)
     name = request.query.get("name") or None
     if not _flag(request, "follow"):
         points = d.db.metrics(run["id"], after, name)
@@ -397,7 +477,7 @@ def experiments_of(request: web.Request) -> Experiments:
 
 
 async def create_experiment(request: web.Request) -> web.Response:
-    async with form(request, ("experiment", "manifest")) as (parts, model):
+    async with form(request, EXPERIMENT_PARTS) as (parts, model):
         if "experiment" not in parts:
             raise Refused(400, "the 'experiment' part is missing")
         result = await experiments_of(request).create(
@@ -407,7 +487,7 @@ async def create_experiment(request: web.Request) -> web.Response:
 
 
 async def list_experiments(request: web.Request) -> web.Response:
-    limit = _int(request, "limit", 50, 1, 10_000)
+    limit = _int(request, "limit", 50, 1, MAX_LIMIT)
     return web.json_response({"experiments": experiments_of(request).summaries(limit)})
 
 
@@ -427,16 +507,32 @@ async def openapi_doc(request: web.Request) -> web.Response:
 
 
 ROUTES = [
-    Route("GET", "/v1/health", health, "Liveness: the daemon answers"),
-    Route("GET", "/v1/status", status, "Docker, object store, GPUs, capacity and run counts"),
-    Route("GET", "/v1/gpus", gpus, "GPU inventory with the run holding each"),
-    Route("GET", "/v1/doctor", doctor, "Checks of Docker, GPUs, store, disk, socket, images"),
+    Route("GET", "/v1/health", health, "Liveness: the daemon answers", schema="Health"),
+    Route(
+        "GET",
+        "/v1/status",
+        status,
+        "Docker, object store, GPUs, capacity and run counts",
+        schema="Status",
+    ),
+    Route("GET", "/v1/gpus", gpus, "GPU inventory with the run holding each", schema="Gpus"),
+    Route(
+        "GET",
+        "/v1/doctor",
+        doctor,
+        "Checks of Docker, GPUs, store, disk, socket, images",
+        schema="Doctor",
+    ),
     Route(
         "POST",
         "/v1/runs",
         submit,
         "Submit a training run",
         body="multipart/form-data: 'manifest' (manifest.yml), 'model' (zip, optional)",
+        parts=RUN_PARTS,
+        schema="Submitted",
+        ok=201,
+        errors=(400, 413, 507),
     ),
     Route(
         "GET",
@@ -444,44 +540,83 @@ ROUTES = [
         list_runs,
         "Runs, newest first",
         query={
-            "limit": "page size (default 50)",
-            "offset": "skip this many",
-            "status": "only these statuses (comma separated)",
-            "experiment": "only the trials of this experiment",
+            "limit": whole("page size (default 50)", 1, MAX_LIMIT),
+            "offset": whole("skip this many", 0, MAX_OFFSET),
+            "status": Query("only these statuses (comma separated)"),
+            "experiment": Query("only the trials of this experiment"),
         },
+        schema="RunList",
+        errors=(400,),
     ),
-    Route("GET", "/v1/runs/{id}", show_run, "One run, with its history and staging figures"),
+    Route(
+        "GET",
+        "/v1/runs/{id}",
+        show_run,
+        "One run, with its history and staging figures",
+        schema="Run",
+        errors=(400, 404),
+    ),
     Route(
         "DELETE",
         "/v1/runs/{id}",
         delete_run,
         "Forget a finished run and its local files",
-        query={"purge": "1: also remove its results from the object store"},
+        query={"purge": flag("1: also remove its results from the object store")},
+        schema="Deleted",
+        errors=(400, 403, 404, 409, 503, 507),
     ),
-    Route("POST", "/v1/runs/{id}/halt", halt_run, "Halt a run (SIGTERM, then SIGKILL)"),
+    Route(
+        "POST",
+        "/v1/runs/{id}/halt",
+        halt_run,
+        "Halt a run (SIGTERM, then SIGKILL)",
+        schema="RunSummary",
+        errors=(400, 403, 404, 409, 507),
+    ),
     Route(
         "GET",
         "/v1/runs/{id}/logs",
         logs,
         "The training log",
-        query={"follow": "1: stream until the run ends", "learner": "learner number (1)"},
+        query={
+            "follow": flag("1: stream until the run ends"),
+            "learner": whole("learner number (default 1)", 1, 10_000),
+            "offset": whole("skip this many bytes (where a stream left off)", 0, MAX_POSITION),
+        },
         returns="text/plain",
+        errors=(400, 404),
     ),
-    Route("GET", "/v1/runs/{id}/results", list_artifacts, "The run's result files"),
+    Route(
+        "GET",
+        "/v1/runs/{id}/results",
+        list_artifacts,
+        "The run's result files",
+        schema="Files",
+        errors=(400, 404),
+    ),
     Route(
         "GET",
         "/v1/runs/{id}/results/{path:.+}",
         get_artifact,
         "One result file",
         returns="application/octet-stream",
+        errors=(400, 403, 404, 503),
     ),
-    Route("GET", "/v1/runs/{id}/definition", list_artifacts, "The submitted manifest and model"),
+    Route(
+        "GET",
+        "/v1/runs/{id}/definition",
+        list_artifacts,
+        "The submitted manifest and model",
+        schema="Files",
+        errors=(400, 404),
+    ),
     Route(
         "GET",
         "/v1/runs/{id}/definition/{path:.+}",
         get_artifact,
         "One file of the definition",
         returns="application/octet-stream",
+        errors=(400, 403, 404, 503),
     ),
     Route(
         "GET",
@@ -489,10 +624,13 @@ ROUTES = [
         run_metrics,
         "The run's metric points",
         query={
-            "after": "only points after this seq",
-            "name": "only this metric",
-            "follow": "1: stream new points as JSON lines until the run ends",
+            "after": whole("only points after this seq", 0, MAX_POSITION),
+            "name": Query("only this metric"),
+            "follow": flag("1: stream new points as JSON lines until the run ends"),
         },
+        schema="Metrics",
+        streams=True,
+        errors=(400, 404),
     ),
     Route(
         "POST",
@@ -501,33 +639,60 @@ ROUTES = [
         "Start an experiment (a sweep of trials)",
         body="multipart/form-data: 'experiment' (YAML), 'manifest' (when the experiment names "
         "a file), 'model' (zip, optional)",
+        parts=EXPERIMENT_PARTS,
+        schema="ExperimentCreated",
+        ok=201,
+        errors=(400, 413, 507),
     ),
     Route(
         "GET",
         "/v1/experiments",
         list_experiments,
         "Experiments, newest first",
-        query={"limit": "how many (default 50)"},
+        query={"limit": whole("how many (default 50)", 1, MAX_LIMIT)},
+        schema="ExperimentList",
+        errors=(400,),
     ),
     Route(
         "GET",
         "/v1/experiments/{id}",
         show_experiment,
         "An experiment, trials ranked best first",
-        query={"curves": "1: each trial's objective curve"},
+        query={"curves": flag("1: each trial's objective curve")},
+        schema="Experiment",
+        errors=(400, 404),
     ),
-    Route("POST", "/v1/experiments/{id}/halt", halt_experiment, "Halt every trial still running"),
-    Route("GET", "/v1/data", data_buckets, "Buckets in the object store"),
+    Route(
+        "POST",
+        "/v1/experiments/{id}/halt",
+        halt_experiment,
+        "Halt every trial still running",
+        schema="Experiment",
+        errors=(400, 403, 404, 507),
+    ),
+    Route(
+        "GET",
+        "/v1/data",
+        data_buckets,
+        "Buckets in the object store",
+        schema="Buckets",
+        errors=(400, 503),
+    ),
     Route(
         "GET",
         "/v1/data/{bucket}",
         data_list,
         "Objects in a bucket (a name S3 refuses is mapped: README, bucket names)",
         query={
-            "prefix": "only keys under this prefix",
-            "recursive": "0: one level",
-            "missing": "empty: a bucket not there yet lists no objects instead of a 404",
+            "prefix": Query("only keys under this prefix"),
+            "recursive": flag("0: one level (default 1)"),
+            "missing": Query(
+                "empty: a bucket not there yet lists no objects instead of a 404",
+                {"type": "string", "enum": ["empty"]},
+            ),
         },
+        schema="Objects",
+        errors=(400, 404, 503),
     ),
     Route(
         "PUT",
@@ -535,6 +700,9 @@ ROUTES = [
         data_put,
         "Upload one object (creates the bucket)",
         body="the object's bytes, with Content-Length",
+        schema="Uploaded",
+        ok=201,
+        errors=(400, 411, 503, 507),
     ),
     Route(
         "GET",
@@ -542,8 +710,9 @@ ROUTES = [
         data_get,
         "Download one object",
         returns="application/octet-stream",
+        errors=(400, 403, 404, 503),
     ),
-    Route("GET", "/v1/openapi.json", openapi_doc, "This document"),
+    Route("GET", "/v1/openapi.json", openapi_doc, "This document", schema="OpenAPI"),
 ]
 
 
@@ -553,6 +722,8 @@ async def json_errors(request: web.Request, handler):
         return await handler(request)
     except Refused as exc:
         return web.json_response(exc.to_json(), status=exc.status)
+    except InvalidName as exc:  # a name our own checks let through: still the caller's
+        return web.json_response({"error": {"message": str(exc)}}, status=400)
     except StoreUnavailable as exc:
         return web.json_response(
             {"error": {"message": f"the object store is unavailable: {exc}"}}, status=503
@@ -569,7 +740,8 @@ async def json_errors(request: web.Request, handler):
             message = f"no such route: {request.method} {request.path}; see /v1/openapi.json"
         elif exc.status == 405:
             message = f"{request.method} is not allowed on {request.path}"
-        return web.json_response({"error": {"message": message}}, status=exc.status)
+        allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        return web.json_response({"error": {"message": message}}, status=exc.status, headers=allow)
     except (ConnectionResetError, asyncio.CancelledError):
         raise
     except Exception as exc:

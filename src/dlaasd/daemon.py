@@ -37,7 +37,7 @@ from .runfolder import RunFolder
 from .runner import DockerUnavailable, Runner
 from .scheduler import FreeGpu, place
 from .schema import Problem, SchemaError
-from .storage import DataCache, Endpoint, ObjectStore, StoreUnavailable
+from .storage import DataCache, Endpoint, ObjectStore, StoreUnavailable, key_problem
 from .store import NotFound, Store
 
 log = logging.getLogger(__name__)
@@ -680,7 +680,7 @@ class Daemon:
         local, stored = self._artifact_places(run, kind)
         if rel in local:
             return "local", local[rel]
-        if stored is None:
+        if stored is None or key_problem(rel):  # no object can have that name
             raise Refused(404, f"{run['id']} has no {kind} file {rel!r}")
         objects, bucket, prefix = stored
         return "store", (objects, bucket, prefix + rel)

@@ -1,4 +1,8 @@
-"""The OpenAPI 3.1 document, built from the API's route table so the two cannot drift."""
+"""The OpenAPI 3.1 document, built from the API's route table so the two cannot drift.
+
+Each route names its success status and body schema and the error statuses it can answer;
+the fuzzing test (tests/test_api_fuzz.py) holds the daemon to what this says.
+"""
 
 from __future__ import annotations
 
@@ -7,104 +11,306 @@ import re
 from . import __version__
 from .codes import ERROR_CODES, STATUSES
 
-_nullable_str = {"type": ["string", "null"]}
-SCHEMAS = {
-    "Error": {
+# Why each error status is answered; a route lists the ones it can give.
+ERRORS = {
+    400: "the request is wrong; the body names the field and how to fix it",
+    403: "the run or experiment belongs to another user",
+    404: "no such run, experiment, file, bucket or object",
+    409: "not now: the run is in a status that does not allow it",
+    411: "the upload has no Content-Length",
+    413: "the body is too large",
+    503: "the object store or Docker is unavailable; retry later",
+    507: "no space left: the state folder's disk (S304) or the store's (S303); the body says "
+    "what to free",
+}
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _object(required: dict, optional: dict | None = None) -> dict:
+    """An object that always has the `required` properties and may have the `optional`."""
+    return {
         "type": "object",
-        "required": ["error"],
-        "properties": {
-            "error": {
-                "type": "object",
-                "required": ["message"],
-                "properties": {
-                    "message": {"type": "string"},
+        "required": list(required),
+        "properties": {**required, **(optional or {})},
+    }
+
+
+def _nullable(type_: str) -> dict:
+    return {"type": [type_, "null"]}
+
+
+def _array(items: dict) -> dict:
+    return {"type": "array", "items": items}
+
+
+_str, _int, _num, _bool = ({"type": t} for t in ("string", "integer", "number", "boolean"))
+_time = {**_nullable("string"), "description": "UTC, ISO 8601"}
+_status = {"type": "string", "enum": list(STATUSES)}
+_error_code = {"type": ["string", "null"], "enum": [*sorted(ERROR_CODES), None]}
+
+_run_summary = {
+    "id": {"type": "string", "examples": ["training-a1b2c3d4e"]},
+    "name": _str,
+    "status": _status,
+    "error_code": _error_code,
+    "status_message": _str,
+    "owner": _nullable("string"),
+    "owner_uid": _nullable("integer"),
+    "gpus": {**_array(_str), "description": "GPU UUIDs"},
+    "cpus": _nullable("number"),
+    "memory": {**_nullable("integer"), "description": "bytes"},
+    "learners": _nullable("integer"),
+    "framework": _nullable("string"),
+    "image": _nullable("string"),
+    "exit_code": _nullable("integer"),
+    "submitted": _time,
+    "started": _time,
+    "completed": _time,
+    "results": {**_nullable("string"), "description": "s3://bucket/prefix/"},
+    "experiment_id": _nullable("string"),
+}
+_staging = _object(
+    {
+        k: _num
+        for k in (
+            "bytes_downloaded",
+            "files_downloaded",
+            "cache_hits",
+            "download_seconds",
+            "bytes_uploaded",
+            "files_uploaded",
+            "upload_seconds",
+        )
+    }
+)
+_experiment_summary = {
+    "id": {"type": "string", "examples": ["experiment-a1b2c3d4e"]},
+    "name": _str,
+    "description": _nullable("string"),
+    "status": _status,
+    "owner": _nullable("string"),
+    "objective": _object(
+        {"name": _str, "goal": {"enum": ["maximize", "minimize"]}, "metric": _nullable("string")}
+    ),
+    "method": _str,
+    "trials": _int,
+    "counts": {"type": "object", "additionalProperties": _int, "description": "by status"},
+    "best_run": _nullable("string"),
+    "best_hyperparameters": _nullable("object"),
+    "best_value": _nullable("number"),
+    "submitted": _time,
+    "completed": _time,
+}
+_trial = _object(
+    {
+        "id": _str,
+        "status": _status,
+        "error_code": _error_code,
+        "status_message": _str,
+        "hyperparameters": {"type": "object"},
+        "objective_value": _nullable("number"),
+        "last_step": _nullable("integer"),
+        "halted_early": _bool,
+    },
+    {"curve": {**_array(_array(_num)), "description": "[step, value] pairs"}},
+)
+
+SCHEMAS = {
+    "Error": _object(
+        {
+            "error": _object(
+                {"message": _str},
+                {
                     "code": {"type": "string", "enum": sorted(ERROR_CODES)},
-                    "problems": {
-                        "type": "array",
-                        "items": {"$ref": "#/components/schemas/Problem"},
-                    },
+                    "problems": _array(_ref("Problem")),
                     "warnings": {
-                        "type": "array",
-                        "items": {"type": "string"},
+                        **_array(_str),
                         "description": "what submit would also have said about the manifest",
                     },
                 },
-            }
-        },
-    },
-    "Problem": {
-        "type": "object",
-        "properties": {
+            )
+        }
+    ),
+    "Problem": _object(
+        {
             "field": {"type": "string", "description": "path such as framework.command"},
-            "line": {"type": ["integer", "null"]},
-            "message": {"type": "string"},
-        },
-    },
-    "Run": {
-        "type": "object",
-        "required": ["id", "name", "status"],
-        "properties": {
-            "id": {"type": "string", "examples": ["training-a1b2c3d4e"]},
-            "name": {"type": "string"},
-            "status": {"type": "string", "enum": list(STATUSES)},
-            "error_code": {"type": ["string", "null"], "enum": [*sorted(ERROR_CODES), None]},
-            "status_message": {"type": "string"},
-            "owner": _nullable_str,
-            "owner_uid": {"type": "integer"},
-            "gpus": {"type": "array", "items": {"type": "string"}, "description": "GPU UUIDs"},
-            "cpus": {"type": "number"},
-            "memory": {"type": "integer", "description": "bytes"},
-            "exit_code": {"type": ["integer", "null"]},
-            "submitted": _nullable_str,
-            "started": _nullable_str,
-            "completed": _nullable_str,
-            "results": {"type": ["string", "null"], "description": "s3://bucket/prefix/"},
-            "staging": {
-                "type": "object",
-                "properties": {
-                    k: {"type": "number"}
-                    for k in (
-                        "bytes_downloaded",
-                        "files_downloaded",
-                        "cache_hits",
-                        "download_seconds",
-                        "bytes_uploaded",
-                        "files_uploaded",
-                        "upload_seconds",
-                    )
+            "line": _nullable("integer"),
+            "message": _str,
+        }
+    ),
+    "Health": _object({"status": {"const": "ok"}}),
+    "Status": _object(
+        {
+            "version": _str,
+            "pid": _int,
+            "uptime_seconds": _num,
+            "state_dir": _str,
+            "socket": _str,
+            "drop_dir": _str,
+            "docker": _object({"ok": _bool, "detail": _str}),
+            "disk": _object(
+                {
+                    "ok": _bool,
+                    "free": {**_int, "description": "bytes"},
+                    "reserve_held": _bool,
+                    "detail": _str,
+                }
+            ),
+            "store": _object(
+                {
+                    "mode": {"enum": ["bundled", "external"]},
+                    "endpoint": _str,
+                    "ok": _bool,
+                    "detail": _str,
                 },
-            },
+                {"pid": _nullable("integer"), "restarts": _int},
+            ),
+            "gpus": _object(
+                {"source": _str, "count": _int, "driver": _str, "error": _str},
+            ),
+            "capacity": _object(
+                {
+                    "cpus": _num,
+                    "memory": _int,
+                    "cpus_used": _num,
+                    "memory_used": _int,
+                    "gpus_used": _int,
+                }
+            ),
+            "runs": {"type": "object", "additionalProperties": _int, "description": "by status"},
+        }
+    ),
+    "Doctor": _object(
+        {
+            "checks": _array(
+                _object(
+                    {
+                        "name": _str,
+                        "status": {"enum": ["ok", "warn", "fail"]},
+                        "detail": _str,
+                        "fix": _str,
+                    }
+                )
+            )
+        }
+    ),
+    "Gpus": _object(
+        {
+            "gpus": _array(
+                _object(
+                    {
+                        "index": _int,
+                        "uuid": _str,
+                        "name": _str,
+                        "memory_total": _int,
+                        "memory_used": _int,
+                        "processes": _array(_int),
+                        "simulated": _bool,
+                        "run": {**_nullable("string"), "description": "the run holding it"},
+                        "busy": _bool,
+                    }
+                )
+            )
+        }
+    ),
+    "Submitted": _object(
+        {"id": _str, "status": {"const": "QUEUED"}, "warnings": _array(_str)},
+    ),
+    "RunSummary": _object(_run_summary),
+    "Run": _object(
+        {
+            **_run_summary,
+            "staging": _staging,
+            "description": _nullable("string"),
+            "hyperparameters": _nullable("object"),
+            "manifest": {"type": "string", "description": "manifest.yml as submitted"},
             "buckets": {
-                "type": "array",
+                **_array(
+                    _object(
+                        {
+                            "use": {"enum": ["training data", "results"]},
+                            "manifest": _str,
+                            "store": _str,
+                        }
+                    )
+                ),
                 "description": "the run's buckets: the manifest's name and the store's",
-                "items": {
-                    "type": "object",
-                    "properties": {
-                        "use": {"type": "string", "enum": ["training data", "results"]},
-                        "manifest": {"type": "string"},
-                        "store": {"type": "string"},
-                    },
-                },
             },
-            "warnings": {
-                "type": "array",
-                "items": {"type": "string"},
-                "description": "what submit said about the manifest",
-            },
-            "history": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "properties": {
-                        "time": {"type": "string"},
-                        "status": {"type": "string"},
-                        "message": {"type": "string"},
-                    },
-                },
-            },
-        },
-    },
+            "warnings": {**_array(_str), "description": "what submit said about the manifest"},
+            "history": _array(_object({"time": _str, "status": _str, "message": _str})),
+        }
+    ),
+    "RunList": _object(
+        {"runs": _array(_ref("RunSummary")), "total": _int, "limit": _int, "offset": _int}
+    ),
+    "Deleted": _object({"id": _str, "deleted": {"const": True}, "objects_removed": _int}),
+    "Files": _object(
+        {
+            "id": _str,
+            "location": {"type": "string", "description": "s3://bucket/prefix/ or a folder"},
+            "files": _array(
+                _object({"path": _str, "size": _int, "source": {"enum": ["store", "local"]}})
+            ),
+        }
+    ),
+    "MetricPoint": _object(
+        {
+            "seq": {"type": "integer", "description": "pass as `after` to get only newer"},
+            "step": _nullable("integer"),
+            "name": _str,
+            "value": _num,
+            "time": _nullable("string"),
+        }
+    ),
+    "Metrics": _object({"id": _str, "status": _status, "points": _array(_ref("MetricPoint"))}),
+    "ExperimentCreated": _object(
+        {"id": _str, "trials": _int, "runs": _array(_str), "warnings": _array(_str)}
+    ),
+    "ExperimentSummary": _object(_experiment_summary),
+    "Experiment": _object({**_experiment_summary, "runs": _array(_trial)}),
+    "ExperimentList": _object({"experiments": _array(_ref("ExperimentSummary"))}),
+    "Buckets": _object({"buckets": _array(_object({"name": _str, "created": _time}))}),
+    "Objects": _object(
+        {
+            "bucket": _str,
+            "prefix": _str,
+            "objects": _array(
+                _object({"key": _str, "size": _int, "etag": _str, "modified": _time, "dir": _bool})
+            ),
+            "part_size": {"type": "integer", "description": "the part size of uploads' ETags"},
+            "exists": _bool,
+            "warnings": {**_array(_str), "description": "the bucket's name was mapped"},
+        }
+    ),
+    "Uploaded": _object(
+        {"bucket": _str, "key": _str, "size": _int, "etag": _str, "warnings": _array(_str)}
+    ),
+    "OpenAPI": _object({"openapi": _str, "info": {"type": "object"}, "paths": {"type": "object"}}),
 }
+
+
+def _body(route) -> dict:
+    if route.body.startswith("multipart"):
+        parts = {name: {"type": "string"} for name in route.parts}
+        parts["model"] = {"type": "string", "contentMediaType": "application/zip"}
+        schema = {"type": "object", "properties": parts, "required": [route.parts[0]]}
+        kind = "multipart/form-data"
+    else:
+        schema, kind = {"type": "string", "format": "binary"}, "application/octet-stream"
+    return {"description": route.body, "required": True, "content": {kind: {"schema": schema}}}
+
+
+def _success(route) -> dict:
+    if route.schema:
+        content = {"application/json": {"schema": _ref(route.schema)}}
+        if route.streams:  # follow=1 streams the same records as JSON lines
+            content["application/x-ndjson"] = {"schema": {"type": "string"}}
+    else:
+        content = {route.returns: {"schema": {"type": "string"}}}
+    return {"description": "success", "content": content}
 
 
 def document(routes) -> dict:
@@ -124,45 +330,19 @@ def document(routes) -> dict:
                 "name": n,
                 "in": "query",
                 "required": False,
-                "description": desc,
-                "schema": {"type": "string"},
+                "description": q.description,
+                "schema": q.schema,
             }
-            for n, desc in r.query.items()
+            for n, q in r.query.items()
         ]
         if params:
             op["parameters"] = params
         if r.body:
-            kind = (
-                "multipart/form-data"
-                if r.body.startswith("multipart")
-                else "application/octet-stream"
-            )
-            op["requestBody"] = {
-                "description": r.body,
-                "required": True,
-                "content": {
-                    kind: {
-                        "schema": {"type": "object"}
-                        if kind.startswith("multipart")
-                        else {"type": "string", "format": "binary"}
-                    }
-                },
-            }
-        ok = "201" if r.method == "POST" and path == "/v1/runs" else "200"
-        if r.returns == "application/json":
-            schema = (
-                {"$ref": "#/components/schemas/Run"}
-                if path == "/v1/runs/{id}"
-                else {"type": "object"}
-            )
-        else:
-            schema = {"type": "string"}
+            op["requestBody"] = _body(r)
+        error = {"application/json": {"schema": _ref("Error")}}
         op["responses"] = {
-            ok: {"description": "success", "content": {r.returns: {"schema": schema}}},
-            "4XX": {
-                "description": "refused; the body says why and how to fix it",
-                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-            },
+            str(r.ok): _success(r),
+            **{str(s): {"description": ERRORS[s], "content": error} for s in sorted(r.errors)},
         }
         paths.setdefault(path, {})[r.method.lower()] = op
     return {
@@ -170,7 +350,9 @@ def document(routes) -> dict:
         "info": {
             "title": "dlaasd",
             "version": __version__,
-            "description": "Deep learning as a service on one machine, over a Unix socket.",
+            "description": "Deep learning as a service on one machine, over a Unix socket. "
+            "Every error is JSON (components/schemas/Error); a method a path does not "
+            "have answers 405, an unknown path 404.",
         },
         "paths": paths,
         "components": {"schemas": SCHEMAS},

@@ -13,6 +13,7 @@ import hashlib
 import ipaddress
 import logging
 import os
+import re
 import shutil
 import threading
 import time
@@ -60,6 +61,23 @@ class Endpoint:
 
 class StoreUnavailable(Exception):
     """The endpoint did not answer, or answered with a server error: worth retrying."""
+
+
+class InvalidName(StoreUnavailable):
+    """The store refused a bucket or object name. The API answers 400; a transfer retries
+    and then fails like any other store refusal (its files stay local)."""
+
+
+# S3 and MinIO error codes for a name the store will not take
+NAME_ERRORS = {
+    "InvalidBucketName",
+    "InvalidObjectName",
+    "KeyTooLongError",
+    "XMinioInvalidObjectName",
+    "XMinioInvalidResourceName",
+    "XMinioObjectExistsAsDirectory",
+    "XMinioParentIsObject",
+}
 
 
 @dataclass
@@ -110,7 +128,11 @@ def classify(exc: BaseException, what: str) -> BaseException:
         if exc.code in FULL_ERRORS:
             message = f"the object store is full ({exc.code}: {exc.message}); it cannot take {what}"
             return RunError("S303", message)
+        if exc.code in NAME_ERRORS:
+            return InvalidName(f"{what}: the store refused the name ({exc.code}: {exc.message})")
         return StoreUnavailable(f"{exc.code}: {exc.message}")
+    if isinstance(exc, ValueError):  # the SDK's own checks of bucket and object names
+        return InvalidName(f"{what}: {exc}")
     if isinstance(exc, ServerError | urllib3.exceptions.HTTPError | OSError):
         return StoreUnavailable(f"{type(exc).__name__}: {_short(exc)}")
     return exc
@@ -399,6 +421,33 @@ def _loopback(host: str) -> bool:
         return host == "localhost" or ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+MAX_KEY = 1024  # bytes of UTF-8, S3's limit
+
+
+def key_problem(key: str) -> str | None:
+    """Why the object store cannot hold an object named `key`, with what to do, or None.
+    S3 takes almost any name; MinIO keeps each object as a file, so a key must also be a
+    path: '/' between non-empty parts, none of them '.' or '..' (MinIO splits at '\\' too)."""
+    if not key:
+        return "is empty; name the object"
+    try:
+        size = len(key.encode())
+    except UnicodeEncodeError:
+        return "is not valid UTF-8"
+    if size > MAX_KEY:
+        return f"is {size} bytes long; the limit is {MAX_KEY}"
+    if "\x00" in key:
+        return "contains a NUL character; remove it"
+    if any(not p for p in key.split("/")):
+        return "has an empty part (a leading, trailing or double '/'); remove the extra '/'"
+    if any(p.strip() in (".", "..") for p in re.split(r"[/\\]", key)):
+        return (
+            "has a '.' or '..' part (between '/' or '\\'); name the object by its path "
+            "from the bucket's root"
+        )
+    return None
 
 
 def safe_relative(rel: str) -> bool:
