@@ -4,6 +4,8 @@ the rest of the input space; these pin the cases it found."""
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import pytest
 import yaml
 
@@ -142,3 +144,14 @@ def test_experiment_with_an_inline_manifest_is_queued(daemon, tmp_path):
     [trial] = created["runs"]
     assert daemon.wait(trial)["status"] == "COMPLETED"
     assert "version: 1.10" in daemon.run(trial)["manifest"]  # as written, not 1.1
+
+
+def test_a_method_a_route_lacks_is_405_with_allow(daemon):
+    import requests_unixsocket
+
+    url = "http+unix://" + quote(str(daemon.socket), safe="") + "/v1/runs"
+    with requests_unixsocket.Session() as s:
+        resp = s.patch(url)
+    assert resp.status_code == 405
+    assert set(resp.headers["Allow"].split(",")) >= {"GET", "POST"}
+    assert "PATCH is not allowed" in resp.json()["error"]["message"]
