@@ -39,7 +39,7 @@ from tests.harness import Dlaasd, Minio, manifest, model, short_tmp
 pytestmark = [pytest.mark.integration, pytest.mark.fuzz]
 
 BASE = "http://dlaasd"  # DaemonSocket sends it to the socket
-EXAMPLES = int(os.environ.get("DLAAS_FUZZ_EXAMPLES", "40"))  # per operation
+EXAMPLES = int(os.environ.get("DLAAS_FUZZ_EXAMPLES", "30"))  # per operation
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
