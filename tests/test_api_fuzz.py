@@ -56,11 +56,19 @@ def fuzzed(docker_client, tmp_path_factory):
     own MinIO: the buckets the fuzzer makes stay out of the other tests' way."""
     root = short_tmp("dlaas-f-")
     (root / "minio").mkdir()
-    store = Minio(root / "minio").start()
-    d = Dlaasd(root, store).start()
-    tmp = tmp_path_factory.mktemp("fuzz")
-    seed = model(tmp / "m", manifest("echo hi > $RESULT_DIR/out.txt"))
-    run_id = d.submit(seed)
+    store = Minio(root / "minio")
+    d = Dlaasd(root, store)
+    try:  # stopped and removed even when the seeding fails
+        store.start()
+        yield seeded(d.start(), tmp_path_factory.mktemp("fuzz"))
+    finally:
+        d.cleanup()
+        store.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def seeded(d: Dlaasd, tmp: Path) -> Dlaasd:
+    run_id = d.submit(model(tmp / "m", manifest("echo hi > $RESULT_DIR/out.txt")))
     d.wait(run_id)
     spec = {
         "name": "fuzz-seed",
@@ -78,10 +86,7 @@ def fuzzed(docker_client, tmp_path_factory):
     d.start()
     d.seeded = {"id": [run_id, exp_id], "bucket": ["fuzz-data"]}
     d.api.request("PUT", "/v1/data/fuzz-data/a/b.txt", body=b"hello").read()
-    yield d
-    d.cleanup()
-    store.stop()
-    shutil.rmtree(root, ignore_errors=True)
+    return d
 
 
 class DaemonSocket(requests_unixsocket.UnixAdapter):
