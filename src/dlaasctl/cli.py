@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
-from .http import ApiError, Client, Unreachable, default_socket
+from .http import ApiError, Client, Unreachable, default_socket, start_hint
 
 
 class Failed(Exception):
@@ -312,9 +312,21 @@ def _inside(dest: Path, rel: str) -> Path:
     return target
 
 
-def _progress(total: int, desc: str, quiet: bool):
-    from tqdm import tqdm  # imported here: only the transfer commands need it
+class _NoBar:
+    """Where tqdm is not installed (dlaasctl run by a system Python): no progress bar."""
 
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(total: int, desc: str, quiet: bool):
+    try:
+        from tqdm import tqdm  # imported here: only the transfer commands need it
+    except ImportError:
+        return _NoBar()
     return tqdm(
         total=total,
         unit="B",
@@ -379,18 +391,24 @@ def cmd_status(c: Client, a) -> int:
     return 0
 
 
+def _lower_first(text: str) -> str:
+    return text[:1].lower() + text[1:]
+
+
 def cmd_doctor(c: Client, a) -> int:
     """What is wrong, each with its fix. The daemon checks what it depends on; this side
     checks that the daemon can be reached at all."""
     try:
         checks = c.json("GET", "/v1/doctor")["checks"]
     except Unreachable as exc:
+        detail = str(exc).splitlines()[0]
+        denied = detail.startswith("permission denied")
         checks = [
             {
                 "name": "daemon",
                 "status": "fail",
-                "detail": str(exc).splitlines()[0],
-                "fix": "start it: `dlaasd` (foreground) or `sudo systemctl start dlaasd`",
+                "detail": detail,
+                "fix": "" if denied else _lower_first(start_hint(c.socket_path)),
             }
         ]
     else:

@@ -146,10 +146,7 @@ class Client:
             raise Unreachable(self._hint(exc)) from None
         except PermissionError:
             sock.close()
-            raise Unreachable(
-                f"permission denied on {self.socket_path}; ask the admin to add you to the "
-                f"group {_group_of(self.socket_path)!r} (then log in again)"
-            ) from None
+            raise Unreachable(denied_hint(self.socket_path)) from None
         except (TimeoutError, ConnectionResetError, BrokenPipeError) as exc:
             sock.close()
             raise Unreachable(f"the daemon at {self.socket_path} did not answer: {exc}") from None
@@ -166,8 +163,8 @@ class Client:
         why = "no such socket" if isinstance(exc, FileNotFoundError) else "connection refused"
         return (
             f"the dlaasd daemon is not reachable at {self.socket_path} ({why}).\n"
-            "Start it in the foreground with `dlaasd`, or as a service with "
-            "`sudo systemctl start dlaasd`; point dlaasctl elsewhere with --socket or DLAAS_SOCKET."
+            f"{start_hint(self.socket_path)}; "
+            "point dlaasctl elsewhere with --socket or DLAAS_SOCKET."
         )
 
     def json(self, method: str, path: str, timeout: float | None = -1):
@@ -209,13 +206,108 @@ class Client:
         return json.loads(resp.read())
 
 
-def _group_of(path: Path) -> str:
+def start_hint(socket_path: Path) -> str:
+    """How to start the daemon again, the way it was started last (the daemon leaves
+    <socket>.started beside its socket; see dlaasd/started.py)."""
+    try:
+        info = json.loads(socket_path.with_name(socket_path.name + ".started").read_text())
+    except (OSError, ValueError):
+        info = {}
+    return start_advice(info if isinstance(info, dict) else {})
+
+
+def start_advice(info: dict) -> str:
+    how = info.get("how")
+    if how == "systemd":
+        unit = info.get("unit") or "dlaasd.service"
+        ctl, journal = (
+            ("systemctl --user", "journalctl --user")
+            if info.get("user_manager")
+            else ("sudo systemctl", "journalctl")
+        )
+        return (
+            f"It ran as the systemd service {unit}: `{ctl} start {unit}` "
+            f"(why it stopped: `{journal} -u {unit}`)"
+        )
+    if how == "container":
+        name = info.get("name") or "dlaasd"
+        return (
+            f"It ran in the Docker container {name!r}: `docker start {name}` "
+            f"(why it stopped: `docker logs {name}`)"
+        )
+    if how == "foreground" and info.get("command"):
+        user = info.get("user")
+        who = f" as {user}" if user else ""
+        return f"It ran in the foreground{who}: start it again with `{info['command']}`"
+    return (
+        "Start it in the foreground with `dlaasd`, or as a service with "
+        "`sudo systemctl start dlaasd`"
+    )
+
+
+def denied_hint(socket_path: Path) -> str:
+    """Why this user may not use the socket, from its real mode, owner and group."""
     import grp
+    import pwd
 
     try:
-        return grp.getgrgid(os.stat(path).st_gid).gr_name
-    except (OSError, KeyError):
-        return "dlaas"
+        st = os.stat(socket_path)
+    except PermissionError:
+        return (
+            f"permission denied on {socket_path}: a folder on the way to it is closed to "
+            f"you ({_closed_folder(socket_path)}); ask the admin which socket to use"
+        )
+    except OSError as exc:
+        return f"permission denied on {socket_path} ({exc.strerror})"
+
+    def name(lookup, ident: int) -> str:
+        try:
+            return lookup(ident)[0]
+        except KeyError:
+            return str(ident)
+
+    owner, group = name(pwd.getpwuid, st.st_uid), name(grp.getgrgid, st.st_gid)
+    try:
+        me = pwd.getpwuid(os.getuid()).pw_name
+        member = me in grp.getgrgid(st.st_gid).gr_mem
+    except KeyError:
+        me, member = str(os.getuid()), False
+    return denied_advice(
+        str(socket_path), st.st_mode & 0o777, owner, group, me, member, st.st_gid in os.getgroups()
+    )
+
+
+def denied_advice(
+    path: str, mode: int, owner: str, group: str, me: str, listed: bool, active: bool
+) -> str:
+    """`listed`: /etc/group names me in the group; `active`: this login has it already."""
+    head = f"permission denied on {path} (mode {mode:04o}, owner {owner}, group {group})"
+    if not mode & 0o060:
+        return (
+            f"{head}: only {owner} may use it. On a shared machine the admin sets "
+            f"`socket_group: GROUP` in dlaasd's config, restarts it and adds you to GROUP; "
+            f"else run dlaasctl as {owner}"
+        )
+    if listed and not active:
+        return (
+            f"{head}: you are in the group {group!r}, but this login is not yet; "
+            f"log out and in again (or run `newgrp {group}`)"
+        )
+    return (
+        f"{head}: only {owner} and the group {group!r} may use it; ask the admin to add you "
+        f"(`sudo usermod -aG {group} {me}`), then log in again"
+    )
+
+
+def _closed_folder(path: Path) -> str:
+    for parent in reversed(path.parents):
+        if not os.access(parent, os.X_OK):
+            try:
+                st = os.stat(parent)
+                return f"{parent} is mode {st.st_mode & 0o777:04o}"
+            except OSError:
+                return f"{parent}"
+    return "unknown"
 
 
 def _part_head(boundary: str, name: str, filename: str) -> bytes:

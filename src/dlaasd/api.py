@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import struct
@@ -25,11 +26,12 @@ from aiohttp.http_exceptions import BadHttpMessage
 
 from . import buckets, diskspace, openapi
 from .codes import FINAL, STATUSES, RunError
-from .daemon import Caller, Daemon, Refused
+from .daemon import Caller, Daemon, Refused, public_message
 from .doctor import run_checks
 from .experiments import Experiments
 from .runfolder import RunFolder
 from .storage import PART_SIZE, InvalidName, StoreUnavailable, key_problem, safe_relative
+from .store import NotFound
 
 log = logging.getLogger(__name__)
 
@@ -88,12 +90,19 @@ def caller_of(request: web.Request) -> Caller:
     """Who is on the other end of the socket (SO_PEERCRED)."""
     sock = request.transport.get_extra_info("socket") if request.transport else None
     if sock is None or sock.family != socket.AF_UNIX:
-        return Caller(os.geteuid(), os.getegid())
+        return daemon_of(request).caller(os.geteuid(), os.getegid())
     fmt = "3i"
     _, uid, gid = struct.unpack(
         fmt, sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize(fmt))
     )
-    return Caller(uid, gid)
+    return daemon_of(request).caller(uid, gid)
+
+
+def visible_run(request: web.Request, what: str) -> dict:
+    """The run the path names, if the caller may see its `what` (else a 403)."""
+    run = daemon_of(request).get_run(request.match_info["id"])
+    caller_of(request).check_sees(run, what)
+    return run
 
 
 def _int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
@@ -241,9 +250,15 @@ async def list_runs(request: web.Request) -> web.Response:
         status=statuses or None,
         experiment_id=request.query.get("experiment"),
     )
+    caller = caller_of(request)
+    runs = []
+    for r in rows:  # the queue is everyone's; what a run says about itself, its owner's
+        if not caller.sees(r):
+            r = {**r, "status_message": public_message(r)}
+        runs.append(d.describe(r, full=False))
     return web.json_response(
         {
-            "runs": [d.describe(r, full=False) for r in rows],
+            "runs": runs,
             "total": total,
             "limit": limit,
             "offset": offset,
@@ -253,7 +268,7 @@ async def list_runs(request: web.Request) -> web.Response:
 
 async def show_run(request: web.Request) -> web.Response:
     d = daemon_of(request)
-    return web.json_response(d.describe(d.get_run(request.match_info["id"])))
+    return web.json_response(d.describe(visible_run(request, "manifest and history")))
 
 
 async def delete_run(request: web.Request) -> web.Response:
@@ -272,7 +287,7 @@ async def halt_run(request: web.Request) -> web.Response:
 async def logs(request: web.Request) -> web.StreamResponse:
     """The training log; with follow=1, streamed until the run ends."""
     d = daemon_of(request)
-    run = d.get_run(request.match_info["id"])
+    run = visible_run(request, "logs")
     learner = _int(request, "learner", 1, 1, max(run["learners"] or 1, 1))
     follow = _flag(request, "follow")
     pos = _int(request, "offset", 0, 0, MAX_POSITION)  # where a dropped stream left off
@@ -304,16 +319,16 @@ async def _send_from(resp: web.StreamResponse, folder: RunFolder, path: Path, po
 
 async def list_artifacts(request: web.Request) -> web.Response:
     d = daemon_of(request)
-    run = d.get_run(request.match_info["id"])
     kind = "definition" if request.path.rstrip("/").endswith("/definition") else "results"
+    run = visible_run(request, kind)
     where, files = await asyncio.to_thread(d.artifacts, run, kind)
     return web.json_response({"id": run["id"], "location": where, "files": files})
 
 
 async def get_artifact(request: web.Request) -> web.StreamResponse:
     d = daemon_of(request)
-    run = d.get_run(request.match_info["id"])
     kind = "definition" if "/definition/" in request.path else "results"
+    run = visible_run(request, kind)
     rel = request.match_info["path"]
     if not safe_relative(rel):
         raise Refused(
@@ -363,12 +378,59 @@ def _bucket(request: web.Request) -> tuple[str, list[str]]:
     return buckets.store_name(name), [note] if note else []
 
 
-def _key(request: web.Request) -> str:
+def _key(request: web.Request, write: bool = False) -> str:
     key = request.match_info["key"]
     problem = key_problem(key)
     if problem:
         raise Refused(400, f"object key {key!r} {problem}")
+    _check_run_files(request, key, write)
     return key
+
+
+# Keys under <run-id>/, in any bucket, are that run's results or definition.
+RUN_PREFIX = re.compile(r"^(training-[a-z0-9]{9})(?:/|$)")
+
+
+def _check_run_files(request: web.Request, key: str, write: bool = False) -> None:
+    """A run's files in the store are as private as the run: the object API is no way
+    around `download`'s rule."""
+    match = RUN_PREFIX.match(key)
+    if not match:
+        return
+    caller = caller_of(request)
+    try:
+        run = daemon_of(request).db.get(match.group(1))
+    except NotFound:
+        if not caller.privileged:
+            raise Refused(
+                403,
+                f"{key!r} is under {match.group(1)}/, the files of a deleted run; "
+                "only root may reach them",
+            ) from None
+        return
+    if write:
+        caller.check_may(run, "write into the files of")
+    else:
+        caller.check_sees(run, "results and definition")
+
+
+def _visible_keys(request: web.Request, objects: list[dict]) -> list[dict]:
+    """The objects of a listing the caller may see (others' runs' files left out)."""
+    seen: dict[str, bool] = {}
+
+    def visible(key: str) -> bool:
+        match = RUN_PREFIX.match(key)
+        if not match:
+            return True
+        if match.group(1) not in seen:
+            try:
+                _check_run_files(request, key)
+                seen[match.group(1)] = True
+            except Refused:
+                seen[match.group(1)] = False
+        return seen[match.group(1)]
+
+    return [o for o in objects if visible(o["key"])]
 
 
 async def data_buckets(request: web.Request) -> web.Response:
@@ -381,6 +443,7 @@ async def data_list(request: web.Request) -> web.Response:
     d = daemon_of(request)
     bucket, notes = _bucket(request)
     prefix = request.query.get("prefix", "")
+    _check_run_files(request, prefix)
     recursive = _flag(request, "recursive", default=True)
     missing = request.query.get("missing")
     if missing not in (None, "empty"):
@@ -395,6 +458,7 @@ async def data_list(request: web.Request) -> web.Response:
         if exists
         else []
     )
+    objects = _visible_keys(request, objects)
     return web.json_response(
         {
             "bucket": bucket,
@@ -424,7 +488,7 @@ class _BodyReader(io.RawIOBase):
 
 async def data_put(request: web.Request) -> web.Response:
     d = daemon_of(request)
-    (bucket, notes), key = _bucket(request), _key(request)
+    (bucket, notes), key = _bucket(request), _key(request, write=True)
     if request.content_length is None:
         raise web.HTTPLengthRequired(text="send a Content-Length")
     await asyncio.to_thread(d.objects.ensure_bucket, bucket)
@@ -452,7 +516,7 @@ async def data_get(request: web.Request) -> web.StreamResponse:
 async def run_metrics(request: web.Request) -> web.StreamResponse:
     """A run's metric points; with follow=1, new ones as JSON lines until the run ends."""
     d = daemon_of(request)
-    run = d.get_run(request.match_info["id"])
+    run = visible_run(request, "metrics")
     after = _int(request, "after", 0, 0, MAX_POSITION)
     name = request.query.get("name") or None
     if not _flag(request, "follow"):
@@ -488,12 +552,22 @@ async def create_experiment(request: web.Request) -> web.Response:
 
 async def list_experiments(request: web.Request) -> web.Response:
     limit = _int(request, "limit", 50, 1, MAX_LIMIT)
-    return web.json_response({"experiments": experiments_of(request).summaries(limit)})
+    caller = caller_of(request)
+    experiments = [
+        e if caller.sees(e) else {k: e[k] for k in QUEUE_FIELDS if k in e}
+        for e in experiments_of(request).summaries(limit)
+    ]
+    return web.json_response({"experiments": experiments})
+
+
+# What everyone sees of another's experiment: the queue's part, not how it fares.
+QUEUE_FIELDS = ("id", "name", "status", "owner", "owner_uid", "trials", "counts", "submitted")
 
 
 async def show_experiment(request: web.Request) -> web.Response:
     e = experiments_of(request)
     row = e.resolve(request.match_info["id"])
+    caller_of(request).check_sees(row, "trials")
     return web.json_response(e.describe(row, curves=_flag(request, "curves")))
 
 

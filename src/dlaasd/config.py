@@ -90,6 +90,9 @@ class Config:
     state_dir: str
     socket: str
     socket_group: str
+    visibility: Literal["queue", "lab"]
+    admin_group: str
+    secret_env: list[str]
     drop_dir: str
     drop_settle: Duration
     drop_grace: Duration
@@ -246,14 +249,15 @@ def _group_exists(name: str) -> bool:
 
 def _check(c: Config, source: str, lines: dict[str, int]) -> None:
     problems: list[Problem] = []
-    if c.socket_group and not _group_exists(c.socket_group):
-        problems.append(
-            Problem(
-                "socket_group",
-                f"group {c.socket_group!r} does not exist; "
-                "create it (groupadd) or leave the key empty",
+    for key in ("socket_group", "admin_group"):
+        group = getattr(c, key)
+        if group and not _group_exists(group):
+            problems.append(
+                Problem(
+                    key,
+                    f"group {group!r} does not exist; create it (groupadd) or leave the key empty",
+                )
             )
-        )
     if c.store.endpoint:
         if not c.store.endpoint.startswith(("http://", "https://")):
             problems.append(

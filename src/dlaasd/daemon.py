@@ -8,6 +8,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import grp
+import io
+import json
 import logging
 import os
 import pwd
@@ -18,10 +21,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import __version__, admission, archive, diskspace, manifest
+from . import __version__, admission, archive, diskspace, filemodes, manifest, secret
 from .codes import (
     ACTIVE,
     DOWNLOADING,
+    ERROR_CODES,
+    FAILED,
     FINAL,
     HALTED,
     HOLDING_RESOURCES,
@@ -37,6 +42,7 @@ from .runfolder import RunFolder
 from .runner import DockerUnavailable, Runner
 from .scheduler import FreeGpu, place
 from .schema import Problem, SchemaError
+from .started import started_file
 from .storage import DataCache, Endpoint, ObjectStore, StoreUnavailable, key_problem
 from .store import NotFound, Store
 
@@ -79,6 +85,8 @@ class StoreRefused(RuntimeError):
 class Caller:
     uid: int
     gid: int
+    admin_group: str = ""  # the config's: its members see and change every run
+    lab: bool = False  # `visibility: lab`: every caller sees every run
 
     @property
     def name(self) -> str:
@@ -87,14 +95,61 @@ class Caller:
         except KeyError:
             return str(self.uid)
 
+    @property
+    def privileged(self) -> bool:
+        """Root, dlaasd's own user, or a member of the admin group."""
+        return self.uid in (0, os.geteuid()) or in_group(self.uid, self.gid, self.admin_group)
+
+    def owns(self, row: dict) -> bool:
+        return self.uid == row.get("owner_uid") or self.privileged
+
+    def sees(self, row: dict) -> bool:
+        return self.lab or self.owns(row)
+
+    def _who(self) -> str:
+        return "its owner or root" + (
+            f" (or members of the group {self.admin_group!r})" if self.admin_group else ""
+        )
+
     def check_may(self, row: dict, verb: str) -> None:
-        """Only a run's (or experiment's) owner, root and dlaasd's own user change it."""
-        if self.uid not in (0, row.get("owner_uid"), os.geteuid()):
+        """Only a run's (or experiment's) owner, root, dlaasd's own user and the admin
+        group change it."""
+        if not self.owns(row):
             raise Refused(
                 403,
                 f"{row['id']} belongs to {row.get('owner_name') or row.get('owner_uid')}; "
-                f"only its owner or root may {verb} it",
+                f"only {self._who()} may {verb} it",
             )
+
+    def check_sees(self, row: dict, what: str) -> None:
+        """A run's (or experiment's) contents: its owner's, unless `visibility: lab`."""
+        if not self.sees(row):
+            kind = "experiment" if row["id"].startswith("experiment-") else "run"
+            raise Refused(
+                403,
+                f"{row['id']} belongs to {row.get('owner_name') or row.get('owner_uid')}; "
+                f"only {self._who()} may see its {what} (visibility: queue); "
+                f"`dlaasctl list` shows every {kind}'s status",
+            )
+
+
+def in_group(uid: int, gid: int, group: str) -> bool:
+    """Whether a user is a member of `group` (as primary group or by /etc/group)."""
+    if not group:
+        return False
+    try:
+        wanted = grp.getgrnam(group).gr_gid
+        return wanted == gid or wanted in os.getgrouplist(pwd.getpwuid(uid).pw_name, gid)
+    except KeyError:
+        return False
+
+
+def public_message(run: dict) -> str:
+    """What others see of a run's status message: a failure's own words may quote its
+    training log, so they see only what the code means."""
+    if run["status"] == FAILED and run.get("error_code"):
+        return f"failed: {ERROR_CODES.get(run['error_code'], run['error_code'])}"
+    return run.get("status_message") or ""
 
 
 @dataclass
@@ -148,7 +203,7 @@ class Daemon:
         self.config = config
         state = config.state_path
         state.mkdir(parents=True, exist_ok=True)
-        os.chmod(state, 0o711 if os.geteuid() == 0 else 0o700)
+        os.chmod(state, filemodes.reachable())
         self._lock = _lock(state / "dlaasd.lock")
         self.db = Store(state / "dlaas.db")
         self.runner = Runner(daemon_label=str(state))
@@ -171,6 +226,15 @@ class Daemon:
         self.lifecycle = Lifecycle(
             config, self.db, self.runner, self.objects, self.cache, self.changed
         )
+        self.vault = self.lifecycle.vault
+        (state / "runs").mkdir(mode=filemodes.reachable(), exist_ok=True)
+        filemodes.private_dir(state / "runs" / ".incoming")
+        self._redact_old_runs()
+        filemodes.tighten(
+            state,
+            keep=[config.drop_path, config.socket_path, started_file(config.socket_path)],
+            owners=self.owners(),
+        )
         self.tasks: dict[str, asyncio.Task] = {}
         self.started_at = time.time()
         self._wake = asyncio.Event()
@@ -181,13 +245,98 @@ class Daemon:
 
     # --- start and stop ---------------------------------------------------------------
 
+    def caller(self, uid: int, gid: int) -> Caller:
+        """Someone on the other end of the socket, with what the config grants them."""
+        return Caller(uid, gid, self.config.admin_group, self.config.visibility == "lab")
+
+    def owners(self) -> dict[str, tuple[int, int]]:
+        """run id -> the (uid, gid) its containers run as, which owns its job folder."""
+        owners = self.db.owners()
+        users = {u: self.lifecycle.container_user({"owner_uid": u}) for u in set(owners.values())}
+        return {run_id: users[uid] for run_id, uid in owners.items()}
+
+    def _redact_old_runs(self) -> None:
+        """An older dlaasd kept manifests as submitted, secrets and all: move the secrets
+        to the vault and keep the redacted text (the definitions bucket follows at start),
+        and forget the secrets of runs that are gone."""
+        patterns = self.config.secret_env
+        redacted_runs: list[str] = []
+        done = self.vault.root / ".upgraded"  # once: later manifests come in redacted
+        known = set(self.db.owners())
+        for run_id in self.vault.run_ids() - known:
+            self.vault.remove(run_id)
+        if done.exists():
+            return
+        for run_id, text in self.db.manifests():
+            redacted = secret.redact(text or "", patterns)
+            if redacted == (text or ""):
+                continue
+            try:
+                found = secret.secrets_of(manifest.parse(text), patterns)
+            except manifest.ManifestError:
+                found = secret.Secrets()
+            kept = self.vault.get(run_id)
+            self.vault.put(
+                run_id,
+                secret.Secrets({**found.passwords, **kept.passwords}, {**found.env, **kept.env}),
+            )
+            self.db.update(run_id, manifest=redacted)
+            folder = RunFolder.of(self.config.state_path, run_id)
+            if folder.manifest.is_file() and not folder.manifest.is_symlink():
+                folder.manifest.write_bytes(redacted.encode())
+            redacted_runs.append(run_id)
+            log.info("event=secrets_moved run=%s", run_id)
+        changed = bool(redacted_runs)
+        for exp_id, spec in self.db.db.execute("select id, spec from experiments").fetchall():
+            redacted = secret.redact(spec or "", patterns, at=("manifest",))
+            if redacted != (spec or ""):
+                self.db.update_experiment(exp_id, spec=redacted)
+                changed = True
+        if changed:
+            self.db.scrub()
+        self._pending_definitions().write_text(json.dumps(redacted_runs))
+        done.touch(mode=0o600)
+
+    def _pending_definitions(self) -> Path:
+        return self.vault.root / ".definitions-to-redact.json"
+
+    async def _redact_stored_definitions(self) -> None:
+        """The definitions an older dlaasd uploaded with their secrets: replaced by the
+        redacted manifest. Best effort: a store that does not answer is logged."""
+        pending = self._pending_definitions()
+        if not pending.exists():
+            return
+        bucket = self.config.store.definitions_bucket
+        left = []
+        for run_id in json.loads(pending.read_text()):
+            try:
+                text = self.db.value(run_id, "manifest").encode()
+                await asyncio.to_thread(
+                    self.objects.put_stream,
+                    bucket,
+                    f"{run_id}/manifest.yml",
+                    io.BytesIO(text),
+                    len(text),
+                )
+            except NotFound:
+                pass  # deleted meanwhile
+            except (RunError, StoreUnavailable) as exc:
+                if getattr(exc, "code", "") == "S302":
+                    continue  # no bucket: nothing stored to redact
+                log.warning("event=definition_redact_failed run=%s error=%r", run_id, str(exc))
+                left.append(run_id)  # tried again at the next start
+        if left:
+            pending.write_text(json.dumps(left))
+        else:
+            pending.unlink()
+
     async def start(self) -> None:
-        (self.config.state_path / "runs").mkdir(exist_ok=True)
         if self.minio:
             await self.minio.start()
         else:
             await self._check_external_store()
         await asyncio.to_thread(self.lifecycle.reserve.ensure)
+        await self._redact_stored_definitions()
         self.recover()
         self._scheduler = asyncio.create_task(self._schedule_loop(), name="scheduler")
 
@@ -418,11 +567,18 @@ class Daemon:
         """Queue a checked run. `model_zip` is moved into its folder."""
         run_id = new_id()
         folder = RunFolder.of(self.config.state_path, run_id)
-        try:  # a full disk, say: no folder is left without its row
+        try:  # a full disk, say: no folder is left without its row (nor its secrets)
             folder.root.mkdir(parents=True)
-            folder.manifest.write_bytes(manifest_text)
+            # its secrets apart, readable by dlaasd alone; the text kept for reading without
+            self.vault.put(run_id, secret.secrets_of(m, self.config.secret_env))
+            text = secret.redact(manifest_text, self.config.secret_env)
+            same = text == manifest_text.decode(errors="replace")
+            fd = os.open(folder.manifest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(manifest_text if same else text.encode())  # as submitted, if no secret
             if model_zip is not None:
                 shutil.move(model_zip, folder.model_zip)
+            filemodes.seal_run(folder.root)
             request = admission.request_of(run_id, m)
             self.db.insert_run(
                 {
@@ -441,7 +597,7 @@ class Daemon:
                     "learners": m.learners,
                     "framework": f"{m.framework.name} {m.framework.version}".strip(),
                     "image": admitted.image,
-                    "manifest": manifest_text.decode(errors="replace"),
+                    "manifest": text,
                     "source": source,
                     "staging": {},
                     "warnings": admitted.warnings,
@@ -450,6 +606,7 @@ class Daemon:
             )
         except BaseException:
             folder.remove()
+            self.vault.remove(run_id)
             raise
         log.info("event=submitted run=%s name=%r owner=%s", run_id, m.name, caller.uid)
         self._wake.set()
@@ -525,7 +682,7 @@ class Daemon:
         removed = 0
         if purge and run.get("results"):
             objects, bucket, prefix = self.lifecycle.results_location(
-                run["id"], manifest.parse(run["manifest"])
+                run["id"], self.lifecycle.manifest_of(run)
             )
             try:
                 removed = await asyncio.to_thread(objects.remove_prefix, bucket, prefix)
@@ -536,6 +693,7 @@ class Daemon:
                     raise
         await asyncio.to_thread(RunFolder.of(self.config.state_path, run["id"]).remove)
         self.db.delete(run["id"])
+        self.vault.remove(run["id"])
         return {"id": run["id"], "deleted": True, "objects_removed": removed}
 
     # --- describing ---------------------------------------------------------------
@@ -649,7 +807,7 @@ class Daemon:
             return local, (self.objects, self.config.store.definitions_bucket, f"{run['id']}/")
         local = {rel: p for p, rel in folder.outputs()}
         if run.get("results") and run["status"] in FINAL:
-            m = manifest.parse(run["manifest"])
+            m = self.lifecycle.manifest_of(run)
             return local, self.lifecycle.results_location(run["id"], m)
         return local, None
 

@@ -15,6 +15,7 @@ from . import experiment, schema
 from .codes import COMPLETED, FINAL, HALTED, PROCESSING, QUEUED
 from .daemon import Caller, Daemon, Refused, new_id, parse_manifest, refused, resolve
 from .metrics import resolve_name
+from .secret import redact
 
 log = logging.getLogger(__name__)
 ROOT = Caller(0, 0)  # dlaasd itself, stopping a trial early
@@ -68,7 +69,8 @@ class Experiments:
                 "description": spec.description,
                 "owner_uid": caller.uid,
                 "owner_name": caller.name,
-                "spec": spec_text.decode(errors="replace"),
+                # an inline manifest's secrets are the trials' (in the vault), not the file's
+                "spec": redact(spec_text, self.daemon.config.secret_env, at=("manifest",)),
                 "objective": spec.objective.name,
                 "goal": spec.objective.maximize_or_minimize,
                 "method": spec.method.name,
@@ -146,6 +148,7 @@ class Experiments:
             "description": row["description"],
             "status": status,
             "owner": row["owner_name"],
+            "owner_uid": row["owner_uid"],
             "objective": {"name": row["objective"], "goal": row["goal"], "metric": metric},
             "method": row["method"],
             "trials": row["trials"],

@@ -36,7 +36,7 @@ from typing import BinaryIO
 from watchdog.events import FileSystemEventHandler
 from watchdog.observers import Observer
 
-from . import archive
+from . import archive, filemodes
 from .buckets import store_name
 from .daemon import Caller, Daemon, Refused
 from .runfolder import RunFolder, open_beneath
@@ -152,6 +152,8 @@ class Inbox:
         if shared:  # every member of the group may drop; nobody may take another's drop
             share(self.root, self.config.socket_group)
             share(self.root / "data", self.config.socket_group)
+        owners = {run_id: (uid, -1) for run_id, uid in self.daemon.db.owners().items()}
+        filemodes.tighten_drop(self.root, owners)
         for token in sorted(os.listdir(self.root / ".processing")):
             await self._submit(token)  # taken before a crash: finish, exactly once
         loop = asyncio.get_running_loop()
@@ -275,6 +277,7 @@ class Inbox:
         target = self.root / ".accepted" / run_id
         target.mkdir(parents=True, exist_ok=True)
         os.rename(drop, target / name)
+        filemodes.set_mode(target, filemodes.PRIVATE_DIR, owner)  # the dropper's alone
         holder.rmdir()
         log.info("event=drop_accepted name=%r run=%s owner=%d", name, run_id, owner)
 
@@ -297,6 +300,8 @@ class Inbox:
             target = rejected / f"{name}-{holder.name}"
         os.rename(holder / name, target)
         holder.rmdir()
+        # its owner's alone, as the drop folder is the group's (a manifest holds secrets)
+        filemodes.set_mode(target, stat.S_IMODE(target.lstat().st_mode) & 0o700)
         lines = [f"{name} was not submitted: {exc.message}"]
         if exc.code:
             lines[0] += f" [{exc.code}]"
@@ -308,7 +313,10 @@ class Inbox:
         lines += [f"warning: {w}" for w in exc.warnings]
         lines.append("Fix it and drop it again (move it out of .rejected/ into the drop folder).")
         report = rejected / f"{target.name}.error.txt"
-        report.write_text("\n".join(lines) + "\n")
+        report.unlink(missing_ok=True)
+        fd = os.open(report, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write("\n".join(lines) + "\n")
         with contextlib.suppress(OSError):
             os.chown(report, owner, -1)
         log.info("event=drop_rejected name=%r reason=%r", name, exc.message)
@@ -351,11 +359,13 @@ class Inbox:
             dest.parent.mkdir(parents=True, exist_ok=True)
             dest.unlink(missing_ok=True)
             _link_or_copy(path, dest)
-        if target.exists() and os.geteuid() == 0 and run.get("owner_uid"):
+        if not target.exists():
+            return
+        if os.geteuid() == 0 and run.get("owner_uid"):
             for dirpath, dirnames, filenames in os.walk(target):
                 for n in [dirpath, *(os.path.join(dirpath, x) for x in dirnames + filenames)]:
                     os.lchown(n, run["owner_uid"], -1)
-            os.chmod(target, 0o700)
+        os.chmod(target, 0o700)  # the owner's alone, whatever the visibility
 
 
 def read_drop(drop: Path, zip_path: Path) -> tuple[bytes, bool]:

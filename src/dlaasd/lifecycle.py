@@ -41,6 +41,7 @@ from .manifest import Manifest
 from .metrics import MetricsReader
 from .runfolder import IN_CONTAINER, OOM_MARK, RunFolder
 from .runner import ContainerSpec, DockerUnavailable, Exit, Runner
+from .secret import Vault
 from .storage import DataCache, Endpoint, ObjectStore, StoreUnavailable, Transfer
 from .store import Store, now, parse_time
 from .units import format_duration, format_size
@@ -88,6 +89,12 @@ class Lifecycle:
         self.on_metrics: list[Callable[[str], None]] = []  # told when a run reports points
         self._stores: dict[Endpoint, ObjectStore] = {}
         self.reserve = diskspace.Reserve(config.state_path)
+        # the manifests' secrets, apart from the redacted text kept for reading
+        self.vault = Vault(config.state_path / "secrets")
+
+    def manifest_of(self, run: dict) -> Manifest:
+        """The run's manifest as submitted: the kept text, with its secrets put back."""
+        return self.vault.get(run["id"]).apply(manifest.parse(run["manifest"]))
 
     def folder(self, run_id: str) -> RunFolder:
         return RunFolder.of(self.config.state_path, run_id)
@@ -149,7 +156,7 @@ class Lifecycle:
 
     async def _drive(self, run_id: str) -> None:
         run = self.db.get(run_id)
-        m = manifest.parse(run["manifest"])
+        m = self.manifest_of(run)
         folder = self.folder(run_id)
         # a run found past DOWNLOADING after a restart may have containers to find again,
         # and one found in STORING may have some of its results uploaded already

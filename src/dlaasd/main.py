@@ -11,7 +11,7 @@ import sys
 
 import yaml
 
-from . import __version__
+from . import __version__, started
 from . import config as configuration
 from .api import make_app, serve
 from .daemon import Daemon, StoreRefused
@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def run(config: configuration.Config) -> None:
+    how = started.how_started()  # before the systemd variables go
     # first, so that no child (the bundled MinIO) inherits systemd's variables
     notifier = Notifier.from_env()
     loop = asyncio.get_running_loop()
@@ -98,6 +99,7 @@ async def run(config: configuration.Config) -> None:
     await daemon.start()
     await inbox.start()
     web_runner = await serve(make_app(daemon, experiments), config.socket_path, config.socket_group)
+    started.write(config.socket_path, how)
     log.info(
         "event=ready socket=%s state_dir=%s store=%s gpus=%s",
         config.socket,

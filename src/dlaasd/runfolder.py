@@ -111,6 +111,7 @@ class RunFolder:
     def prepare(self) -> None:
         for d in (self.model_code, self.data, self.results, self.checkpoints, self.logs):
             d.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.job, 0o700)  # the owner's (and the containers') alone: see filemodes
 
     def give_to(self, uid: int, gid: int) -> None:
         """Hand the writable folders to the container's user (when dlaasd runs as root)."""

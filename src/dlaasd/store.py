@@ -7,6 +7,7 @@ WAL mode, so readers (the API) never wait for the scheduler's writes. JSON colum
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -94,6 +95,12 @@ class Ambiguous(KeyError):
 class Store:
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
+        # every manifest and status is in it: dlaasd's user alone reads it (SQLite gives the
+        # -wal and -shm files the database's mode); an older dlaasd's 0644 is tightened
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600))
+        for part in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+            if part.exists() and not part.is_symlink():
+                os.chmod(part, 0o600)
         # one thread only (the event loop): SQLite would serialise, but sqlite-utils'
         # savepoints interleave; the check turns such a slip into a clear error
         conn = sqlite3.connect(str(path))
@@ -205,6 +212,20 @@ class Store:
         marks = ", ".join("?" * len(statuses))
         sql = f"select {SUMMARY} from runs where status in ({marks}) order by rowid"
         return [_decode(r) for r in self.db.query(sql, statuses)]
+
+    def owners(self) -> dict[str, int]:
+        """run id -> the owner's uid, of every run."""
+        return dict(self.db.execute("select id, owner_uid from runs").fetchall())
+
+    def manifests(self) -> list[tuple[str, str]]:
+        """(run id, manifest text) of every run: what an upgrade goes through."""
+        return self.db.execute("select id, manifest from runs").fetchall()
+
+    def scrub(self) -> None:
+        """Leave no copy of what was overwritten (an upgrade's secrets) in the database's
+        free pages or its WAL: rewrite it, then empty the WAL."""
+        self.db.execute("VACUUM")
+        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def by_source(self, source: str) -> str | None:
         row = self.db.execute("select id from runs where source = ?", [source]).fetchone()
