@@ -178,6 +178,11 @@ def _construct(
     except yaml.YAMLError as exc:
         problems.append(Problem(path, f"cannot read value: {exc}", node.start_mark.line + 1))
         return None
+    finally:
+        # construct_object remembers every node it built (construct_document would forget
+        # them): the constructor shared by every parse kept every manifest's nodes alive
+        _constructor.constructed_objects.pop(node, None)
+        _constructor.recursive_objects.pop(node, None)
     if isinstance(value, float | int) and not isinstance(value, bool):
         value = (YamlFloat if isinstance(value, float) else YamlInt)(value)
         value.text = node.value

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
 import pytest
+import yaml
 
 from dlaasd import schema
 from dlaasd.schema import Parse, Problem, Rule, SchemaError, spec
@@ -362,3 +364,15 @@ def test_dump_yaml_writes_numbers_as_they_were_written():
     assert "version: 1.10" in out and "cpus: 0.5" in out and "memory: 0x10" in out
     again, _ = schema.load_yaml(out)
     assert again == data and again["version"].text == "1.10"
+
+
+def test_parsing_keeps_nothing_of_the_document():
+    def nodes() -> int:
+        gc.collect()
+        return sum(isinstance(o, yaml.Node) for o in gc.get_objects())
+
+    schema.load_yaml("warm: up\n")
+    before = nodes()
+    for i in range(50):
+        schema.load_yaml(f"name: run-{i}\nversion: 1.{i}\nlist: [x, 2.5, true]\nmap: {{d: e}}\n")
+    assert nodes() == before  # a daemon parses every manifest again and again
