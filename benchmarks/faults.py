@@ -280,8 +280,7 @@ def inject(cycles_per_kill: int, runs_per_cycle: int = 2, seed: int = 1, log=pri
             n = 0
             for i, kill in enumerate(plan):
                 tried[kill] += 1
-                if kill != "queued":
-                    killer.arm(kill)
+                killer.arm(kill)  # "queued" matches no event: killed after the submits
                 batch: dict[str, str] = {}  # name -> the status its training will earn
                 ids: dict[str, str] = {}  # name -> run id, where the submit was answered
                 for _ in range(runs_per_cycle):
@@ -295,6 +294,7 @@ def inject(cycles_per_kill: int, runs_per_cycle: int = 2, seed: int = 1, log=pri
                     except (Unreachable, ApiError):  # killed while it was taken: in doubt
                         break
                 if kill == "queued":
+                    killer.disarm()
                     d.kill()
                     seen = "right after the submits"
                 else:
