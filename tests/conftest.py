@@ -1,11 +1,38 @@
 from __future__ import annotations
 
+import os
 import shutil
 
 import docker
 import pytest
 
 from tests.harness import PYTHON_IMAGE, Dlaasd, Minio, short_tmp
+
+NOT_ROOT = pytest.StashKey[list[str]]()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked needs_root are skipped for other users, with a reason, and listed in the
+    summary: running as a user must not hide that they were left out."""
+    if os.geteuid() == 0:
+        return
+    left_out = config.stash.setdefault(NOT_ROOT, [])
+    skip = pytest.mark.skip(reason="needs_root: run scripts/test as root to include it")
+    for item in items:
+        if item.get_closest_marker("needs_root"):
+            item.add_marker(skip)
+            left_out.append(item.nodeid)
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    left_out = config.stash.get(NOT_ROOT, [])
+    if left_out:
+        terminalreporter.section("needs root: not run", yellow=True)
+        terminalreporter.write_line(
+            f"{len(left_out)} tests need root and were not run as uid {os.geteuid()}:"
+        )
+        for nodeid in left_out:
+            terminalreporter.write_line(f"  {nodeid}")
 
 
 @pytest.fixture(scope="session")

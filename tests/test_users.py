@@ -18,7 +18,7 @@ from tests.harness import REPO, manifest
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(os.geteuid() != 0, reason="creating test users needs root"),
+    pytest.mark.needs_root,  # creates test users
 ]
 
 GROUP = "dlaas-test"

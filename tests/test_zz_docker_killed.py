@@ -4,7 +4,6 @@ engine every other test uses.)"""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import time
@@ -17,9 +16,10 @@ from tests.harness import manifest, model
 
 pytestmark = [
     pytest.mark.integration,
+    pytest.mark.needs_root,
     pytest.mark.skipif(
-        os.geteuid() != 0 or Path("/run/systemd/system").exists() or not shutil.which("dockerd"),
-        reason="restarts a dockerd started by hand (as scripts/setup does), which needs root",
+        Path("/run/systemd/system").exists() or not shutil.which("dockerd"),
+        reason="restarts a dockerd started by hand (as scripts/setup does)",
     ),
 ]
 
