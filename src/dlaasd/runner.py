@@ -293,6 +293,12 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _docker_hint(exc: BaseException) -> str:
+    if "permission denied" in str(exc).lower():  # running, but this user may not use it
+        return (
+            f"the Docker Engine refuses this user ({_first_line(exc)}); scripts/setup adds you "
+            "to the docker group (or: sudo usermod -aG docker $USER), then log in again "
+            "(or start dlaasd from a shell started with: newgrp docker)"
+        )
     return (
         f"the Docker Engine is not reachable ({_first_line(exc)}); start it "
         "(systemctl start docker, or dockerd) and check access to /var/run/docker.sock"
