@@ -28,8 +28,9 @@ def pytest_terminal_summary(terminalreporter, config):
     left_out = config.stash.get(NOT_ROOT, [])
     if left_out:
         terminalreporter.section("needs root: not run", yellow=True)
+        uid = os.geteuid()
         terminalreporter.write_line(
-            f"{len(left_out)} tests need root and were not run as uid {os.geteuid()}:"
+            f"these need root and were not run as uid {uid} (scripts/test as root runs them):"
         )
         for nodeid in left_out:
             terminalreporter.write_line(f"  {nodeid}")

@@ -27,13 +27,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import REPO
+from tests.harness import REPO, short_tmp
 
 pytestmark = [pytest.mark.integration, pytest.mark.needs_root]
 
 USER = "dlaas-sudoer"
 SUDOERS = Path("/etc/sudoers.d/dlaas-test-sudoer")
 DOCKER_GROUP = "docker"
+USER_PATH = "/usr/local/bin:/usr/bin:/bin"  # a user's login PATH on Debian: no sbin
 
 
 def in_docker_group() -> bool:
@@ -55,10 +56,10 @@ def copy_working_tree(dest: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def wheels(tmp_path_factory) -> Path:
+def wheels():
     """Wheels of every package in this environment (from pip's cache, no new downloads
-    where it is warm), for the user's pip."""
-    folder = tmp_path_factory.mktemp("wheels")
+    where it is warm), for the user's pip (pytest's own tmp folders are root's only)."""
+    folder = short_tmp("dlaas-wheels-")
     os.chmod(folder, 0o755)
     frozen = subprocess.run(
         [sys.executable, "-m", "pip", "freeze", "--exclude-editable"],
@@ -75,7 +76,25 @@ def wheels(tmp_path_factory) -> Path:
     )
     for wheel in folder.iterdir():
         os.chmod(wheel, 0o644)
-    return folder
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def pip_env(wheels) -> dict[str, str]:
+    """The user's pip takes the wheels, and only them where its python3 is this one's
+    version (the wheels fit); another version may fetch what it lacks from the index."""
+    theirs = subprocess.run(
+        ["python3", "-c", "import sys; print(sys.version_info[:2])"],
+        env={"PATH": USER_PATH},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    env = {"PIP_FIND_LINKS": str(wheels), "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    if theirs == str(sys.version_info[:2]):
+        env["PIP_NO_INDEX"] = "1"
+    return env
 
 
 def kill_processes_of(uid: int) -> None:
@@ -99,7 +118,7 @@ def kill_processes_of(uid: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def sudoer(docker_client, wheels):
+def sudoer(docker_client):
     """A fresh user with password-less sudo, not in the docker group, with the repository
     in its home folder; removed afterwards with everything it started."""
     assert shutil.which("sudo"), "sudo is missing: scripts/setup installs it"
@@ -126,7 +145,7 @@ def sudoer(docker_client, wheels):
         subprocess.run(["userdel", "-r", USER], capture_output=True)
 
 
-def as_user(user, clone: Path, wheels: Path, *command: str, timeout: float = 1800):
+def as_user(user, clone: Path, pip_env: dict, *command: str, timeout: float = 1800):
     """A command run by the user as from a login shell without a terminal (as CI would):
     the user's own environment, PATH without sbin, no tty to ask on."""
     env = {
@@ -134,11 +153,9 @@ def as_user(user, clone: Path, wheels: Path, *command: str, timeout: float = 180
         "USER": USER,
         "LOGNAME": USER,
         "SHELL": "/bin/bash",
-        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "PATH": USER_PATH,
         "LANG": "C.UTF-8",
-        "PIP_NO_INDEX": "1",
-        "PIP_FIND_LINKS": str(wheels),
-        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+        **pip_env,
     }
     r = subprocess.run(
         ["runuser", "-u", USER, "--", "env", "-i", *(f"{k}={v}" for k, v in env.items())]
@@ -150,12 +167,13 @@ def as_user(user, clone: Path, wheels: Path, *command: str, timeout: float = 180
         text=True,
         timeout=timeout,
     )
+    print(f"$ {' '.join(command)}  (as {USER}, exit status {r.returncode})\n{r.stdout}")
     return r.returncode, r.stdout
 
 
-def test_said_no_stops_with_the_one_command(sudoer, wheels):
+def test_said_no_stops_with_the_one_command(sudoer, pip_env):
     user, clone = sudoer
-    rc, out = as_user(user, clone, wheels, "scripts/setup", "--no-docker-group", timeout=120)
+    rc, out = as_user(user, clone, pip_env, "scripts/setup", "--no-docker-group", timeout=120)
     assert rc == 3, out
     assert "The Docker Engine is running" in out and f"user {USER} may not use it" in out
     assert "Access to the Docker socket is root on this machine" in out
@@ -166,9 +184,9 @@ def test_said_no_stops_with_the_one_command(sudoer, wheels):
     assert not in_docker_group()
 
 
-def test_demo_then_tests_as_a_user_with_sudo(sudoer, wheels):
+def test_demo_then_tests_as_a_user_with_sudo(sudoer, pip_env):
     user, clone = sudoer
-    rc, out = as_user(user, clone, wheels, "scripts/demo")
+    rc, out = as_user(user, clone, pip_env, "scripts/demo")
     assert rc == 0, out
     assert f"Adding {USER} to the group {DOCKER_GROUP}: sudo usermod" in out
     assert f"Continuing in the group {DOCKER_GROUP} (sg {DOCKER_GROUP})" in out
@@ -179,17 +197,20 @@ def test_demo_then_tests_as_a_user_with_sudo(sudoer, wheels):
 
     # the user's daemon, in user mode, says the run COMPLETED
     ctl = clone / ".venv/bin/dlaasctl"
-    rc, shown = as_user(user, clone, wheels, str(ctl), "show", run_id, "--json")
+    rc, shown = as_user(user, clone, pip_env, str(ctl), "show", run_id, "--json")
     assert rc == 0 and json.loads(shown)["status"] == "COMPLETED", shown
     assert (Path(user.pw_dir) / ".local/state/dlaas/dlaasd.sock").is_socket()
-    assert any((clone / "results" / run_id).iterdir())
+    results = list((clone / "results" / run_id).iterdir())
+    assert results
+    # in the docker group as a new login would have it: the user's own group stays primary
+    assert {p.stat().st_gid for p in results} == {user.pw_gid}
 
     # scripts/test as this user: what needs root is listed as not run, the rest runs
     rc, out = as_user(
-        user, clone, wheels, "scripts/test", "tests/test_users.py", "tests/unit/test_units.py"
+        user, clone, pip_env, "scripts/test", "tests/test_users.py", "tests/unit/test_units.py"
     )
     assert rc == 0, out
     assert "not root: the tests marked needs_root" in out
-    assert re.search(r"^\d+ tests need root and were not run as uid \d+:$", out, re.M), out
+    assert f"these need root and were not run as uid {user.pw_uid}" in out
     assert "  tests/test_users.py::test_two_users_share_a_daemon" in out
     assert re.search(r"\d+ passed", out), out
