@@ -29,7 +29,8 @@ import pytest
 
 from tests.harness import REPO, short_tmp
 
-pytestmark = [pytest.mark.integration, pytest.mark.needs_root]
+# a fresh venv, the demo's training and a few tests, one after another: minutes
+pytestmark = [pytest.mark.integration, pytest.mark.needs_root, pytest.mark.timeout(1800)]
 
 USER = "dlaas-sudoer"
 SUDOERS = Path("/etc/sudoers.d/dlaas-test-sudoer")
