@@ -22,7 +22,7 @@ from tests.test_storage import READER, data_manifest
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root"),
+    pytest.mark.needs_root,  # mounts a tmpfs
 ]
 
 
