@@ -25,7 +25,7 @@ from tests.test_users import ALICE, BOB, GROUP, OUTSIDER, ctl_as, lab_users  # n
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.usefixtures("lab_users"),
-    pytest.mark.skipif(os.geteuid() != 0, reason="creating test users needs root"),
+    pytest.mark.needs_root,  # creates test users
 ]
 
 PLACEHOLDER = "********"
