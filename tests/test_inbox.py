@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shutil
@@ -281,3 +282,28 @@ def _ffdl_drop(dropd, minio, tmp_path):
     assert "['train.csv']" in dropd.ctl("logs", run_id).stdout
     keys = [o.object_name for o in minio.client().list_objects("tf-trained-model", run_id)]
     assert keys == [f"{run_id}/"]
+
+
+def inotify_watches(pid: int) -> int:
+    """How many inotify watches a process holds (each is an `inotify wd:` line)."""
+    fdinfo = Path(f"/proc/{pid}/fdinfo")
+    count = 0
+    for fd in os.listdir(fdinfo):
+        with contextlib.suppress(OSError):  # closed meanwhile
+            count += (fdinfo / fd).read_text().count("inotify wd:")
+    return count
+
+
+def test_finished_runs_hold_no_watches(dropd, tmp_path):
+    """Each run's results mirrored into results/ must not cost the daemon a watch."""
+    before = inotify_watches(dropd.proc.pid)
+    for i in range(3):
+        src = write_drop(tmp_path / f"src{i}", "echo out > $RESULT_DIR/out.txt", name=f"w{i}")
+        shutil.copytree(src, dropd.inbox / f"w{i}")
+    runs = wait_for(lambda: len(accepted(dropd.inbox)) == 3 and accepted(dropd.inbox))
+    for run_id in runs:
+        dropd.wait(run_id)
+        out = dropd.inbox / "results" / run_id / "out.txt"
+        wait_for(lambda out=out: out.exists(), what="results mirrored")
+    time.sleep(SETTLE)  # the watcher has seen the new folders
+    assert before > 0 and inotify_watches(dropd.proc.pid) == before

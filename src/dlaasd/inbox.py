@@ -160,7 +160,11 @@ class Inbox:
         try:
             self._observer = Observer()
             kick = _Kick(loop, self._kick, self.root)
-            self._observer.schedule(kick, str(self.root), recursive=True)
+            # drops arrive at the top (inside a drop folder the scan sees writes within a
+            # second); data/ is mirrored as it changes. Not results/ and the other folders
+            # dlaasd fills: a recursive watch there would hold a watch per finished run
+            self._observer.schedule(kick, str(self.root), recursive=False)
+            self._observer.schedule(kick, str(self.root / "data"), recursive=True)
             self._observer.start()
         except OSError as exc:  # inotify limits: the periodic scan still works
             log.warning("event=inbox_watch_failed error=%r", str(exc))
