@@ -9,7 +9,6 @@ from __future__ import annotations
 import ast
 import importlib.util
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -117,7 +116,8 @@ def test_each_line_is_flushed_at_once(emetrics, tmp_path):
 
 
 def test_dlaasd_reads_what_it_writes(emetrics, tmp_path):
-    parse = pytest.importorskip("dlaasd.metrics").parse_emetrics
+    from dlaasd.metrics import parse_emetrics as parse
+
     emetrics.report(step=5, group="train", loss=0.5, accuracy=0.75)
     line = (tmp_path / "logs" / "evaluation-metrics.txt").read_text()
     points = parse(line, 0.0)
@@ -141,27 +141,45 @@ def test_plain_module_for_python_3_8():
     assert not (HELPER.parent / "__init__.py").exists()
 
 
-def python_3_8() -> str | None:
-    """A Python 3.8 interpreter on this machine (PATH or pyenv), if any works."""
-    candidates = [shutil.which("python3.8")]
-    candidates += sorted(map(str, Path.home().glob(".pyenv/versions/3.8*/bin/python3.8")))
-    for exe in filter(None, candidates):
-        probe = subprocess.run(
-            [exe, "-c", "import sys; print(sys.version_info[:2])"], capture_output=True, text=True
-        )
-        if probe.returncode == 0 and probe.stdout.strip() == "(3, 8)":
-            return exe
-    return None
+# Standard-library names added after 3.8 that this kind of code reaches for; none may be
+# used (ast.parse(feature_version=...) checks the grammar only, not the library).
+NEWER_THAN_3_8 = {
+    "removeprefix", "removesuffix", "zoneinfo", "graphlib", "UTC", "pairwise", "batched",
+    "cache", "topological_sort", "lcm", "nextafter", "ulp", "randbytes",
+    "BooleanOptionalAction", "kw_only", "bit_count", "aiter", "anext", "tomllib",
+}  # fmt: skip
 
 
-def test_runs_under_python_3_8(tmp_path):
-    exe = python_3_8()
-    if exe is None:
-        pytest.skip("no Python 3.8 here")
-    code = "from dlaas_emetrics import report; report(step=1, group='train', loss=0.5)"
-    env = {"PYTHONPATH": str(HELPER.parent), "LOG_DIR": str(tmp_path), "TRAINING_ID": "t"}
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    subprocess.run([exe, "-c", code], env=env, check=True, cwd=tmp_path)
+def test_uses_nothing_newer_than_python_3_8():
+    tree = ast.parse(HELPER.read_text(), feature_version=(3, 8))
+    names = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+    names |= {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+    names |= {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
+    names |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert not names & NEWER_THAN_3_8
+    # builtins subscripted (list[int]) fail at run time before 3.9 outside annotations
+    subscripted = {
+        n.value.id
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Subscript) and isinstance(n.value, ast.Name)
+    }
+    assert not subscripted & {"list", "dict", "set", "tuple", "frozenset", "type"}
+
+
+def test_runs_as_a_plain_module_in_a_fresh_interpreter(tmp_path):
+    """As in a container: found by path, without dlaasd or site packages (-I -S), and
+    leaving no __pycache__ in helpers/ (-B)."""
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); "
+        "from dlaas_emetrics import report; report(step=1, group='train', loss=0.5)"
+    )
+    env = {"LOG_DIR": str(tmp_path), "TRAINING_ID": "t"}
+    subprocess.run(
+        [sys.executable, "-I", "-S", "-B", "-c", code, str(HELPER.parent)],
+        env=env,
+        check=True,
+        cwd=tmp_path,
+    )
     (record,) = lines(tmp_path / "evaluation-metrics.txt")
     assert record["grouplabel"] == "train" and record["meta"]["training_id"] == "t"
     assert record["values"] == {"loss": {"type": "FLOAT", "value": 0.5}}
