@@ -20,7 +20,15 @@ import yaml
 
 from tests.harness import REPO, Minio, manifest, short_tmp
 from tests.test_upgrade import FIXTURES, old_state  # noqa: F401
-from tests.test_users import ALICE, BOB, GROUP, OUTSIDER, ctl_as, lab_users  # noqa: F401
+from tests.test_users import (  # noqa: F401
+    ALICE,
+    BOB,
+    GROUP,
+    OUTSIDER,
+    ctl_as,
+    demoted,
+    lab_users,
+)
 
 pytestmark = [
     pytest.mark.integration,
@@ -80,6 +88,22 @@ def alice_manifest(store: Minio, token: str) -> dict:
     )
 
 
+def python_as(user: str, code: str, payload: object, *args: str) -> object:
+    """Run `code` with the system's Python as `user` (beside the client's source, which
+    needs nothing beyond the standard library): JSON `payload` in, JSON out."""
+    r = subprocess.run(
+        ["/usr/bin/python3", "-c", code, *args],
+        cwd=REPO / "src",
+        input=json.dumps(payload),
+        preexec_fn=demoted(user),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
 def readable_by(user: str, paths: list[Path]) -> list[str]:
     """Which of `paths` the user can open (run as that user, in a child)."""
     code = (
@@ -92,23 +116,7 @@ def readable_by(user: str, paths: list[Path]) -> list[str]:
         "        pass\n"
         "print(json.dumps(ok))\n"
     )
-    p = pwd.getpwnam(user)
-
-    def demote() -> None:
-        os.setgroups(os.getgrouplist(user, p.pw_gid))
-        os.setgid(p.pw_gid)
-        os.setuid(p.pw_uid)
-
-    r = subprocess.run(
-        ["/usr/bin/python3", "-c", code],
-        input=json.dumps([str(x) for x in paths]),
-        preexec_fn=demote,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return json.loads(r.stdout)
+    return python_as(user, code, [str(x) for x in paths])
 
 
 def files_under(root: Path, *skip: Path) -> list[Path]:
@@ -346,24 +354,7 @@ def api_as(user: str, socket: Path, paths: list[str]) -> dict[str, int]:
         "        out[p] = exc.status\n"
         "print(json.dumps(out))\n"
     )
-    p = pwd.getpwnam(user)
-
-    def demote() -> None:
-        os.setgroups(os.getgrouplist(user, p.pw_gid))
-        os.setgid(p.pw_gid)
-        os.setuid(p.pw_uid)
-
-    r = subprocess.run(
-        ["/usr/bin/python3", "-c", code, str(socket)],
-        cwd=REPO / "src",
-        input=json.dumps(paths),
-        preexec_fn=demote,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout)
+    return python_as(user, code, paths, str(socket))
 
 
 def test_drops_are_their_owners_alone(make_daemon):

@@ -9,6 +9,7 @@ import stat
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -42,9 +43,8 @@ def lab_users():
     return {u: pwd.getpwnam(u) for u in (ALICE, BOB, OUTSIDER)}
 
 
-def ctl_as(user: str, socket: Path, *args: str) -> subprocess.CompletedProcess:
-    """The real dlaasctl, run by another user (with the system's Python: the client needs
-    nothing beyond the standard library)."""
+def demoted(user: str) -> Callable[[], None]:
+    """A preexec_fn: the child runs as `user`, with the groups a login would give."""
     p = pwd.getpwnam(user)
 
     def demote() -> None:
@@ -52,12 +52,18 @@ def ctl_as(user: str, socket: Path, *args: str) -> subprocess.CompletedProcess:
         os.setgid(p.pw_gid)
         os.setuid(p.pw_uid)
 
+    return demote
+
+
+def ctl_as(user: str, socket: Path, *args: str) -> subprocess.CompletedProcess:
+    """The real dlaasctl, run by another user (with the system's Python: the client needs
+    nothing beyond the standard library)."""
     env = {"DLAAS_SOCKET": str(socket), "PATH": "/usr/bin:/bin", "HOME": "/tmp"}
     return subprocess.run(
         ["/usr/bin/python3", "-m", "dlaasctl.cli", *args],
         cwd=REPO / "src",
         env=env,
-        preexec_fn=demote,
+        preexec_fn=demoted(user),
         capture_output=True,
         text=True,
         timeout=120,
