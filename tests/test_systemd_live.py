@@ -151,23 +151,23 @@ def machine(docker_client):
     state = Path(tempfile.mkdtemp(prefix="dlaas-systemd-", dir="/var/tmp"))
     state.chmod(0o711)
     name = f"dlaas-systemd-test-{secrets.token_hex(4)}"
-    r = sh(
-        "docker", "run", "-d", "--name", name, "--label", "dlaas.test=systemd",
-        "--network", "none",
-        # systemd as PID 1 here: ../shared/testbeds/systemd.md
-        "--cap-add", "ALL", "--cap-drop", "SYS_RESOURCE",
-        "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
-        "--security-opt", "systempaths=unconfined",
-        "--cgroupns=host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw",
-        "--tmpfs", "/run", "--tmpfs", "/run/lock", "--stop-signal", "SIGRTMIN+3",
-        "-v", "/var/run/docker.sock:/run/docker.sock",
-        "-v", f"{state}:{state}",
-        "-v", f"{wheels}:/wheels:ro",
-        "--entrypoint", "/bin/sh", IMAGE, "-c", "mount --make-rshared / && exec /sbin/init",
-    )  # fmt: skip
-    assert r.returncode == 0, f"docker run failed: {r.stderr}"
     m = Machine(name, state)
-    try:
+    try:  # the state folder goes even when the container does not start
+        r = sh(
+            "docker", "run", "-d", "--name", name, "--label", "dlaas.test=systemd",
+            "--network", "none",
+            # systemd as PID 1 here: ../shared/testbeds/systemd.md
+            "--cap-add", "ALL", "--cap-drop", "SYS_RESOURCE",
+            "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
+            "--security-opt", "systempaths=unconfined",
+            "--cgroupns=host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw",
+            "--tmpfs", "/run", "--tmpfs", "/run/lock", "--stop-signal", "SIGRTMIN+3",
+            "-v", "/var/run/docker.sock:/run/docker.sock",
+            "-v", f"{state}:{state}",
+            "-v", f"{wheels}:/wheels:ro",
+            "--entrypoint", "/bin/sh", IMAGE, "-c", "mount --make-rshared / && exec /sbin/init",
+        )  # fmt: skip
+        assert r.returncode == 0, f"docker run failed: {r.stderr}"
         # until systemd listens on its bus, then until it finished booting
         booted = until(
             lambda: m.run("systemctl is-system-running --wait", timeout=120).stdout.strip(),
