@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from tests.harness import REPO, Minio, manifest, short_tmp
+from tests.test_inbox import wait_for
 from tests.test_upgrade import FIXTURES, old_state  # noqa: F401
 from tests.test_users import (  # noqa: F401
     ALICE,
@@ -376,14 +377,12 @@ def test_drops_are_their_owners_alone(make_daemon):
     good = manifest("echo hi", name="bob-drop", env={"API_TOKEN": token})
     drop("good.yml", yaml.safe_dump(good))
     report = d.state / "inbox" / ".rejected" / "bad.yml.error.txt"
-    run_id = None
-    for _ in range(300):
+
+    def taken() -> str | None:  # bad.yml rejected and good.yml queued: the queued run's id
         runs = [r for r in d.ctl_json("list")["runs"] if r["name"] == "bob-drop"]
-        if report.exists() and runs:
-            run_id = runs[0]["id"]
-            break
-        subprocess.run(["sleep", "0.2"], check=True)
-    assert run_id and report.exists(), d.log_tail()
+        return runs[0]["id"] if report.exists() and runs else None
+
+    run_id = wait_for(taken, what="both drops taken")
     assert report.stat().st_uid == bob.pw_uid and mode(report) == 0o600
     rejected = d.state / "inbox" / ".rejected" / "bad.yml"
     assert mode(rejected) == 0o600  # the careless 0644 taken away
