@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import pwd
+import re
 import secrets
 import shutil
 import sqlite3
@@ -244,6 +245,8 @@ def test_members_see_the_queue_but_not_each_others_runs(make_daemon, their_store
         ],
     )
     assert set(statuses.values()) == {403}, statuses
+    doc = d.api.json("GET", "/v1/openapi.json")
+    assert not [p for p in statuses if "403" not in declared(doc, "get", p)], "403 undeclared"
 
     # the outsider cannot use the socket, and is told why in the socket's own terms
     r = ctl_as(OUTSIDER, d.socket, "list")
@@ -265,6 +268,9 @@ def test_members_see_the_queue_but_not_each_others_runs(make_daemon, their_store
     created = json.loads(r.stdout)
     r = ctl_as(BOB, d.socket, "experiment", "show", created["id"])
     assert r.returncode == 1 and f"{created['id']} belongs to {ALICE}" in r.stderr, r.stderr
+    shown = f"/v1/experiments/{created['id']}"
+    assert api_as(BOB, d.socket, [shown]) == {shown: 403}
+    assert "403" in declared(doc, "get", shown)
     r = ctl_as(BOB, d.socket, "experiment", "list", "--json")
     [theirs] = [e for e in json.loads(r.stdout)["experiments"] if e["id"] == created["id"]]
     assert theirs["owner"] == ALICE and "best_hyperparameters" not in theirs
@@ -337,6 +343,20 @@ def test_members_see_the_queue_but_not_each_others_runs(make_daemon, their_store
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["objects_removed"] >= 2
     assert not vault.exists()
+
+
+def declared(doc: dict, method: str, path: str) -> dict:
+    """The responses the OpenAPI document declares for a concrete request path."""
+    path = path.split("?")[0]
+    for template, methods in doc["paths"].items():
+        parts = re.split(r"\{(\w+)\}", template)  # the names at odd places
+        pattern = "".join(
+            re.escape(p) if i % 2 == 0 else ("[^/]+" if p in ("id", "bucket") else ".+")
+            for i, p in enumerate(parts)
+        )
+        if re.fullmatch(pattern, path) and method in methods:
+            return methods[method]["responses"]
+    raise AssertionError(f"no route for {method.upper()} {path}")
 
 
 def api_as(user: str, socket: Path, paths: list[str]) -> dict[str, int]:

@@ -628,7 +628,7 @@ ROUTES = [
         show_run,
         "One run, with its history and staging figures",
         schema="Run",
-        errors=(400, 404),
+        errors=(400, 403, 404),
     ),
     Route(
         "DELETE",
@@ -658,7 +658,7 @@ ROUTES = [
             "offset": whole("skip this many bytes (where a stream left off)", 0, MAX_POSITION),
         },
         returns="text/plain",
-        errors=(400, 404),
+        errors=(400, 403, 404),
     ),
     Route(
         "GET",
@@ -666,7 +666,7 @@ ROUTES = [
         list_artifacts,
         "The run's result files",
         schema="Files",
-        errors=(400, 404),
+        errors=(400, 403, 404),
     ),
     Route(
         "GET",
@@ -682,7 +682,7 @@ ROUTES = [
         list_artifacts,
         "The submitted manifest and model",
         schema="Files",
-        errors=(400, 404),
+        errors=(400, 403, 404),
     ),
     Route(
         "GET",
@@ -704,7 +704,7 @@ ROUTES = [
         },
         schema="Metrics",
         streams=True,
-        errors=(400, 404),
+        errors=(400, 403, 404),
     ),
     Route(
         "POST",
@@ -734,7 +734,7 @@ ROUTES = [
         "An experiment, trials ranked best first",
         query={"curves": flag("1: each trial's objective curve")},
         schema="Experiment",
-        errors=(400, 404),
+        errors=(400, 403, 404),
     ),
     Route(
         "POST",
@@ -766,7 +766,7 @@ ROUTES = [
             ),
         },
         schema="Objects",
-        errors=(400, 404, 503),
+        errors=(400, 403, 404, 503),
     ),
     Route(
         "PUT",
@@ -776,7 +776,7 @@ ROUTES = [
         body="the object's bytes, with Content-Length",
         schema="Uploaded",
         ok=201,
-        errors=(400, 411, 503, 507),
+        errors=(400, 403, 411, 503, 507),
     ),
     Route(
         "GET",
