@@ -4,6 +4,9 @@ the rest of the input space; these pin the cases it found."""
 
 from __future__ import annotations
 
+import os
+import threading
+import time
 from urllib.parse import quote
 
 import pytest
@@ -155,3 +158,50 @@ def test_a_method_a_route_lacks_is_405_with_allow(daemon):
     assert resp.status_code == 405
     assert set(resp.headers["Allow"].split(",")) >= {"GET", "POST"}
     assert "PATCH is not allowed" in resp.json()["error"]["message"]
+
+
+def test_a_result_swapped_for_a_link_is_never_followed(daemon, tmp_path):
+    """The run's owner (or its training) may swap a listed result file for a link to a
+    file only dlaasd may read, or remove one, between the listing and the read: the link
+    is never followed, and nothing answers 500."""
+    secret = tmp_path / "host-secret.txt"
+    secret.write_text("HOST-SECRET\n")
+    command = "echo hi > $RESULT_DIR/out.txt; sleep 300"
+    run_id = daemon.submit(model(tmp_path / "m", manifest(command)))
+    daemon.wait(run_id, "PROCESSING")
+    results = daemon.state / "runs" / run_id / "job" / "results"
+    for _ in range(600):  # the container has started and written it
+        if (results / "out.txt").exists():
+            break
+        time.sleep(0.1)
+    stop = threading.Event()
+
+    def swap() -> None:
+        while not stop.is_set():
+            os.symlink(secret, results / ".link")
+            os.replace(results / ".link", results / "out.txt")
+            (results / ".file").write_text("hi\n")
+            os.replace(results / ".file", results / "out.txt")
+            (results / "gone.tmp").write_text("x")
+            (results / "gone.tmp").unlink()
+
+    swapper = threading.Thread(target=swap)
+    swapper.start()
+    served = 0
+    try:
+        for _ in range(200):
+            daemon.api.json("GET", f"/v1/runs/{run_id}/results")  # no 500 for a file gone
+            try:
+                got = daemon.api.request("GET", f"/v1/runs/{run_id}/results/out.txt").read()
+            except ApiError as exc:
+                assert exc.status == 404, exc.message  # a link there when it was opened
+                continue
+            assert got == b"hi\n"
+            served += 1
+    finally:
+        stop.set()
+        swapper.join()
+    assert served > 0
+    daemon.api.json("POST", f"/v1/runs/{run_id}/halt")
+    daemon.wait(run_id)
+    assert_serving(daemon)

@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import socket
+import stat
 import struct
 import tempfile
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from .codes import FINAL, STATUSES, RunError
 from .daemon import Caller, Daemon, Refused, public_message
 from .doctor import run_checks
 from .experiments import Experiments
-from .runfolder import RunFolder
+from .runfolder import RunFolder, open_beneath
 from .storage import PART_SIZE, InvalidName, StoreUnavailable, key_problem, safe_relative
 from .store import NotFound
 
@@ -337,10 +338,34 @@ async def get_artifact(request: web.Request) -> web.StreamResponse:
             f"`GET /v1/runs/{run['id']}/{kind}` lists it (no '..', no leading '/')",
         )
     source, ref = await asyncio.to_thread(d.artifact_source, run, kind, rel)
-    if source == "local":  # the same type as from the store, whatever the file's name
-        return web.FileResponse(ref, headers={"Content-Type": "application/octet-stream"})
+    if source == "local":
+        return await _stream_local(request, d.lifecycle.folder(run["id"]).root, ref, kind)
     objects, bucket, key = ref
     return await _stream_object(request, objects, bucket, key)
+
+
+async def _stream_local(
+    request: web.Request, root: Path, path: Path, kind: str
+) -> web.StreamResponse:
+    """A file of the run's folder, read through a descriptor opened without following a
+    link: the run's owner (and its training) may swap a listed file for one meanwhile."""
+    try:
+        f = await asyncio.to_thread(open_beneath, root, path.relative_to(root))
+    except FileNotFoundError:
+        raise Refused(404, f"{root.name} has no {kind} file {path.name!r} (any more)") from None
+    with f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise Refused(404, f"{root.name} has no {kind} file {path.name!r}: not a file")
+        left = st.st_size  # what Content-Length says, even if the file grows meanwhile
+
+        def chunks():
+            nonlocal left
+            while left > 0 and (chunk := f.read(min(left, 1024 * 1024))):
+                left -= len(chunk)
+                yield chunk
+
+        return await _send(request, str(st.st_size), chunks())
 
 
 async def _stream_object(
@@ -351,21 +376,23 @@ async def _stream_object(
     except RunError as exc:
         raise Refused(404 if exc.code == "S302" else 403, exc.message) from None
     try:
-        resp = web.StreamResponse(
-            headers={
-                "Content-Type": "application/octet-stream",
-                "Content-Length": obj.headers.get("Content-Length", ""),
-            }
-        )
-        await resp.prepare(request)
-        chunks = obj.stream(1024 * 1024)
-        while chunk := await asyncio.to_thread(next, chunks, b""):
-            await resp.write(chunk)
-        await resp.write_eof()
-        return resp
+        length = obj.headers.get("Content-Length", "")
+        return await _send(request, length, obj.stream(1024 * 1024))
     finally:
         obj.close()
         obj.release_conn()
+
+
+async def _send(request: web.Request, length: str, chunks) -> web.StreamResponse:
+    """Stream bytes (the same type whatever the file's name), each read in a thread."""
+    resp = web.StreamResponse(
+        headers={"Content-Type": "application/octet-stream", "Content-Length": length}
+    )
+    await resp.prepare(request)
+    while chunk := await asyncio.to_thread(next, chunks, b""):
+        await resp.write(chunk)
+    await resp.write_eof()
+    return resp
 
 
 # --- data in the object store ----------------------------------------------------------

@@ -828,9 +828,11 @@ class Daemon:
             except Exception as exc:  # the local copy may still serve
                 log.warning("event=artifacts_store_error run=%s error=%r", run["id"], str(exc))
         folder = RunFolder.of(self.config.state_path, run["id"])
-        return str(folder.job), [
-            {"path": rel, "size": p.stat().st_size, "source": "local"} for rel, p in local.items()
-        ]
+        files = []
+        for rel, p in local.items():
+            with contextlib.suppress(FileNotFoundError):  # gone since the walk (a temp file)
+                files.append({"path": rel, "size": p.lstat().st_size, "source": "local"})
+        return str(folder.job), files
 
     def artifact_source(self, run: dict, kind: str, rel: str):
         """('local', path) or ('store', (objects, bucket, key)) for one file: the local

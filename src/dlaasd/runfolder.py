@@ -137,7 +137,7 @@ class RunFolder:
             for dirpath, _, filenames in os.walk(folder):  # does not follow links
                 for name in filenames:
                     path = Path(dirpath) / name
-                    if stat.S_ISREG(path.lstat().st_mode) and name != OOM_MARK:
+                    if _regular(path) and name != OOM_MARK:
                         pairs.append((path, prefix + path.relative_to(folder).as_posix()))
         return sorted(pairs, key=lambda pair: pair[1])
 
@@ -153,6 +153,15 @@ class RunFolder:
 
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _regular(path: Path) -> bool:
+    """A regular file, not a link; False for one gone since it was listed (a training's
+    temporary file, renamed meanwhile)."""
+    try:
+        return stat.S_ISREG(path.lstat().st_mode)
+    except FileNotFoundError:
+        return False
 
 
 def open_beneath(root: Path, rel: Path | str, write: bool = False) -> BinaryIO:
