@@ -145,7 +145,7 @@ def test_plain_module_for_python_3_8():
 # used (ast.parse(feature_version=...) checks the grammar only, not the library).
 NEWER_THAN_3_8 = {
     "removeprefix", "removesuffix", "zoneinfo", "graphlib", "UTC", "pairwise", "batched",
-    "cache", "topological_sort", "lcm", "nextafter", "ulp", "randbytes",
+    "cache", "TopologicalSorter", "lcm", "nextafter", "ulp", "randbytes",
     "BooleanOptionalAction", "kw_only", "bit_count", "aiter", "anext", "tomllib",
 }  # fmt: skip
 
@@ -156,6 +156,7 @@ def test_uses_nothing_newer_than_python_3_8():
     names |= {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
     names |= {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
     names |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    names |= {n.arg for n in ast.walk(tree) if isinstance(n, ast.keyword)}  # kw_only=...
     assert not names & NEWER_THAN_3_8
     # builtins subscripted (list[int]) fail at run time before 3.9 outside annotations
     subscripted = {
