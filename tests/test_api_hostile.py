@@ -205,3 +205,49 @@ def test_a_result_swapped_for_a_link_is_never_followed(daemon, tmp_path):
     daemon.api.json("POST", f"/v1/runs/{run_id}/halt")
     daemon.wait(run_id)
     assert_serving(daemon)
+
+
+def test_results_swapped_for_links_are_never_stored_or_mirrored(daemon, tmp_path):
+    """While a run's results are uploaded and copied to the drop folder, its owner swaps
+    each listed file for a link to a file only dlaasd may read: neither the store nor the
+    drop folder's copy ever holds that file."""
+    secret = tmp_path / "host-secret.txt"
+    secret.write_text("HOST-SECRET\n")
+    names = [f"r{i}.txt" for i in range(40)]
+    command = "for i in $(seq 0 39); do echo hi > $RESULT_DIR/r$i.txt; done; sleep 1"
+    run_id = daemon.submit(model(tmp_path / "m", manifest(command)))
+    daemon.wait(run_id, "PROCESSING", "STORING", "COMPLETED")
+    results = daemon.state / "runs" / run_id / "job" / "results"
+    stop = threading.Event()
+
+    def swap() -> None:
+        try:
+            while not stop.is_set():  # each file a link half of the time
+                for name in names:
+                    os.symlink(secret, results / ".link")
+                    os.replace(results / ".link", results / name)
+                for name in names:
+                    (results / ".file").write_text("hi\n")
+                    os.replace(results / ".file", results / name)
+        except OSError:  # the folder tidied once the run ended
+            pass
+
+    swapper = threading.Thread(target=swap)
+    swapper.start()
+    try:
+        run = daemon.wait(run_id)
+    finally:
+        stop.set()
+        swapper.join()
+    assert run["status"] == "COMPLETED", run
+    stored = daemon.api.json("GET", f"/v1/data/dlaas-results?prefix={run_id}/")["objects"]
+    assert stored
+    for o in stored:
+        got = daemon.api.request("GET", f"/v1/data/dlaas-results/{quote(o['key'])}").read()
+        assert b"HOST-SECRET" not in got, o["key"]
+    mirrored = daemon.state / "inbox" / "results" / run_id
+    copies = [p for p in mirrored.rglob("*") if p.is_file()]
+    assert copies
+    for p in copies:
+        assert not p.is_symlink() and b"HOST-SECRET" not in p.read_bytes(), p
+    assert secret.read_text() == "HOST-SECRET\n" and secret.stat().st_uid == os.getuid()

@@ -359,10 +359,17 @@ class Inbox:
         run_id = run["id"]
         target = self.root / "results" / run_id
         for path, rel in folder.outputs():
-            dest = target / rel
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            dest.unlink(missing_ok=True)
-            _link_or_copy(path, dest)
+            try:  # the job folder is its owner's: a file may be a link by now
+                src = folder.open(path)
+            except FileNotFoundError:
+                continue  # gone, or a link put in its place: not followed
+            with src:
+                if not stat.S_ISREG(os.fstat(src.fileno()).st_mode):
+                    continue
+                dest = target / rel
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                dest.unlink(missing_ok=True)
+                _link_or_copy(src, dest)
         if not target.exists():
             return
         if os.geteuid() == 0 and run.get("owner_uid"):
@@ -469,8 +476,13 @@ def _top_manifest(zip_path: Path) -> bytes | None:
         return next((zf.read(n) for n in MANIFEST_NAMES if n in names), None)
 
 
-def _link_or_copy(src: Path, dest: Path) -> None:
+def _link_or_copy(src: BinaryIO, dest: Path) -> None:
+    """A hard link to the file open as `src` (the file checked, not what its name leads
+    to now), else a copy of it."""
+    fd_path = f"/proc/self/fd/{src.fileno()}"
     try:
-        os.link(src, dest)
+        os.link(fd_path, dest)  # follows only /proc's link, to the open file
     except OSError:  # another file system
-        shutil.copy2(src, dest)
+        with open(dest, "wb") as out:
+            shutil.copyfileobj(src, out, 1024 * 1024)
+        shutil.copystat(fd_path, dest)

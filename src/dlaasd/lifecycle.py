@@ -576,11 +576,13 @@ class Lifecycle:
             again = resume or attempt > 1  # a retry follows a failed attempt
             stop = lambda: self.stopping  # noqa: E731
             if not definition:
-                objects.stage_out(outputs, bucket, stats, again, stop)
+                objects.stage_out(outputs, bucket, stats, again, stop, folder.open)
                 return
             with ThreadPoolExecutor(2) as pool:
                 jobs = [
-                    pool.submit(objects.stage_out, outputs, bucket, stats, again, stop),
+                    pool.submit(
+                        objects.stage_out, outputs, bucket, stats, again, stop, folder.open
+                    ),
                     pool.submit(
                         self.objects.stage_out,
                         definition,

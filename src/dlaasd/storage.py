@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 import threading
 import time
 import uuid
@@ -22,6 +23,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import urlparse
 
 import urllib3
@@ -312,39 +314,53 @@ class ObjectStore:
         stats: Transfer,
         resume: bool = True,
         stop: Callable[[], bool] = lambda: False,
+        opener: Callable[[Path], BinaryIO] = lambda p: open(p, "rb"),  # noqa: SIM115
     ) -> None:
         """Upload (local path, key) pairs, then verify every object's size in the bucket.
         `resume`: an earlier attempt may have uploaded some already; skip those. `stop`:
-        the daemon is stopping; what is left is uploaded after its restart."""
+        the daemon is stopping; what is left is uploaded after its restart. `opener`: how
+        a file is opened (a run's own, without following links); one it cannot open (a
+        link put in a listed file's place, or gone) is left out, and what is uploaded is
+        what that descriptor holds."""
         started = time.monotonic()
         self.ensure_bucket(bucket)
         stats.total_files = len(files)
-        stats.total_bytes = sum(p.stat().st_size for p, _ in files)
+        stats.total_bytes = sum(_size(p) for p, _ in files)
         prefixes = {k.split("/", 1)[0] + "/" for _, k in files}
         present = {}
         if resume:
             present = {o["key"]: o["size"] for p in prefixes for o in self.list_objects(bucket, p)}
+        sent: dict[str, int] = {}  # key -> the size uploaded (or found uploaded)
 
         def put(item: tuple[Path, str]) -> None:
             if stop():
                 raise StoreUnavailable("dlaasd is stopping")
             path, key = item
-            size = path.stat().st_size
-            if present.get(key) == size:  # uploaded by an earlier, interrupted attempt
-                stats.add(size, hit=True)
-                return
             try:
-                self.put_file(bucket, key, path)
-            except RunError as exc:
-                if exc.code != "S302":
-                    raise
-                self._buckets.discard(bucket)  # removed behind our back: make it again
-                raise StoreUnavailable(exc.message) from exc
+                f = opener(path)
+            except FileNotFoundError:
+                log.warning("event=stage_out_skipped path=%s reason=gone_or_link", path)
+                return
+            with f:
+                st = os.fstat(f.fileno())
+                if not stat.S_ISREG(st.st_mode):
+                    return
+                sent[key] = size = st.st_size
+                if present.get(key) == size:  # uploaded by an earlier, interrupted attempt
+                    stats.add(size, hit=True)
+                    return
+                try:
+                    self.put_file(bucket, key, Path(f"/proc/self/fd/{f.fileno()}"))
+                except RunError as exc:
+                    if exc.code != "S302":
+                        raise
+                    self._buckets.discard(bucket)  # removed behind our back: make it again
+                    raise StoreUnavailable(exc.message) from exc
             stats.add(size)
 
         self._parallel(put, files)
         present = {o["key"]: o["size"] for p in prefixes for o in self.list_objects(bucket, p)}
-        missing = [k for p, k in files if present.get(k) != p.stat().st_size]
+        missing = [k for k, size in sent.items() if present.get(k) != size]
         if missing:
             raise StoreUnavailable(
                 f"{len(missing)} object(s) missing after upload, e.g. {missing[0]}"
@@ -414,6 +430,14 @@ class ObjectStore:
 # Part size for uploads through the daemon; the client computes ETags with the same size.
 PART_SIZE = 16 * 1024 * 1024
 SINGLE_PUT_MAX = 5 * 1024**3  # S3's limit for one PUT
+
+
+def _size(path: Path) -> int:
+    """A listed file's size, 0 if it is gone (not following a link in its place)."""
+    try:
+        return path.lstat().st_size
+    except FileNotFoundError:
+        return 0
 
 
 def _loopback(host: str) -> bool:
