@@ -114,13 +114,15 @@ class RunFolder:
         os.chmod(self.job, 0o700)  # the owner's (and the containers') alone: see filemodes
 
     def give_to(self, uid: int, gid: int) -> None:
-        """Hand the writable folders to the container's user (when dlaasd runs as root)."""
-        os.chown(self.job, uid, gid)
+        """Hand the writable folders to the container's user (when dlaasd runs as root).
+        No link is followed: a resumed run's job folder is its owner's already, who may
+        have put a link in place of a folder (os.walk would follow one at the top)."""
+        os.chown(self.job, uid, gid, follow_symlinks=False)
         for top in (self.model_code, self.results, self.checkpoints, self.logs):
-            for dirpath, dirnames, filenames in os.walk(top):
-                os.chown(dirpath, uid, gid)
+            for _, dirnames, filenames, fd in os.fwalk(top, follow_symlinks=False):
+                os.chown(fd, uid, gid)
                 for name in dirnames + filenames:
-                    os.lchown(os.path.join(dirpath, name), uid, gid)
+                    os.chown(name, uid, gid, dir_fd=fd, follow_symlinks=False)
 
     def outputs(self) -> list[tuple[Path, str]]:
         """(file, path under the run's results) of everything a run produced: results and
