@@ -685,6 +685,8 @@ HELPERS_IN_CONTAINER = f"{IN_CONTAINER['JOB_STATE_DIR']}/.dlaas"
 def _prepare_job(folder: RunFolder, hyperparameters: dict | None, owner: tuple | None) -> None:
     """The run's folders, its model code, the helpers, an experiment trial's config.json,
     all handed to the container's user: one trip to a thread."""
+    if owner:
+        folder.reclaim()
     folder.prepare()
     if folder.model_zip.exists():
         _fresh_unpack(folder.model_zip, folder.model_code)

@@ -113,6 +113,20 @@ class RunFolder:
             d.mkdir(parents=True, exist_ok=True)
         os.chmod(self.job, 0o700)  # the owner's (and the containers') alone: see filemodes
 
+    def reclaim(self) -> None:
+        """Take a job folder its owner has (a run resumed in DOWNLOADING) back while dlaasd
+        writes in it, and remove any link put among its folders: the code would be unpacked
+        and the helpers copied wherever one leads (give_to hands it back afterwards)."""
+        try:
+            os.chown(self.job, os.geteuid(), os.getegid(), follow_symlinks=False)
+        except FileNotFoundError:
+            return  # a new run: prepare() makes it
+        os.chmod(self.job, 0o700, follow_symlinks=False)
+        with os.scandir(self.job) as entries:
+            for entry in entries:
+                if entry.is_symlink():
+                    os.unlink(entry.path)
+
     def give_to(self, uid: int, gid: int) -> None:
         """Hand the writable folders to the container's user (when dlaasd runs as root).
         No link is followed: a resumed run's job folder is its owner's already, who may
