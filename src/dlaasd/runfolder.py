@@ -115,8 +115,9 @@ class RunFolder:
 
     def reclaim(self) -> None:
         """Take a job folder its owner has (a run resumed in DOWNLOADING) back while dlaasd
-        writes in it, and remove any link put among its folders: the code would be unpacked
-        and the helpers copied wherever one leads (give_to hands it back afterwards)."""
+        writes in it, and remove any link put among its folders: the code would be unpacked,
+        the helpers copied and the data linked wherever one leads (give_to hands it back
+        afterwards)."""
         try:
             os.chown(self.job, os.geteuid(), os.getegid(), follow_symlinks=False)
         except FileNotFoundError:
@@ -126,6 +127,8 @@ class RunFolder:
             for entry in entries:
                 if entry.is_symlink():
                     os.unlink(entry.path)
+        # its data too, where a link may be planted deeper: staged again (from the cache)
+        shutil.rmtree(self.data, ignore_errors=True)
 
     def give_to(self, uid: int, gid: int) -> None:
         """Hand the writable folders to the container's user (when dlaasd runs as root).

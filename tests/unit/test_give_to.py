@@ -54,6 +54,7 @@ def test_a_resumed_job_folder_is_taken_back_before_dlaasd_writes_in_it(tmp_path)
     folder.model_code.symlink_to(elsewhere)  # as the owner could (the folder is theirs)
     shutil.rmtree(folder.job / ".dlaas")
     (folder.job / ".dlaas").symlink_to(elsewhere)
+    (folder.data / "sub").symlink_to(elsewhere)  # where the stage-in would link the data
 
     _prepare_job(folder, {"lr": 0.1}, (OTHER, OTHER))  # the resume
 
@@ -61,4 +62,5 @@ def test_a_resumed_job_folder_is_taken_back_before_dlaasd_writes_in_it(tmp_path)
     assert not folder.model_code.is_symlink()
     assert (folder.model_code / "train.py").read_text() == "print('hi')\n"
     assert (folder.job / ".dlaas").is_dir() and not (folder.job / ".dlaas").is_symlink()
+    assert not (folder.data / "sub").is_symlink()
     assert folder.job.stat().st_uid == OTHER  # handed back
