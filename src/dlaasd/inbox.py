@@ -480,9 +480,14 @@ def _link_or_copy(src: BinaryIO, dest: Path) -> None:
     """A hard link to the file open as `src` (the file checked, not what its name leads
     to now), else a copy of it."""
     fd_path = f"/proc/self/fd/{src.fileno()}"
+    proc_fds = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY)
     try:
-        os.link(fd_path, dest)  # follows only /proc's link, to the open file
+        # linkat(AT_SYMLINK_FOLLOW) follows only /proc's link, to the open file; a plain
+        # os.link would call link(), which links /proc's link itself and always fails
+        os.link(str(src.fileno()), dest, src_dir_fd=proc_fds, follow_symlinks=True)
     except OSError:  # another file system
         with open(dest, "wb") as out:
             shutil.copyfileobj(src, out, 1024 * 1024)
         shutil.copystat(fd_path, dest)
+    finally:
+        os.close(proc_fds)

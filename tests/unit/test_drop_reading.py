@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from dlaasd.daemon import Refused
-from dlaasd.inbox import _open_regular, read_drop
+from dlaasd.inbox import _link_or_copy, _open_regular, read_drop
 
 ROUNDS = 5000  # reads at least, and until the reader met the link MET times
 MET = 100
@@ -163,3 +163,12 @@ def test_a_data_file_reached_through_a_folder_swapped_for_a_link_is_never_read(t
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_checked_result_is_mirrored_as_a_hard_link_not_a_copy(tmp_path):
+    """A copy would double a large result on the same disk (and can fill it)."""
+    src = tmp_path / "big.bin"
+    src.write_bytes(b"x" * 4096)
+    with open(src, "rb") as f:
+        _link_or_copy(f, tmp_path / "mirrored.bin")
+    assert (tmp_path / "mirrored.bin").samefile(src)
