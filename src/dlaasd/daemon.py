@@ -287,7 +287,7 @@ class Daemon:
             redacted_runs.append(run_id)
             log.info("event=secrets_moved run=%s", run_id)
         changed = bool(redacted_runs)
-        for exp_id, spec in self.db.db.execute("select id, spec from experiments").fetchall():
+        for exp_id, spec in self.db.experiment_specs():
             redacted = secret.redact(spec or "", patterns, at=("manifest",))
             if redacted != (spec or ""):
                 self.db.update_experiment(exp_id, spec=redacted)

@@ -221,6 +221,10 @@ class Store:
         """(run id, manifest text) of every run: what an upgrade goes through."""
         return self.db.execute("select id, manifest from runs").fetchall()
 
+    def experiment_specs(self) -> list[tuple[str, str]]:
+        """(experiment id, spec text) of every experiment: what an upgrade goes through."""
+        return self.db.execute("select id, spec from experiments").fetchall()
+
     def scrub(self) -> None:
         """Leave no copy of what was overwritten (an upgrade's secrets) in the database's
         free pages or its WAL: rewrite it, then empty the WAL."""
