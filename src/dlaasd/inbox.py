@@ -38,7 +38,7 @@ from watchdog.observers import Observer
 
 from . import archive, filemodes
 from .buckets import store_name
-from .daemon import Caller, Daemon, Refused
+from .daemon import Daemon, Refused
 from .runfolder import RunFolder, open_beneath
 
 log = logging.getLogger(__name__)
@@ -286,7 +286,7 @@ class Inbox:
         log.info("event=drop_accepted name=%r run=%s owner=%d", name, run_id, owner)
 
     async def _submit_drop(self, drop: Path, owner: int, source: str) -> str:
-        caller = Caller(owner, drop.lstat().st_gid)
+        caller = self.daemon.caller(owner, drop.lstat().st_gid)
         fd, tmp = tempfile.mkstemp(suffix=".zip", dir=self.config.state_path / "runs")
         os.close(fd)
         try:
