@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from benchmarks.common import ensure_image, object_store, parse, report
-from dlaasd.store import Store, now
+from dlaasd.database import Database, now
 from tests.harness import Dlaasd, Minio, manifest, short_tmp
 
 TARGET_RATIO = 3.0
@@ -27,7 +27,7 @@ STATUSES = ("QUEUED", "DOWNLOADING", "PROCESSING", "STORING", "COMPLETED")
 
 def seed(state: Path, n: int) -> list[str]:
     """n finished runs, as dlaasd writes them, straight into a stopped daemon's database."""
-    store = Store(state / "dlaas.db")
+    store = Database(state / "dlaas.db")
     text = yaml.safe_dump(manifest("python3 train.py", name="seeded"))
     ids = [f"training-s{i:08d}" for i in range(n)]
     t = now()

@@ -95,7 +95,7 @@ def python_as(user: str, code: str, payload: object, *args: str) -> object:
     needs nothing beyond the standard library): JSON `payload` in, JSON out."""
     r = subprocess.run(
         ["/usr/bin/python3", "-c", code, *args],
-        cwd=REPO / "src",
+        cwd=REPO / "client",
         input=json.dumps(payload),
         preexec_fn=demoted(user),
         capture_output=True,

@@ -61,7 +61,7 @@ def ctl_as(user: str, socket: Path, *args: str) -> subprocess.CompletedProcess:
     env = {"DLAAS_SOCKET": str(socket), "PATH": "/usr/bin:/bin", "HOME": "/tmp"}
     return subprocess.run(
         ["/usr/bin/python3", "-m", "dlaasctl.cli", *args],
-        cwd=REPO / "src",
+        cwd=REPO / "client",
         env=env,
         preexec_fn=demoted(user),
         capture_output=True,

@@ -21,7 +21,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from .storage import Endpoint
+from .objectstore import Endpoint
 
 log = logging.getLogger(__name__)
 

@@ -37,13 +37,13 @@ from .codes import (
     RunError,
 )
 from .config import Config
+from .database import Database, now, parse_time
 from .manifest import Manifest
 from .metrics import MetricsReader
+from .objectstore import DataCache, Endpoint, ObjectStore, StoreUnavailable, Transfer
 from .runfolder import IN_CONTAINER, OOM_MARK, RunFolder
 from .runner import ContainerSpec, DockerUnavailable, Exit, Runner
 from .secret import Vault
-from .storage import DataCache, Endpoint, ObjectStore, StoreUnavailable, Transfer
-from .store import Store, now, parse_time
 from .units import format_duration, format_size
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ class Lifecycle:
     def __init__(
         self,
         config: Config,
-        db: Store,
+        db: Database,
         runner: Runner,
         objects: ObjectStore,
         cache: DataCache,

@@ -11,7 +11,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from . import experiment, schema
+from . import schema, sweep
 from .codes import COMPLETED, FINAL, HALTED, PROCESSING, QUEUED
 from .daemon import Caller, Daemon, Refused, new_id, parse_manifest, refused, resolve
 from .metrics import resolve_name
@@ -25,7 +25,7 @@ class Experiments:
     def __init__(self, daemon: Daemon):
         self.daemon = daemon
         self.db = daemon.db
-        self._asha: dict[str, experiment.Asha] = {}
+        self._asha: dict[str, sweep.Asha] = {}
         self._stopping: set[asyncio.Task] = set()
         daemon.lifecycle.on_metrics.append(self.metrics_arrived)
 
@@ -37,8 +37,8 @@ class Experiments:
         """Check the experiment and every trial's manifest, then queue them all; a problem
         anywhere queues none. `model_zip` is left to the caller; each trial gets a copy."""
         try:
-            spec = experiment.parse(spec_text)
-        except experiment.ExperimentError as exc:
+            spec = sweep.parse(spec_text)
+        except sweep.ExperimentError as exc:
             raise refused(exc, "the experiment file has problems; nothing was queued") from None
         at = ""
         if isinstance(spec.manifest, dict):
@@ -56,7 +56,7 @@ class Experiments:
         admitted = await self.daemon.check(base, model_zip, "the experiment's trials were refused")
         data, _ = schema.load_yaml(manifest_text)  # numbers keep their text: 1.10 stays
         trials = []
-        for i, values in enumerate(experiment.trials(spec)):
+        for i, values in enumerate(sweep.trials(spec)):
             env = {**(data.get("env") or {}), **values, "SUBID": str(i)}
             trial = {**data, "name": f"{spec.name}-{i}", "env": env}
             text = schema.dump_yaml(trial).encode()
@@ -111,7 +111,7 @@ class Experiments:
         series = self.db.curves(ids, metric) if metric else {i: [] for i in ids}
         value = {i: (series[i][-1][1] if series[i] else None) for i in ids}
         maximize = row["goal"] == "maximize"
-        order = experiment.rank(value, maximize)
+        order = sweep.rank(value, maximize)
         by_id = {r["id"]: r for r in runs}
         done = [i for i in order if by_id[i]["status"] == COMPLETED and value[i] is not None]
         best = done[0] if done else next((i for i in order if value[i] is not None), None)
@@ -193,8 +193,8 @@ class Experiments:
             return
         asha = self._asha.get(exp_id)
         if asha is None:
-            spec = experiment.parse(row["spec"])
-            asha = self._asha[exp_id] = experiment.Asha(spec.method, spec.maximize)
+            spec = sweep.parse(row["spec"])
+            asha = self._asha[exp_id] = sweep.Asha(spec.method, spec.maximize)
         runs, _ = self.db.list(limit=100_000, experiment_id=exp_id)
         ids = [r["id"] for r in runs]
         metric = resolve_name(row["objective"], self.db.metric_names(ids))

@@ -55,7 +55,7 @@ class Containers:
 
 
 @dataclass
-class Store:
+class ObjectStoreSettings:
     endpoint: str
     access_key: str
     secret_key: str
@@ -100,7 +100,7 @@ class Config:
     capacity: Capacity
     containers: Containers
     frameworks: dict[str, dict[str, str]]
-    store: Store
+    store: ObjectStoreSettings
     cache: Cache
     results: Results
     # Where the settings came from, for --print-config and error messages.

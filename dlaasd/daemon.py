@@ -35,16 +35,16 @@ from .codes import (
     RunError,
 )
 from .config import Config
+from .database import Database, NotFound
 from .gpus import GpuInventory
 from .lifecycle import Lifecycle
 from .minio_server import BundledMinio
+from .objectstore import DataCache, Endpoint, ObjectStore, StoreUnavailable, key_problem
 from .runfolder import RunFolder
 from .runner import DockerUnavailable, Runner
 from .scheduler import FreeGpu, place
 from .schema import Problem, SchemaError
 from .started import started_file
-from .storage import DataCache, Endpoint, ObjectStore, StoreUnavailable, key_problem
-from .store import NotFound, Store
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +180,7 @@ def _buckets_of(manifest_text: str) -> list[dict[str, str]]:
         return []
 
 
-def resolve(db: Store, ref: str, table: str, noun: str, listing: str) -> str:
+def resolve(db: Database, ref: str, table: str, noun: str, listing: str) -> str:
     """The full id `ref` names (a unique prefix will do), or a 404/400 that says why not."""
     try:
         return db.resolve(ref, table)
@@ -205,7 +205,7 @@ class Daemon:
         state.mkdir(parents=True, exist_ok=True)
         os.chmod(state, filemodes.reachable())
         self._lock = _lock(state / "dlaasd.lock")
-        self.db = Store(state / "dlaas.db")
+        self.db = Database(state / "dlaas.db")
         self.runner = Runner(daemon_label=str(state))
         self.gpus = GpuInventory()
         self.cache = DataCache(state / "cache", config.cache.max_size)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from dlaasd import experiment
-from dlaasd.experiment import Asha, Method, parse, rank, rungs, trials, value_at
+from dlaasd import sweep
+from dlaasd.sweep import Asha, Method, parse, rank, rungs, trials, value_at
 
 BASE = """
 name: sweep
@@ -56,7 +56,7 @@ def test_range_values(hp, expected):
         "  - " + __import__("json").dumps(hp) + "\n",
     )
     e = parse(text)
-    assert experiment.values(e.hyper_parameters[0]) == expected
+    assert sweep.values(e.hyper_parameters[0]) == expected
     assert len(trials(e)) == len(expected)
 
 
@@ -117,7 +117,7 @@ def test_log_uniform_random_for_a_power_range():
     ],
 )
 def test_bad_experiment_files(change, path, words):
-    with pytest.raises(experiment.ExperimentError) as info:
+    with pytest.raises(sweep.ExperimentError) as info:
         parse(BASE.replace(*change))
     problems = {p.path: p for p in info.value.problems}
     assert path in problems, [str(p) for p in info.value.problems]
@@ -129,14 +129,14 @@ def test_too_many_trials_refused():
     text = BASE.replace(
         "double_values: [0.1, 0.01]", "double_range: {min_value: 0.001, max_value: 1, step: 0.001}"
     )
-    with pytest.raises(experiment.ExperimentError) as info:
+    with pytest.raises(sweep.ExperimentError) as info:
         parse(text)
     assert "trials" in str(info.value) and "random" in str(info.value)
 
 
 def test_every_problem_listed_at_once():
     text = BASE.replace("method: grid", "method: bayes").replace("name: lr", "name: 1lr")
-    with pytest.raises(experiment.ExperimentError) as info:
+    with pytest.raises(sweep.ExperimentError) as info:
         parse(text.replace("maximize_or_minimize: maximize", "maximize_or_minimize: up"))
     assert len(info.value.problems) >= 3
 

@@ -28,11 +28,11 @@ from aiohttp.http_exceptions import BadHttpMessage
 from . import buckets, diskspace, openapi
 from .codes import FINAL, STATUSES, RunError
 from .daemon import Caller, Daemon, Refused, public_message
+from .database import NotFound
 from .doctor import run_checks
 from .experiments import Experiments
+from .objectstore import PART_SIZE, InvalidName, StoreUnavailable, key_problem, safe_relative
 from .runfolder import RunFolder, open_beneath
-from .storage import PART_SIZE, InvalidName, StoreUnavailable, key_problem, safe_relative
-from .store import NotFound
 
 log = logging.getLogger(__name__)
 

@@ -92,7 +92,7 @@ class Ambiguous(KeyError):
     pass
 
 
-class Store:
+class Database:
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
         # every manifest and status is in it: dlaasd's user alone reads it (SQLite gives the
