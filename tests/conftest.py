@@ -12,8 +12,10 @@ NOT_ROOT = pytest.StashKey[list[str]]()
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests marked needs_root are skipped for other users, with a reason, and listed in the
+    """Tests marked `alone` run after every other test (they disturb what the others share).
+    Tests marked needs_root are skipped for other users, with a reason, and listed in the
     summary: running as a user must not hide that they were left out."""
+    items.sort(key=lambda item: item.get_closest_marker("alone") is not None)  # stable
     if os.geteuid() == 0:
         return
     left_out = config.stash.setdefault(NOT_ROOT, [])

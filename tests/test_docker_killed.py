@@ -1,6 +1,6 @@
 """The Docker Engine killed while a run trains: the run ends clearly, with what it wrote
-kept, and the queue goes on once the engine is back. (Named to run last: it restarts the
-engine every other test uses.)"""
+kept, and the queue goes on once the engine is back. (Marked `alone`: it restarts the
+engine every other test uses, so it runs after all of them.)"""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from tests.harness import manifest, model
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.needs_root,
+    pytest.mark.alone,
     pytest.mark.skipif(
         Path("/run/systemd/system").exists() or not shutil.which("dockerd"),
         reason="restarts a dockerd started by hand (as scripts/setup does)",
