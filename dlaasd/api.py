@@ -19,11 +19,15 @@ import socket
 import stat
 import struct
 import tempfile
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import BadHttpMessage
+
+from dlaasctl import routes
+from dlaasctl.routes import FLAGS, MAX_LIMIT, MAX_OFFSET, MAX_POSITION, Route
 
 from . import buckets, diskspace, openapi
 from .codes import FINAL, STATUSES, RunError
@@ -45,39 +49,16 @@ RUN_PARTS = ("manifest",)
 EXPERIMENT_PARTS = ("experiment", "manifest")
 
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
 @dataclass(frozen=True)
-class Query:
-    """A query parameter, as the OpenAPI document declares it."""
+class Endpoint:
+    """A route of the table dlaasctl shares (dlaasctl/routes.py: method, path, query
+    parameters), the handler that serves it, and what the OpenAPI document says of it."""
 
-    description: str
-    schema: dict = field(default_factory=lambda: {"type": "string"})
-
-
-def whole(description: str, lo: int, hi: int) -> Query:
-    return Query(description, {"type": "integer", "minimum": lo, "maximum": hi})
-
-
-FLAGS = {"1": True, "true": True, "0": False, "false": False}
-
-
-def flag(description: str) -> Query:
-    return Query(description, {"type": "string", "enum": list(FLAGS)})
-
-
-MAX_LIMIT = 10_000  # runs or experiments in one answer
-MAX_OFFSET = 10**9
-MAX_POSITION = 2**62  # a byte offset in a log, a metric's seq
-
-
-@dataclass
-class Route:
-    """One route, and what the OpenAPI document says of it."""
-
-    method: str
-    path: str
-    handler: object
-    summary: str
-    query: dict[str, Query] = field(default_factory=dict)
+    route: Route
+    handler: Handler
     body: str | None = None  # request body, in words
     returns: str = "application/json"
     schema: str | None = None  # of the JSON body on success, in openapi.SCHEMAS
@@ -604,140 +585,48 @@ async def halt_experiment(request: web.Request) -> web.Response:
 
 
 async def openapi_doc(request: web.Request) -> web.Response:
-    return web.json_response(openapi.document(ROUTES))
+    return web.json_response(openapi.document(ENDPOINTS))
 
 
-ROUTES = [
-    Route("GET", "/v1/health", health, "Liveness: the daemon answers", schema="Health"),
-    Route(
-        "GET",
-        "/v1/status",
-        status,
-        "Docker, object store, GPUs, capacity and run counts",
-        schema="Status",
-    ),
-    Route("GET", "/v1/gpus", gpus, "GPU inventory with the run holding each", schema="Gpus"),
-    Route(
-        "GET",
-        "/v1/doctor",
-        doctor,
-        "Checks of Docker, GPUs, store, disk, socket, images",
-        schema="Doctor",
-    ),
-    Route(
-        "POST",
-        "/v1/runs",
+ENDPOINTS = [
+    Endpoint(routes.HEALTH, health, schema="Health"),
+    Endpoint(routes.STATUS, status, schema="Status"),
+    Endpoint(routes.GPUS, gpus, schema="Gpus"),
+    Endpoint(routes.DOCTOR, doctor, schema="Doctor"),
+    Endpoint(
+        routes.SUBMIT,
         submit,
-        "Submit a training run",
         body="multipart/form-data: 'manifest' (manifest.yml), 'model' (zip, optional)",
         parts=RUN_PARTS,
         schema="Submitted",
         ok=201,
         errors=(400, 413, 507),
     ),
-    Route(
-        "GET",
-        "/v1/runs",
-        list_runs,
-        "Runs, newest first",
-        query={
-            "limit": whole("page size (default 50)", 1, MAX_LIMIT),
-            "offset": whole("skip this many", 0, MAX_OFFSET),
-            "status": Query("only these statuses (comma separated)"),
-            "experiment": Query("only the trials of this experiment"),
-        },
-        schema="RunList",
-        errors=(400,),
+    Endpoint(routes.LIST_RUNS, list_runs, schema="RunList", errors=(400,)),
+    Endpoint(routes.SHOW_RUN, show_run, schema="Run", errors=(400, 403, 404)),
+    Endpoint(
+        routes.DELETE_RUN, delete_run, schema="Deleted", errors=(400, 403, 404, 409, 503, 507)
     ),
-    Route(
-        "GET",
-        "/v1/runs/{id}",
-        show_run,
-        "One run, with its history and staging figures",
-        schema="Run",
-        errors=(400, 403, 404),
-    ),
-    Route(
-        "DELETE",
-        "/v1/runs/{id}",
-        delete_run,
-        "Forget a finished run and its local files",
-        query={"purge": flag("1: also remove its results from the object store")},
-        schema="Deleted",
-        errors=(400, 403, 404, 409, 503, 507),
-    ),
-    Route(
-        "POST",
-        "/v1/runs/{id}/halt",
-        halt_run,
-        "Halt a run (SIGTERM, then SIGKILL)",
-        schema="RunSummary",
-        errors=(400, 403, 404, 409, 507),
-    ),
-    Route(
-        "GET",
-        "/v1/runs/{id}/logs",
-        logs,
-        "The training log",
-        query={
-            "follow": flag("1: stream until the run ends"),
-            "learner": whole("learner number (default 1)", 1, 10_000),
-            "offset": whole("skip this many bytes (where a stream left off)", 0, MAX_POSITION),
-        },
-        returns="text/plain",
-        errors=(400, 403, 404),
-    ),
-    Route(
-        "GET",
-        "/v1/runs/{id}/results",
-        list_artifacts,
-        "The run's result files",
-        schema="Files",
-        errors=(400, 403, 404),
-    ),
-    Route(
-        "GET",
-        "/v1/runs/{id}/results/{path:.+}",
+    Endpoint(routes.HALT_RUN, halt_run, schema="RunSummary", errors=(400, 403, 404, 409, 507)),
+    Endpoint(routes.LOGS, logs, returns="text/plain", errors=(400, 403, 404)),
+    Endpoint(routes.RESULTS, list_artifacts, schema="Files", errors=(400, 403, 404)),
+    Endpoint(
+        routes.RESULT_FILE,
         get_artifact,
-        "One result file",
         returns="application/octet-stream",
         errors=(400, 403, 404, 503),
     ),
-    Route(
-        "GET",
-        "/v1/runs/{id}/definition",
-        list_artifacts,
-        "The submitted manifest and model",
-        schema="Files",
-        errors=(400, 403, 404),
-    ),
-    Route(
-        "GET",
-        "/v1/runs/{id}/definition/{path:.+}",
+    Endpoint(routes.DEFINITION, list_artifacts, schema="Files", errors=(400, 403, 404)),
+    Endpoint(
+        routes.DEFINITION_FILE,
         get_artifact,
-        "One file of the definition",
         returns="application/octet-stream",
         errors=(400, 403, 404, 503),
     ),
-    Route(
-        "GET",
-        "/v1/runs/{id}/metrics",
-        run_metrics,
-        "The run's metric points",
-        query={
-            "after": whole("only points after this seq", 0, MAX_POSITION),
-            "name": Query("only this metric"),
-            "follow": flag("1: stream new points as JSON lines until the run ends"),
-        },
-        schema="Metrics",
-        streams=True,
-        errors=(400, 403, 404),
-    ),
-    Route(
-        "POST",
-        "/v1/experiments",
+    Endpoint(routes.METRICS, run_metrics, schema="Metrics", streams=True, errors=(400, 403, 404)),
+    Endpoint(
+        routes.CREATE_EXPERIMENT,
         create_experiment,
-        "Start an experiment (a sweep of trials)",
         body="multipart/form-data: 'experiment' (YAML), 'manifest' (when the experiment names "
         "a file), 'model' (zip, optional)",
         parts=EXPERIMENT_PARTS,
@@ -745,76 +634,28 @@ ROUTES = [
         ok=201,
         errors=(400, 413, 507),
     ),
-    Route(
-        "GET",
-        "/v1/experiments",
-        list_experiments,
-        "Experiments, newest first",
-        query={"limit": whole("how many (default 50)", 1, MAX_LIMIT)},
-        schema="ExperimentList",
-        errors=(400,),
+    Endpoint(routes.LIST_EXPERIMENTS, list_experiments, schema="ExperimentList", errors=(400,)),
+    Endpoint(routes.SHOW_EXPERIMENT, show_experiment, schema="Experiment", errors=(400, 403, 404)),
+    Endpoint(
+        routes.HALT_EXPERIMENT, halt_experiment, schema="Experiment", errors=(400, 403, 404, 507)
     ),
-    Route(
-        "GET",
-        "/v1/experiments/{id}",
-        show_experiment,
-        "An experiment, trials ranked best first",
-        query={"curves": flag("1: each trial's objective curve")},
-        schema="Experiment",
-        errors=(400, 403, 404),
-    ),
-    Route(
-        "POST",
-        "/v1/experiments/{id}/halt",
-        halt_experiment,
-        "Halt every trial still running",
-        schema="Experiment",
-        errors=(400, 403, 404, 507),
-    ),
-    Route(
-        "GET",
-        "/v1/data",
-        data_buckets,
-        "Buckets in the object store",
-        schema="Buckets",
-        errors=(400, 503),
-    ),
-    Route(
-        "GET",
-        "/v1/data/{bucket}",
-        data_list,
-        "Objects in a bucket (a name S3 refuses is mapped: README, bucket names)",
-        query={
-            "prefix": Query("only keys under this prefix"),
-            "recursive": flag("0: one level (default 1)"),
-            "missing": Query(
-                "empty: a bucket not there yet lists no objects instead of a 404",
-                {"type": "string", "enum": ["empty"]},
-            ),
-        },
-        schema="Objects",
-        errors=(400, 403, 404, 503),
-    ),
-    Route(
-        "PUT",
-        "/v1/data/{bucket}/{key:.+}",
+    Endpoint(routes.BUCKETS, data_buckets, schema="Buckets", errors=(400, 503)),
+    Endpoint(routes.OBJECTS, data_list, schema="Objects", errors=(400, 403, 404, 503)),
+    Endpoint(
+        routes.PUT_OBJECT,
         data_put,
-        "Upload one object (creates the bucket)",
         body="the object's bytes, with Content-Length",
         schema="Uploaded",
         ok=201,
         errors=(400, 403, 411, 503, 507),
     ),
-    Route(
-        "GET",
-        "/v1/data/{bucket}/{key:.+}",
-        data_get,
-        "Download one object",
-        returns="application/octet-stream",
-        errors=(400, 403, 404, 503),
+    Endpoint(
+        routes.GET_OBJECT, data_get, returns="application/octet-stream", errors=(400, 403, 404, 503)
     ),
-    Route("GET", "/v1/openapi.json", openapi_doc, "This document", schema="OpenAPI"),
+    Endpoint(routes.OPENAPI, openapi_doc, schema="OpenAPI"),
 ]
+# the handler of each route of the shared table
+SERVES = {e.route: e for e in ENDPOINTS}
 
 
 @web.middleware
@@ -860,8 +701,8 @@ def make_app(daemon: Daemon, experiments: Experiments) -> web.Application:
     app = web.Application(middlewares=[json_errors], client_max_size=MAX_MANIFEST * 2)
     app[DAEMON] = daemon
     app[EXPERIMENTS] = experiments
-    for r in ROUTES:
-        app.router.add_route(r.method, r.path, r.handler)
+    for route in routes.ROUTES:  # a route without a handler fails here, at start
+        app.router.add_route(route.method, route.path, SERVES[route].handler)
     return app
 
 

@@ -1,4 +1,5 @@
-"""The OpenAPI 3.1 document, built from the API's route table so the two cannot drift.
+"""The OpenAPI 3.1 document, built from the API's endpoints (their paths and query
+parameters from the route table dlaasd shares with dlaasctl) so the two cannot drift.
 
 Each route names its success status and body schema and the error statuses it can answer;
 the fuzzing test (tests/test_api_fuzz.py) holds the daemon to what this says.
@@ -6,10 +7,14 @@ the fuzzing test (tests/test_api_fuzz.py) holds the daemon to what this says.
 
 from __future__ import annotations
 
-import re
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from . import __version__
 from .codes import ERROR_CODES, STATUSES
+
+if TYPE_CHECKING:  # api imports this module
+    from .api import Endpoint
 
 # Why each error status is answered; a route lists the ones it can give.
 ERRORS = {
@@ -292,18 +297,18 @@ SCHEMAS = {
 }
 
 
-def _body(route) -> dict:
-    if route.body.startswith("multipart"):
-        parts = {name: {"type": "string"} for name in route.parts}
+def _body(body: str, texts: tuple[str, ...]) -> dict:
+    if body.startswith("multipart"):
+        parts = {name: {"type": "string"} for name in texts}
         parts["model"] = {"type": "string", "contentMediaType": "application/zip"}
-        schema = {"type": "object", "properties": parts, "required": [route.parts[0]]}
+        schema = {"type": "object", "properties": parts, "required": [texts[0]]}
         kind = "multipart/form-data"
     else:
         schema, kind = {"type": "string", "format": "binary"}, "application/octet-stream"
-    return {"description": route.body, "required": True, "content": {kind: {"schema": schema}}}
+    return {"description": body, "required": True, "content": {kind: {"schema": schema}}}
 
 
-def _success(route) -> dict:
+def _success(route: Endpoint) -> dict:
     if route.schema:
         content = {"application/json": {"schema": _ref(route.schema)}}
         if route.streams:  # follow=1 streams the same records as JSON lines
@@ -313,17 +318,14 @@ def _success(route) -> dict:
     return {"description": "success", "content": content}
 
 
-def document(routes) -> dict:
+def document(endpoints: Iterable[Endpoint]) -> dict:
     paths: dict[str, dict] = {}
-    for r in routes:
-        path = re.sub(r"\{(\w+):[^}]+\}", r"{\1}", r.path)
-        op: dict = {
-            "summary": r.summary,
-            "operationId": r.handler.__name__ + "_" + r.method.lower(),
-        }
+    for e in endpoints:
+        r = e.route  # method, path and query parameters: the table dlaasctl shares
+        op: dict = {"summary": r.summary, "operationId": r.name}
         params = [
             {"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
-            for n in re.findall(r"\{(\w+)\}", path)
+            for n in r.path_params
         ]
         params += [
             {
@@ -337,14 +339,14 @@ def document(routes) -> dict:
         ]
         if params:
             op["parameters"] = params
-        if r.body:
-            op["requestBody"] = _body(r)
+        if e.body:
+            op["requestBody"] = _body(e.body, e.parts)
         error = {"application/json": {"schema": _ref("Error")}}
         op["responses"] = {
-            str(r.ok): _success(r),
-            **{str(s): {"description": ERRORS[s], "content": error} for s in sorted(r.errors)},
+            str(e.ok): _success(e),
+            **{str(s): {"description": ERRORS[s], "content": error} for s in sorted(e.errors)},
         }
-        paths.setdefault(path, {})[r.method.lower()] = op
+        paths.setdefault(r.template, {})[r.method.lower()] = op
     return {
         "openapi": "3.1.0",
         "info": {

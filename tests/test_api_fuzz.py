@@ -32,7 +32,7 @@ from schemathesis.specs.openapi.checks import (
     unsupported_method,
 )
 
-from dlaasd.api import ROUTES
+from dlaasd.api import ENDPOINTS
 from dlaasd.openapi import document
 from tests.harness import Dlaasd, Minio, manifest, model, short_tmp
 
@@ -132,7 +132,7 @@ def api_schema(fuzzed, session):
 
 
 # every operation of the route table: the test fails if the daemon's document lacks one
-OPERATIONS = [(m, p) for p, ops in document(ROUTES)["paths"].items() for m in ops]
+OPERATIONS = [(m, p) for p, ops in document(ENDPOINTS)["paths"].items() for m in ops]
 
 
 @pytest.mark.parametrize("method, path", OPERATIONS)

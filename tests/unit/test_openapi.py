@@ -8,12 +8,12 @@ import re
 import jsonschema_rs
 import pytest
 
-from dlaasd.api import ROUTES
+from dlaasd.api import ENDPOINTS
 from dlaasd.daemon import Refused
 from dlaasd.openapi import ERRORS, SCHEMAS, document
 from dlaasd.schema import Problem
 
-DOC = document(ROUTES)
+DOC = document(ENDPOINTS)
 
 
 def validate(instance, name: str) -> None:
