@@ -7,6 +7,7 @@ import docker
 import pytest
 
 from tests.harness import PYTHON_IMAGE, Dlaasd, Minio, short_tmp
+from tests.slurm_testbed import SlurmCluster
 
 NOT_ROOT = pytest.StashKey[list[str]]()
 
@@ -94,3 +95,18 @@ def daemon(docker_client, minio):
     yield d
     d.cleanup()
     shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def slurm():
+    """A real Slurm cluster (munged, slurmctld, slurmd node1 and node2 with two fake GPUs
+    each), started once for the session; SLURM_CONF points the clients and daemons at it."""
+    cluster = SlurmCluster(short_tmp("dlaas-slurm-")).start()
+    before = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = str(cluster.conf)
+    yield cluster
+    if before is None:
+        os.environ.pop("SLURM_CONF", None)
+    else:
+        os.environ["SLURM_CONF"] = before
+    cluster.stop()
