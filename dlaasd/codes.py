@@ -26,6 +26,7 @@ ERROR_CODES = {
     "C203": "timed out",
     "S101": "the container could not start",
     "S103": "the framework image is not available",
+    "S105": "the cluster ended the job (a node failed, preemption, an administrator)",
     "S302": "training data download failed",
     "S303": "results upload failed",
     "S304": "no space left on the state folder's disk",

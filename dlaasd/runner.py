@@ -62,6 +62,10 @@ class ContainerSpec:
     network: bool = False
     pids_limit: int = 4096
     cap_add: list[str] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)  # beside dlaasd's own
+    # Docker's network mode when set ("host": a cluster's learners reach each other
+    # across nodes); else none, or bridge where the manifest may use the network
+    network_mode: str = ""
 
     @property
     def name(self) -> str:
@@ -156,7 +160,7 @@ class Runner:
         if spec.gpus:
             device_requests.append(DeviceRequest(device_ids=spec.gpus, capabilities=[["gpu"]]))
         host_config = api.create_host_config(
-            network_mode="bridge" if spec.network else "none",
+            network_mode=spec.network_mode or ("bridge" if spec.network else "none"),
             cap_drop=["ALL"],
             cap_add=spec.cap_add or None,
             security_opt=["no-new-privileges"],
@@ -177,6 +181,7 @@ class Runner:
             entrypoint=["/bin/sh", "-c", SCRIPT_HEAD + spec.command + SCRIPT_TAIL],
             name=spec.name,
             labels={
+                **spec.labels,
                 LABEL_RUN: spec.run_id,
                 LABEL_LEARNER: str(spec.learner),
                 LABEL_DAEMON: self.daemon_label,

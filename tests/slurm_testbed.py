@@ -20,11 +20,10 @@ import time
 from pathlib import Path
 
 from dlaasd.minio_server import free_port
+from dlaasd.node import LABEL_SLURM_JOB  # the label the node program sets
 
 NODES = ("node1", "node2")
 GPUS_PER_NODE = 2
-# containers started for a Slurm job carry this label, valued <cluster>/<job id>
-LABEL_SLURM_JOB = "dlaas.slurm-job"
 
 EPILOG = f"""#!/bin/sh
 # Remove the containers this job left behind (docker runs them outside its processes).

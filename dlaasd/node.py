@@ -1,0 +1,381 @@
+"""The node side of a run on a cluster: stage in, train in the framework container, store.
+
+dlaasd writes a run's node job (`NodeJob`, JSON, mode 0600) beside its run folder; a
+cluster job then runs on each of its nodes:
+
+    python -m dlaasd.node train JOB.json [--learner N]
+        Stage the run's training data in from the object store into a folder on this
+        node (through a data cache there), start the framework container of learner N
+        (default: Slurm's SLURM_PROCID + 1) with the GPUs the cluster gave this node, wait
+        for it, and report its exit. SIGTERM (a halt, a time limit) stops the container
+        with the run's grace period; its exit is still reported.
+
+    python -m dlaasd.node store JOB.json
+        Upload the run's results, checkpoints and logs to the results bucket (once, after
+        every learner ended), and report it.
+
+    python -m dlaasd.node stage-in JOB.json DEST
+        Only the stage-in, into DEST (for an executor whose runtime starts the container).
+
+Every step reports to the job's report folder, one JSON file per learner
+(`learner-N.json`: phase, exit, error) and `stored.json`, written whole (a rename), which
+dlaasd reads. The exit status is 0 when the report says how it went (even a failed
+training), non-zero only when nothing could be reported.
+
+The staging and the container are the daemon's own code (objectstore, runner): the same
+cache, the same container spec, environment and isolation as a run on the local executor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import sys
+import threading
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .codes import DOWNLOADING, PROCESSING, STORING, RunError
+from .objectstore import DataCache, Endpoint, ObjectStore, StoreUnavailable, Transfer
+from .runfolder import IN_CONTAINER, RunFolder
+from .runner import ContainerSpec, Exit, Runner
+
+log = logging.getLogger("dlaasd.node")
+
+# A container started for a Slurm job carries <cluster>/<job id> in this label, so the
+# cluster's Epilog can remove it (docker runs it outside the job's processes).
+LABEL_SLURM_JOB = "dlaas.slurm-job"
+
+
+@dataclass
+class Location:
+    """A bucket and prefix on an S3 endpoint."""
+
+    endpoint: Endpoint
+    bucket: str
+    prefix: str = ""
+
+
+@dataclass
+class NodeJob:
+    """What a node needs to run its learner of a run (dlaasd writes it, the node reads it)."""
+
+    run_id: str
+    run_folder: str  # the run's folder (its job/ is mounted at /job); shared with dlaasd
+    report_dir: str  # where the node reports (outside the job folder: not the training's)
+    node_dir: str  # a folder on each node: its data cache, the runs' staged data
+    specs: list[ContainerSpec]  # one per learner, as the local executor would start them
+    data: Location | None  # the training data, or None (no data, or a mounted volume)
+    results: Location
+    daemon_label: str = ""  # dlaasd's state folder, on the containers it owns
+    halt_grace: float = 10.0
+    pull_images: bool = False
+    cache_max: int = 100 * 1024**3
+    workers: int = 8
+    network: str = ""  # "host" for learners > 1 (they reach each other across nodes)
+    torchrun_port: int = 29500
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> NodeJob:
+        raw = json.loads(text)
+        raw["specs"] = [_spec(s) for s in raw["specs"]]
+        for key in ("data", "results"):
+            if raw.get(key):
+                raw[key] = Location(**{**raw[key], "endpoint": Endpoint(**raw[key]["endpoint"])})
+        return cls(**raw)
+
+    @property
+    def folder(self) -> RunFolder:
+        return RunFolder(Path(self.run_folder))
+
+    def write(self, path: Path) -> None:
+        """Whole or not at all, readable by its owner alone (it holds credentials)."""
+        tmp = path.with_name(path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(self.to_json())
+        os.replace(tmp, path)
+
+
+def _spec(raw: dict) -> ContainerSpec:
+    raw = {**raw, "mounts": [tuple(m) for m in raw["mounts"]]}
+    return ContainerSpec(**raw)
+
+
+# --- reports ------------------------------------------------------------------------
+
+
+@dataclass
+class Report:
+    """A learner's progress, as dlaasd reads it."""
+
+    learner: int
+    phase: str  # DOWNLOADING, PROCESSING, STORING (its container ended)
+    node: str = ""
+    gpus: list[str] = field(default_factory=list)
+    exit: dict | None = None  # Exit's fields once the container ended
+    error: dict | None = None  # {"code", "message"}: it failed before or around training
+    staging: dict = field(default_factory=dict)  # the stage-in's statistics
+
+    @classmethod
+    def read(cls, path: Path) -> Report | None:
+        try:
+            return cls(**json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError):
+            return None  # not written yet
+
+
+def report_path(report_dir: Path, learner: int) -> Path:
+    return report_dir / f"learner-{learner}.json"
+
+
+def stored_path(report_dir: Path) -> Path:
+    return report_dir / "stored.json"
+
+
+def write_json(path: Path, value: dict) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(json.dumps(value))
+    os.replace(tmp, path)
+
+
+# --- what a node adds to the container spec ------------------------------------------------
+
+
+def slurm_gpus(env: dict[str, str]) -> list[str]:
+    """The GPU indices Slurm gave this job on this node (none for a CPU job)."""
+    raw = env.get("SLURM_STEP_GPUS") or env.get("SLURM_JOB_GPUS") or ""
+    return [g for g in raw.split(",") if g.strip()]
+
+
+def gpu_uuids(indices: list[str]) -> list[str] | None:
+    """The UUIDs of these GPU indices through NVML; None where NVML is not available (the
+    indices are all there is)."""
+    if not indices:
+        return []
+    from .gpus import GpuInventory
+
+    inventory = GpuInventory()
+    if not inventory.nvml:
+        return None
+    by_index = {str(g.index): g.uuid for g in inventory.list()}
+    return [by_index[i] for i in indices if i in by_index]
+
+
+def torchrun_env(learner: int, learners: int, master: str, port: int) -> dict[str, str]:
+    """The torchrun convention, one process per node: beside LEARNER_ID and NUM_LEARNERS."""
+    if learners <= 1:
+        return {}
+    return {
+        "MASTER_ADDR": master,
+        "MASTER_PORT": str(port),
+        "WORLD_SIZE": str(learners),
+        "RANK": str(learner - 1),
+        "NODE_RANK": str(learner - 1),
+    }
+
+
+def node_spec(
+    job: NodeJob,
+    learner: int,
+    data_dir: Path | None,
+    gpus: list[str],
+    visible: list[str],
+    master: str,
+    labels: dict[str, str],
+) -> ContainerSpec:
+    """The daemon's spec for this learner, on this node: the data staged here, the GPUs
+    the cluster gave (`gpus` for the runtime, `visible` for CUDA_VISIBLE_DEVICES), the
+    torchrun variables and the cluster's label."""
+    spec = job.specs[learner - 1]
+    mounts = [
+        (str(data_dir), c, ro) if c == IN_CONTAINER["DATA_DIR"] and data_dir else (h, c, ro)
+        for h, c, ro in spec.mounts
+    ]
+    env = {
+        **spec.env,
+        "CUDA_VISIBLE_DEVICES": ",".join(visible),
+        **torchrun_env(learner, len(job.specs), master, job.torchrun_port),
+    }
+    return ContainerSpec(
+        **{
+            **asdict(spec),
+            "mounts": mounts,
+            "env": env,
+            "gpus": gpus,
+            "labels": {**spec.labels, **labels},
+            "network_mode": job.network or spec.network_mode,
+        }
+    )
+
+
+# --- the steps ------------------------------------------------------------------------
+
+
+def stage_in(job: NodeJob, dest: Path, stop=lambda: False) -> Transfer:
+    """The run's training data into `dest`, through this node's data cache."""
+    stats = Transfer()
+    if job.data is None:
+        dest.mkdir(parents=True, exist_ok=True)
+        return stats
+    cache = DataCache(Path(job.node_dir) / "cache", job.cache_max)
+    store = ObjectStore(job.data.endpoint, job.workers)
+    try:
+        store.stage_in(job.data.bucket, job.data.prefix, dest, cache, stats, stop=stop)
+    except StoreUnavailable as exc:
+        raise RunError("S302", f"downloading the training data on this node failed: {exc}") from exc
+    dest.mkdir(parents=True, exist_ok=True)  # an empty prefix still makes a DATA_DIR
+    with contextlib.suppress(OSError):
+        cache.evict()
+    return stats
+
+
+def train(job: NodeJob, learner: int, env: dict[str, str]) -> Report:
+    """Stage in, run learner `learner`'s container, wait for it: its report."""
+    reports = Path(job.report_dir)
+    indices = slurm_gpus(env)
+    uuids = gpu_uuids(indices)
+    node = env.get("SLURMD_NODENAME") or socket.gethostname()
+    report = Report(learner, DOWNLOADING, node=node, gpus=uuids or indices)
+    save = lambda: write_json(report_path(reports, learner), asdict(report))  # noqa: E731
+    save()
+    stopping = threading.Event()
+    container: list[str] = []  # the container once started: what a SIGTERM stops
+    runner = Runner(daemon_label=job.daemon_label)
+
+    def on_term(signum, frame) -> None:
+        stopping.set()
+        if container:
+            threading.Thread(target=runner.stop, args=(container[0], job.halt_grace)).start()
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    scratch = Path(job.node_dir) / "runs" / f"{job.run_id}-{learner}"
+    try:
+        stats = stage_in(job, scratch / "data", stop=stopping.is_set) if job.data else None
+        if stats:
+            report.staging = {
+                "bytes_downloaded": stats.bytes,
+                "files_downloaded": stats.files,
+                "cache_hits": stats.cache_hits,
+                "download_seconds": round(stats.seconds, 3),
+            }
+        if stopping.is_set():
+            report.phase, report.error = STORING, {"code": "", "message": "halted while staging"}
+            save()
+            return report
+        labels = {}
+        if env.get("SLURM_JOB_ID"):
+            labels[LABEL_SLURM_JOB] = f"{env.get('SLURM_CLUSTER_NAME', '')}/{env['SLURM_JOB_ID']}"
+        spec = node_spec(
+            job,
+            learner,
+            scratch / "data" if job.data else None,
+            uuids or [],
+            uuids if uuids is not None else indices,
+            env.get("DLAAS_MASTER_ADDR", "127.0.0.1"),
+            labels,
+        )
+        runner.ensure_image(spec.image, job.pull_images)
+        report.phase = PROCESSING
+        save()
+        container.append(runner.start(spec))
+        if stopping.is_set():  # the signal came while the container was being made
+            runner.stop(container[0], job.halt_grace)
+        ended = None
+        while ended is None:
+            ended = runner.wait(container[0], None)
+        report.exit = asdict(ended)
+    except RunError as exc:
+        report.error = {"code": exc.code, "message": exc.message}
+    except Exception as exc:  # noqa: BLE001 - whatever it was, dlaasd must hear of it
+        log.exception("event=node_error run=%s learner=%d", job.run_id, learner)
+        report.error = {
+            "code": "S101",
+            "message": f"the node could not run learner {learner}: {exc}",
+        }
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+        if container:
+            with contextlib.suppress(Exception):
+                runner.remove(container[0])
+    report.phase = STORING
+    save()
+    return report
+
+
+def store(job: NodeJob) -> dict:
+    """Upload the run's outputs to the results bucket; report it in stored.json."""
+    folder = job.folder
+    outputs = [(p, f"{job.run_id}/{rel}") for p, rel in folder.outputs()]
+    stats = Transfer()
+    result: dict = {"stored": False}
+    try:
+        objects = ObjectStore(job.results.endpoint, job.workers)
+        objects.stage_out(outputs, job.results.bucket, stats, True, opener=folder.open)
+        result = {
+            "stored": True,
+            "bytes_uploaded": stats.bytes,
+            "files_uploaded": stats.files,
+            "upload_seconds": round(stats.seconds, 3),
+        }
+    except (RunError, StoreUnavailable) as exc:  # dlaasd uploads them itself, later
+        result["error"] = str(exc)
+    write_json(stored_path(Path(job.report_dir)), result)
+    return result
+
+
+def exit_of(report: Report) -> Exit | None:
+    return Exit(**report.exit) if report.exit else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m dlaasd.node", description=__doc__.split("\n")[0]
+    )
+    sub = parser.add_subparsers(dest="step", required=True)
+    t = sub.add_parser("train", help="stage in, run this node's learner, report its exit")
+    t.add_argument("job", type=Path)
+    t.add_argument("--learner", type=int, help="default: SLURM_PROCID + 1")
+    s = sub.add_parser("store", help="upload the run's results and logs")
+    s.add_argument("job", type=Path)
+    i = sub.add_parser("stage-in", help="only stage the training data in, into DEST")
+    i.add_argument("job", type=Path)
+    i.add_argument("dest", type=Path)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(name)s %(message)s", stream=sys.stderr)
+    try:
+        job = NodeJob.from_json(args.job.read_text())
+    except (OSError, ValueError, TypeError) as exc:
+        print(f"dlaasd.node: cannot read the node job {args.job}: {exc}", file=sys.stderr)
+        return 2
+    if args.step == "train":
+        learner = args.learner or int(os.environ.get("SLURM_PROCID", "0")) + 1
+        if not 1 <= learner <= len(job.specs):
+            print(
+                f"dlaasd.node: learner {learner} is not one of 1..{len(job.specs)}", file=sys.stderr
+            )
+            return 2
+        train(job, learner, dict(os.environ))
+    elif args.step == "store":
+        store(job)
+    else:
+        try:
+            stage_in(job, args.dest)
+        except RunError as exc:
+            print(f"dlaasd.node: {exc}", file=sys.stderr)
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
