@@ -113,7 +113,8 @@ def admit(m: Manifest, config: Config, gpu_names: Sequence[str]) -> Admitted:
     if problems:
         raise AdmissionError("C101", problems)
     req = request_of("", m)
-    reasons = impossible(req, config.capacity.cpus, config.capacity.memory, gpu_names)
+    # config.load fills in the machine's memory where the config leaves it out
+    reasons = impossible(req, config.capacity.cpus, config.capacity.memory or 0, gpu_names)
     if reasons:
         per = f" (in all: the manifest's amounts × {m.learners} learners)" if m.learners > 1 else ""
         raise AdmissionError("C104", [Problem(f, r + per) for f, r in reasons])

@@ -6,6 +6,7 @@ no device files, and no more bytes or files than the limits (zip bombs).
 
 from __future__ import annotations
 
+import builtins
 import errno
 import os
 import stat
@@ -33,7 +34,7 @@ class ArchiveError(ValueError):
 class ArchiveInfo:
     files: int
     bytes: int
-    manifest: bytes | None  # a manifest.yml found at the top of the archive, if any
+    manifest: builtins.bytes | None  # a manifest.yml found at the top of the archive, if any
 
 
 def check(path: Path, max_bytes: int = MAX_BYTES, max_files: int = MAX_FILES) -> ArchiveInfo:
@@ -83,8 +84,8 @@ def _entry_problem(info: zipfile.ZipInfo) -> str | None:
     mode = info.external_attr >> 16
     kind = stat.S_IFMT(mode)  # zero when only permission bits were stored
     if kind and kind not in (stat.S_IFREG, stat.S_IFDIR):
-        kind = "a symbolic link" if stat.S_ISLNK(mode) else "not a regular file"
-        return f"is {kind}; only files and folders are allowed"
+        what = "a symbolic link" if stat.S_ISLNK(mode) else "not a regular file"
+        return f"is {what}; only files and folders are allowed"
     return None
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import grp
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -141,7 +142,7 @@ def embedded_text() -> str:
 def load(
     path: str | Path | None = None,
     overrides: dict | None = None,
-    env: dict[str, str] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> Config:
     """Build the effective config. `path` None means the default file, if it exists."""
     env = os.environ if env is None else env

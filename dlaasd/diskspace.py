@@ -25,7 +25,7 @@ RESERVE_NAME = "disk-reserve"
 FULL_BELOW = 1024 * 1024  # free bytes under which the disk counts as full
 
 
-def is_disk_full(exc: BaseException) -> bool:
+def is_disk_full(exc: BaseException | None) -> bool:
     """Whether `exc` (or what caused it) says: no space left."""
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:

@@ -275,7 +275,9 @@ def _ffdl_keys(data: dict) -> list[str]:
                     key = path.split(".", 1)[1]
                     drop(store.get("connection"), f"data_stores[{i}].connection.", key, path)
     metrics = data.get("evaluation_metrics")
-    kind = metrics.get("type") if isinstance(metrics, dict) else None
+    if not isinstance(metrics, dict):
+        return notes
+    kind = metrics.get("type")
     if isinstance(kind, str) and kind in METRICS_TYPES:
         metrics["type"] = METRICS_TYPES[kind]
     elif kind == "regex_extractor":
@@ -386,6 +388,16 @@ def join_continuations(command: str) -> str:
     return re.sub(r"(?<!\\)\n[ \t]+", " ", command).strip()
 
 
+def _section(value: object) -> dict:
+    """A mapping of the raw YAML, or an empty one where it is something else (the schema
+    reports that)."""
+    return value if isinstance(value, dict) else {}
+
+
+def _items(value: object) -> list:
+    return value if isinstance(value, list) else []
+
+
 def _cross_checks(data: dict, lines: dict[str, int]) -> list[Problem]:
     problems: list[Problem] = []
 
@@ -395,7 +407,7 @@ def _cross_checks(data: dict, lines: dict[str, int]) -> list[Problem]:
     def text(value: object) -> str:
         return value if isinstance(value, str) else ""
 
-    fw = data.get("framework") if isinstance(data.get("framework"), dict) else {}
+    fw = _section(data.get("framework"))
     if isinstance(data.get("name"), str) and not data["name"].strip():
         fail("name", "is empty; give the run a short name")
     if isinstance(fw.get("command"), str) and not fw["command"].strip():
@@ -407,7 +419,7 @@ def _cross_checks(data: dict, lines: dict[str, int]) -> list[Problem]:
             fail("memory", "is below 16MiB, too little for a container; ask for 256MiB or more")
     except ValueError:
         pass  # reported by the schema
-    env = data.get("env") if isinstance(data.get("env"), dict) else {}
+    env = _section(data.get("env"))
     for name in env:
         if not ENV_NAME.match(name):
             fail(
@@ -416,11 +428,11 @@ def _cross_checks(data: dict, lines: dict[str, int]) -> list[Problem]:
             )
         elif name in RESERVED_ENV:
             fail(f"env.{name}", "is set by dlaasd in every container and cannot be overridden")
-    stores = data.get("data_stores") if isinstance(data.get("data_stores"), list) else []
+    stores = _items(data.get("data_stores"))
     seen: dict[str, tuple[str, str]] = {}  # bucket in the store -> (name, field) using it
     for i, store in enumerate(s for s in stores if isinstance(s, dict)):
         base = f"data_stores[{i}]"
-        conn = store.get("connection") if isinstance(store.get("connection"), dict) else {}
+        conn = _section(store.get("connection"))
         if store.get("type") == "mount_volume":
             if not text(conn.get("path")):
                 fail(f"{base}.connection.path", "missing; mount_volume needs the host folder")
@@ -430,7 +442,7 @@ def _cross_checks(data: dict, lines: dict[str, int]) -> list[Problem]:
             where = f"{base}.connection.auth_url"
             fail(where, f"found {url!r}; expected an http:// or https:// URL")
         for part in ("training_data", "training_results"):
-            section = store.get(part) if isinstance(store.get(part), dict) else {}
+            section = _section(store.get(part))
             name = section.get("container")
             if not isinstance(name, str | int) or isinstance(name, bool):
                 continue

@@ -15,6 +15,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .manifest import EvaluationMetrics
 from .runfolder import IN_CONTAINER, RunFolder
@@ -89,7 +90,8 @@ class MetricsReader:
         if self.log and self.pattern:
             for line in self.log.lines():
                 points += self._log_points(line, now)
-        if self.tensorboard and self.folder.is_real_dir(self.where):  # not a planted link
+        # not a planted link
+        if self.tensorboard and self.where and self.folder.is_real_dir(self.where):
             points += [
                 Point(int(p.step), p.name, float(p.value), p.wall_time)
                 for p in self.tensorboard.poll()
@@ -152,6 +154,6 @@ def resolve_name(wanted: str, names: list[str]) -> str | None:
     return next((n for n in matches if n.startswith("test.")), matches[0])
 
 
-def _value(entry: object) -> object:
+def _value(entry: object) -> Any:
     """emetrics wrap values as {"type": "FLOAT", "value": x}; accept a bare number too."""
     return entry.get("value") if isinstance(entry, dict) else entry

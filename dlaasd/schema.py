@@ -122,11 +122,12 @@ class _AsWritten(yaml.SafeDumper):
     """Writes the numbers `load_yaml` read as they were written (1.10 stays 1.10)."""
 
 
-for _type, _tag in ((YamlFloat, "float"), (YamlInt, "int")):
-    _AsWritten.add_representer(
-        _type,
-        lambda dumper, v, tag=_tag: dumper.represent_scalar(f"tag:yaml.org,2002:{tag}", v.text),
-    )
+def _as_written(tag: str) -> Callable[[yaml.SafeDumper, Any], yaml.ScalarNode]:
+    return lambda dumper, v: dumper.represent_scalar(f"tag:yaml.org,2002:{tag}", v.text)
+
+
+_AsWritten.add_representer(YamlFloat, _as_written("float"))
+_AsWritten.add_representer(YamlInt, _as_written("int"))
 
 
 def dump_yaml(data: Any) -> str:

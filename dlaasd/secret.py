@@ -55,8 +55,9 @@ class Secrets:
     def apply(self, m: Manifest) -> Manifest:
         """Put the values back into a manifest parsed from the redacted text."""
         for i, password in self.passwords.items():
-            if i < len(m.data_stores) and m.data_stores[i].connection:
-                m.data_stores[i].connection.password = password
+            connection = m.data_stores[i].connection if i < len(m.data_stores) else None
+            if connection:
+                connection.password = password
         m.env.update({k: v for k, v in self.env.items() if k in m.env})
         return m
 

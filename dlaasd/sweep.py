@@ -181,13 +181,19 @@ def values(hp: HyperParameter) -> list[Any]:
     if hp.string_values is not None:
         return list(hp.string_values)
     r = hp.double_range or hp.int_range
+    assert r is not None, "the schema asks for a range where no values are listed"
     is_int = hp.int_range is not None
     top = r.max_value + 1e-9 * max(1.0, abs(r.max_value))  # float steps may overshoot max
-    out, v, k = [], r.min_value, 0
+    out: list[Any] = []
+    v, k = r.min_value, 0
     while v <= top and len(out) <= MAX_TRIALS:
         out.append(int(round(v)) if is_int else _tidy(v))
         k += 1
-        v = r.min_value + k * r.step if r.step is not None else r.min_value * r.power**k
+        if r.step is not None:
+            v = r.min_value + k * r.step
+        else:
+            assert r.power is not None, "the schema asks for a step or a power"
+            v = r.min_value * r.power**k
     return list(dict.fromkeys(out))
 
 
@@ -252,7 +258,8 @@ def rank(values_by_run: dict[str, float | None], maximize: bool) -> list[str]:
 
 def rungs(method: Method) -> list[int]:
     """The steps at which ASHA compares trials: min_steps * reduction_factor^k."""
-    out, step = [], method.min_steps
+    out: list[int] = []
+    step = method.min_steps
     while step <= (method.max_steps or 10**9) and len(out) < 40:
         out.append(step)
         step *= method.reduction_factor

@@ -22,7 +22,7 @@ import os
 import stat
 import struct
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,8 @@ class EventTail:
     def __init__(self, folder: Path):
         self.folder = Path(folder)
         self.files: dict[Path, _File] = {}
-        self._pb = None  # (event_pb2, types_pb2, DecodeError), imported on the first record
+        # (event_pb2, types_pb2, DecodeError), imported on the first record
+        self._pb: tuple[Any, Any, type[Exception]] | None = None
 
     def poll(self) -> list[Point]:
         """Points of the records completed since the previous poll (blocking file reads)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Any
 
 DPI = 120
 MARKERS_UP_TO = 30  # points in a series: markers on shorter ones
@@ -128,7 +129,7 @@ def _label(run: dict, best: bool, objective: str, constant: dict) -> str:
     if len(text) > 48:
         text = text[:47] + "…"
     status = "halted early" if run.get("halted_early") else str(run.get("status") or "?")
-    if not _finite(run.get("curve"))[0]:
+    if not _finite(run.get("curve") or [])[0]:
         status += ", no points"
     value = run.get("objective_value")
     if value is not None:
@@ -139,10 +140,11 @@ def _label(run: dict, best: bool, objective: str, constant: dict) -> str:
 def _rank(runs: list[dict], best_run: str | None, maximize: bool) -> list[dict]:
     """Best first, then by objective value, trials without one last."""
 
-    def key(run: dict):
+    def key(run: dict) -> tuple[bool, bool, float]:
         value = run.get("objective_value")
-        ok = isinstance(value, int | float) and math.isfinite(value)
-        return (run.get("id") != best_run, not ok, (-value if maximize else value) if ok else 0)
+        if not (isinstance(value, int | float) and math.isfinite(value)):
+            return (run.get("id") != best_run, True, 0)
+        return (run.get("id") != best_run, False, -value if maximize else value)
 
     return sorted(runs, key=key)
 
@@ -202,6 +204,7 @@ def plot_experiment(experiment: dict, path: str) -> None:
         return
 
     others = [r for r in runs if r is not best]
+    colors: list[Any]  # names from the palette, or RGBA tuples from a colour map
     if len(others) <= len(PALETTE):
         colors = PALETTE[: len(others)]
     else:  # by rank: good trials dark, poor ones light
@@ -214,7 +217,7 @@ def plot_experiment(experiment: dict, path: str) -> None:
     all_steps: list[float] = []
     for run in runs:
         is_best = run is best
-        steps, values = _finite(run.get("curve"))
+        steps, values = _finite(run.get("curve") or [])
         halted = bool(run.get("halted_early"))
         style = {
             "color": BEST_COLOR if is_best else color_of[id(run)],
