@@ -27,9 +27,9 @@ from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import BadHttpMessage
 
 from dlaasctl import routes
-from dlaasctl.routes import FLAGS, MAX_LIMIT, MAX_OFFSET, MAX_POSITION, Route
+from dlaasctl.routes import FLAGS, MAX_LIMIT, MAX_OFFSET, MAX_POSITION, MAX_PRIORITY, Route
 
-from . import buckets, diskspace, openapi
+from . import accounting, buckets, diskspace, openapi
 from .codes import FINAL, STATUSES, RunError
 from .daemon import Caller, Daemon, Refused, public_message
 from .database import NotFound
@@ -211,8 +211,21 @@ async def submit(request: web.Request) -> web.Response:
     async with form(request, RUN_PARTS) as (parts, model):
         if "manifest" not in parts:
             raise Refused(400, "the 'manifest' part is missing")
-        result = await daemon_of(request).submit(parts["manifest"], model, caller_of(request))
+        priority = _int(request, "priority", 0, -MAX_PRIORITY, MAX_PRIORITY)
+        given = priority if "priority" in request.query else None
+        result = await daemon_of(request).submit(
+            parts["manifest"], model, caller_of(request), priority=given
+        )
     return web.json_response(result, status=201)
+
+
+async def set_priority(request: web.Request) -> web.Response:
+    d = daemon_of(request)
+    if "priority" not in request.query:
+        raise Refused(400, "query parameter 'priority' is missing; give a whole number")
+    priority = _int(request, "priority", 0, -MAX_PRIORITY, MAX_PRIORITY)
+    run = d.set_priority(request.match_info["id"], caller_of(request), priority)
+    return web.json_response(d.describe(run, full=False))
 
 
 async def list_runs(request: web.Request) -> web.Response:
@@ -584,6 +597,45 @@ async def halt_experiment(request: web.Request) -> web.Response:
     return web.json_response(await e.halt(request.match_info["id"], caller_of(request)))
 
 
+async def usage(request: web.Request) -> web.Response:
+    """Usage of the runs that ended in a period: the caller's own, everyone's for root
+    and the admin group."""
+    d = daemon_of(request)
+    by = request.query.get("by", "owner")
+    if by not in accounting.GROUPINGS:
+        raise Refused(
+            400,
+            f"query parameter 'by': found {by!r}; expected one of "
+            f"{', '.join(accounting.GROUPINGS)}",
+        )
+    bounds = {}
+    for name in ("since", "until"):
+        raw = request.query.get(name)
+        try:
+            bounds[name] = accounting.parse_bound(raw) if raw else None
+        except (ValueError, OverflowError, OSError):
+            raise Refused(
+                400,
+                f"query parameter {name!r}: found {raw!r}; expected a date or time such as "
+                "2026-11-30 or 2026-11-30T12:00:00Z, or a duration ago such as 7d or 12h",
+            ) from None
+    caller = caller_of(request)
+    rows = d.db.usage_rows(
+        bounds["since"], bounds["until"], None if caller.privileged else caller.uid
+    )
+    groups, total = accounting.summarize(rows, by)
+    return web.json_response(
+        {
+            **bounds,
+            "by": by,
+            "everyone": caller.privileged,
+            "groups": groups,
+            "total": total,
+            "runs": rows,
+        }
+    )
+
+
 async def openapi_doc(request: web.Request) -> web.Response:
     return web.json_response(openapi.document(ENDPOINTS))
 
@@ -608,6 +660,9 @@ ENDPOINTS = [
         routes.DELETE_RUN, delete_run, schema="Deleted", errors=(400, 403, 404, 409, 503, 507)
     ),
     Endpoint(routes.HALT_RUN, halt_run, schema="RunSummary", errors=(400, 403, 404, 409, 507)),
+    Endpoint(
+        routes.SET_PRIORITY, set_priority, schema="RunSummary", errors=(400, 403, 404, 409, 507)
+    ),
     Endpoint(routes.LOGS, logs, returns="text/plain", errors=(400, 403, 404)),
     Endpoint(routes.RESULTS, list_artifacts, schema="Files", errors=(400, 403, 404)),
     Endpoint(
@@ -652,6 +707,7 @@ ENDPOINTS = [
     Endpoint(
         routes.GET_OBJECT, data_get, returns="application/octet-stream", errors=(400, 403, 404, 503)
     ),
+    Endpoint(routes.USAGE, usage, schema="Usage", errors=(400,)),
     Endpoint(routes.OPENAPI, openapi_doc, schema="OpenAPI"),
 ]
 # the handler of each route of the shared table

@@ -14,16 +14,30 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal
 
+from dlaasctl.routes import MAX_PRIORITY as PRIORITY_BOUND
+
 from . import schema
 from .manifest import Bucket, Duration, PositiveInt, Size
+from .scheduler import Limits
 from .schema import Parse, Problem, Rule, SchemaError
-from .units import parse_size
+from .units import parse_duration, parse_size
 
 OptionalSize = Annotated[
     int | None,
     Parse(lambda v: None if v in ("", None) else parse_size(v), 'a size such as 16GiB, or ""'),
 ]
 NonNegativeFloat = Annotated[float, Rule(lambda v: v >= 0, "a number, 0 or more")]
+NonNegativeInt = Annotated[int, Rule(lambda v: v >= 0, "a whole number, 0 or more")]
+OptionalDuration = Annotated[
+    float,
+    Parse(
+        lambda v: 0.0 if v in ("", 0, None) else parse_duration(v), "a duration such as 10m, or 0"
+    ),
+]
+Priority = Annotated[
+    int,
+    Rule(lambda v: -PRIORITY_BOUND <= v <= PRIORITY_BOUND, "a whole number from -1000 to 1000"),
+]
 
 
 def _uid_gid(value: object) -> str:
@@ -87,6 +101,40 @@ class Results:
 
 
 @dataclass
+class UserShare:
+    """One user's own fair-share settings, over the defaults for everyone."""
+
+    max_gpus: NonNegativeInt | None = None
+    max_running: NonNegativeInt | None = None
+    priority_min: Priority | None = None
+    priority_max: Priority | None = None
+
+
+@dataclass
+class FairShare:
+    max_gpus_per_user: NonNegativeInt
+    max_running_per_user: NonNegativeInt
+    priority_min: Priority
+    priority_max: Priority
+    aging: OptionalDuration
+    users: dict[str, UserShare]
+
+    def limits(self, user: str) -> Limits:
+        own = self.users.get(user) or UserShare()
+        return Limits(
+            self.max_gpus_per_user if own.max_gpus is None else own.max_gpus,
+            self.max_running_per_user if own.max_running is None else own.max_running,
+        )
+
+    def priority_range(self, user: str) -> tuple[int, int]:
+        """The priorities `user` may give their own runs at submit."""
+        own = self.users.get(user) or UserShare()
+        lo = self.priority_min if own.priority_min is None else own.priority_min
+        hi = self.priority_max if own.priority_max is None else own.priority_max
+        return lo, hi
+
+
+@dataclass
 class Config:
     state_dir: str
     socket: str
@@ -104,6 +152,7 @@ class Config:
     store: ObjectStoreSettings
     cache: Cache
     results: Results
+    fair_share: FairShare
     # Where the settings came from, for --print-config and error messages.
     source: str = field(default="embedded defaults", init=False)
 
@@ -274,6 +323,14 @@ def _check(c: Config, source: str, lines: dict[str, int]) -> None:
                     "an external store needs access_key and secret_key (or credentials_file)",
                 )
             )
+    shares = [("fair_share", c.fair_share.priority_min, c.fair_share.priority_max)]
+    shares += [
+        (f"fair_share.users.{u}", s.priority_min, s.priority_max)
+        for u, s in c.fair_share.users.items()
+    ]
+    for where, lo, hi in shares:
+        if lo is not None and hi is not None and lo > hi:
+            problems.append(Problem(f"{where}.priority_min", f"{lo} is above priority_max ({hi})"))
     for name, versions in c.frameworks.items():
         if not versions:
             problems.append(Problem(f"frameworks.{name}", "maps no version to an image"))

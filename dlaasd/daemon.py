@@ -34,7 +34,7 @@ from .codes import (
     STORING,
     RunError,
 )
-from .config import Config
+from .config import PRIORITY_BOUND, Config
 from .database import Database, NotFound
 from .gpus import GpuInventory
 from .lifecycle import Lifecycle
@@ -42,7 +42,7 @@ from .minio_server import BundledMinio
 from .objectstore import DataCache, Endpoint, ObjectStore, StoreUnavailable, key_problem
 from .runfolder import RunFolder
 from .runner import DockerUnavailable, Runner
-from .scheduler import FreeGpu, place
+from .scheduler import Fairness, FreeGpu, plan
 from .schema import Problem, SchemaError
 from .started import started_file
 
@@ -157,6 +157,7 @@ class Held:
     gpus: dict[str, str]  # uuid -> the run holding it
     cpus: float
     memory: int
+    by_owner: dict[str, tuple[int, int]]  # owner -> (GPUs, runs) held
 
 
 def refused(exc: SchemaError | admission.AdmissionError, message: str, at: str = "") -> Refused:
@@ -242,6 +243,7 @@ class Daemon:
         self._scheduler: asyncio.Task | None = None
         self._docker_ok = (0.0, False, "")  # (checked at, ok, detail)
         self._pinging: asyncio.Task | None = None
+        self._waiting: dict[str, str] = {}  # run id -> why it waits, as last written
 
     # --- start and stop ---------------------------------------------------------------
 
@@ -446,7 +448,23 @@ class Daemon:
         ]
         free_cpus = self.config.capacity.cpus - held.cpus
         free_memory = self.config.capacity.memory - held.memory
-        for p in place(queued, free_gpus, free_cpus, free_memory):
+        share = self.config.fair_share
+        fairness = Fairness(
+            share.aging,
+            {r.owner: share.limits(r.owner) for r in queued},
+            held.by_owner,
+        )
+        decided = plan(queued, free_gpus, free_cpus, free_memory, fairness)
+        self._waiting = {
+            r.run_id: self._waiting[r.run_id] for r in queued if r.run_id in self._waiting
+        }
+        for run_id, reason in decided.reasons.items():
+            message = f"waiting: {reason}"
+            if self._waiting.get(run_id) != message:  # written when it changes only
+                self._waiting[run_id] = message
+                self.db.note(run_id, message)
+        for p in decided.placements:
+            self._waiting.pop(p.run_id, None)
             gpus = ", ".join(p.gpus) if p.gpus else "no GPU"
             self.db.transition(
                 p.run_id, DOWNLOADING, f"placed on {gpus}; preparing", gpus=list(p.gpus)
@@ -458,10 +476,15 @@ class Daemon:
     def held(self) -> Held:
         """What the runs that hold resources (placed, not yet ended) hold in all."""
         holding = self.db.in_status(HOLDING_RESOURCES)
+        by_owner: dict[str, tuple[int, int]] = {}
+        for r in holding:
+            gpus, runs = by_owner.get(r["owner_name"], (0, 0))
+            by_owner[r["owner_name"]] = (gpus + len(r["gpus"] or []), runs + 1)
         return Held(
             {g: r["id"] for r in holding for g in (r["gpus"] or [])},
             sum(r["cpus"] for r in holding),
             sum(r["memory"] for r in holding),
+            by_owner,
         )
 
     def _drive(self, run_id: str) -> None:
@@ -483,11 +506,51 @@ class Daemon:
         model_zip: Path | None,
         caller: Caller,
         source: str = "api",
+        priority: int | None = None,
     ) -> dict:
         """Check everything that can be known now, then queue. `model_zip` is moved."""
         m = parse_manifest(manifest_text)
+        extra = {"priority": self.check_priority(caller, priority)}
         admitted = await self.check(m, model_zip)
-        return self.queue(m, manifest_text, admitted, model_zip, caller, source)
+        return self.queue(m, manifest_text, admitted, model_zip, caller, source, extra)
+
+    def check_priority(self, caller: Caller, priority: int | None) -> int:
+        """The priority a run of `caller` gets: theirs to choose within the config's range
+        (root and the admin group: any); none given, 0 or the nearest the range allows."""
+        lo, hi = self.config.fair_share.priority_range(caller.name)
+        if caller.privileged:
+            lo, hi = -PRIORITY_BOUND, PRIORITY_BOUND
+        if priority is None:
+            return min(max(0, lo), hi)
+        if not lo <= priority <= hi:
+            allowed = f"from {lo} to {hi}" if lo != hi else f"only {lo}"
+            raise Refused(
+                400,
+                f"priority {priority} is not allowed for {caller.name}: {allowed} "
+                "(the config's fair_share.priority_min/priority_max); nothing was queued",
+                problems=[Problem("priority", f"found {priority}; allowed {allowed}")],
+            )
+        return priority
+
+    def set_priority(self, ref: str, caller: Caller, priority: int) -> dict:
+        """Move a waiting run up or down the queue: root and the admin group only."""
+        run = self.get_run(ref)
+        if not caller.privileged:
+            group = self.config.admin_group
+            who = f"root or members of the group {group!r}" if group else "root"
+            raise Refused(
+                403,
+                f"only {who} may change a run's priority; "
+                "give yours at submit (dlaasctl train --priority N)",
+            )
+        if run["status"] != QUEUED:
+            raise Refused(
+                409, f"{run['id']} is {run['status']}: only a waiting run has a priority to change"
+            )
+        self.db.update(run["id"], priority=priority)
+        log.info("event=priority run=%s priority=%d by=%s", run["id"], priority, caller.uid)
+        self._wake.set()
+        return self.db.get(run["id"])
 
     async def check(
         self, m: manifest.Manifest, model_zip: Path | None, refusal: str = "the run was refused"
@@ -601,6 +664,7 @@ class Daemon:
                     "source": source,
                     "staging": {},
                     "warnings": admitted.warnings,
+                    "priority": 0,
                     **(extra or {}),
                 }
             )
@@ -720,6 +784,7 @@ class Daemon:
             "completed": run["completed"],
             "results": run["results"],
             "experiment_id": run["experiment_id"],
+            "priority": run.get("priority") or 0,
         }
         if full:
             staging = {
@@ -738,6 +803,7 @@ class Daemon:
             out["buckets"] = _buckets_of(run["manifest"])
             out["warnings"] = run["warnings"] or []
             out["history"] = self.db.events(run["id"])
+            out["usage"] = self.db.usage(run["id"]) or self.db.usage_now(run["id"]).to_json()
         return out
 
     async def status(self) -> dict:

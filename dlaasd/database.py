@@ -15,13 +15,15 @@ from pathlib import Path
 
 import sqlite_utils
 
+from . import accounting
 from .codes import FINAL
 from .scheduler import Request
 
-JSON_COLUMNS = ("gpus", "staging", "outcome", "hyperparameters", "warnings")
+JSON_COLUMNS = ("gpus", "staging", "outcome", "hyperparameters", "warnings", "measured")
 # What a listing shows: not the manifest, staging or outcome, which only `show` needs.
 SUMMARY = (
     "id, name, owner_uid, owner_name, status, status_message, error_code, exit_code, gpus, "
+    "priority, "
     "cpus, memory, gpu_count, gpu_type, learners, framework, image, submitted, started, "
     "completed, results, experiment_id, halt_requested, halt_reason, hyperparameters"
 )
@@ -57,6 +59,38 @@ RUN_COLUMNS = {
     "hyperparameters": str,  # JSON, for experiment trials
     "source": str,  # "api" or "inbox:<name>"
     "warnings": str,  # JSON list: what submit said about the manifest
+    "measured": str,  # JSON: learner -> what its container used (dlaasd/measure.py)
+    "priority": int,  # higher starts first (fair_share); FIFO within a priority
+}
+
+# One row per ended run, kept after `delete` (Slurm's accounting outlives its jobs).
+USAGE_COLUMNS = {
+    "run_id": str,
+    "name": str,
+    "owner_uid": int,
+    "owner_name": str,
+    "experiment_id": str,
+    "framework": str,
+    "status": str,
+    "error_code": str,
+    "gpus": int,
+    "cpus": float,
+    "memory": int,
+    "submitted": str,
+    "allocated": str,
+    "ended": str,
+    "waiting_seconds": float,
+    "staging_in_seconds": float,
+    "training_seconds": float,
+    "storing_seconds": float,
+    "allocated_seconds": float,
+    "gpu_seconds": float,
+    "cpu_seconds": float,
+    "memory_gib_seconds": float,
+    "cpu_used_seconds": float,
+    "memory_peak_bytes": int,
+    "gpu_utilization": float,
+    "learners": str,  # JSON list of accounting.LearnerUsage
 }
 
 
@@ -132,6 +166,16 @@ class Database:
         if not events.exists():
             events.create({"run_id": str, "time": str, "status": str, "message": str})
         events.create_index(["run_id"], if_not_exists=True)
+        usage = self.db["usage"]
+        if not usage.exists():  # a database from before accounting: its ended runs too
+            usage.create(USAGE_COLUMNS, pk="run_id")
+            finals = list(FINAL)
+            marks = ", ".join("?" * len(finals))
+            ended = self.db.execute(f"select id from runs where status in ({marks})", finals)
+            with self.db.conn:
+                for (run_id,) in ended.fetchall():
+                    usage.insert(_usage_row(self.usage_now(run_id)))
+        usage.create_index(["ended"], if_not_exists=True)
 
     # --- reading ---------------------------------------------------------------
 
@@ -202,10 +246,14 @@ class Database:
     def queued(self) -> list[Request]:
         """What the QUEUED runs ask for, in submit order (the scheduler asks every pass)."""
         sql = (
-            "select id, gpu_count, cpus, memory, gpu_type from runs where status = 'QUEUED' "
-            "order by rowid"
+            "select id, gpu_count, cpus, memory, gpu_type, owner_name, priority, submitted "
+            "from runs where status = 'QUEUED' order by rowid"
         )
-        return [Request(i, g, c, m, t or "") for i, g, c, m, t in self.db.execute(sql)]
+        at = datetime.now(UTC)
+        return [
+            Request(i, g, c, m, t or "", o or "", p or 0, (at - parse_time(s)).total_seconds())
+            for i, g, c, m, t, o, p, s in self.db.execute(sql)
+        ]
 
     def in_status(self, statuses: Iterable[str]) -> list[dict]:
         statuses = list(statuses)
@@ -274,6 +322,8 @@ class Database:
         with self.db.conn:
             self.db["runs"].update(run_id, _encode(fields))
             self._event(run_id, status, message)
+            if status in FINAL:  # in the same transaction: no ended run without its usage
+                self.db["usage"].upsert(_usage_row(self.usage_now(run_id)), pk="run_id")
 
     def note(self, run_id: str, message: str) -> None:
         """Update the status message without a status change (retries, progress)."""
@@ -289,6 +339,38 @@ class Database:
             self.db.execute("delete from events where run_id = ?", [run_id])
             self.db.execute("delete from metrics where run_id = ?", [run_id])
             self.db.execute("delete from runs where id = ?", [run_id])
+
+    # --- usage -----------------------------------------------------------------------
+
+    def usage_now(self, run_id: str) -> accounting.Usage:
+        """A run's usage from its status history (up to now, if it has not ended)."""
+        events = self.db.execute(
+            "select time, status from events where run_id = ? order by rowid", [run_id]
+        ).fetchall()
+        return accounting.usage_of(self.get(run_id), events)
+
+    def usage(self, run_id: str) -> dict | None:
+        """The usage kept for an ended run (also after `delete`), else None."""
+        rows = list(self.db.query("select * from usage where run_id = ?", [run_id]))
+        return _usage_json(rows[0]) if rows else None
+
+    def usage_rows(
+        self, since: str | None = None, until: str | None = None, owner_uid: int | None = None
+    ) -> list[dict]:
+        """The usage of runs that ended in [since, until), oldest first."""
+        where, params = [], []
+        if since:
+            where.append("ended >= ?")
+            params.append(since)
+        if until:
+            where.append("ended < ?")
+            params.append(until)
+        if owner_uid is not None:
+            where.append("owner_uid = ?")
+            params.append(owner_uid)
+        clause = (" where " + " and ".join(where)) if where else ""
+        sql = f"select * from usage{clause} order by ended, run_id"
+        return [_usage_json(r) for r in self.db.query(sql, params)]
 
     # --- metrics ----------------------------------------------------------------------
 
@@ -351,6 +433,17 @@ class Database:
 
     def update_experiment(self, exp_id: str, **fields) -> None:
         self.db["experiments"].update(exp_id, fields)
+
+
+def _usage_row(u: accounting.Usage) -> dict:
+    row = u.to_json()
+    row.pop("final")
+    row["learners"] = json.dumps(row["learners"])
+    return row
+
+
+def _usage_json(row: dict) -> dict:
+    return {**row, "final": True, "learners": json.loads(row["learners"] or "[]")}
 
 
 def _encode(row: dict) -> dict:

@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import archive, diskspace, manifest
+from . import archive, diskspace, manifest, measure
 from .admission import volume_path
 from .codes import (
     COMPLETED,
@@ -382,11 +382,15 @@ class Lifecycle:
         self.db.clear_metrics(run_id)  # read again from the start, after a restart too
         ended = asyncio.Event()
         collector = asyncio.create_task(self._collect_metrics(run_id, reader, ended))
+        gpus = run.get("gpus") or []
+        per_learner = [gpus[i * m.gpus : (i + 1) * m.gpus] for i in range(len(ids))]
+        sampler = asyncio.create_task(measure.follow(self.db, run_id, ids, per_learner, ended))
         try:
             waited = await self._wait_all(run_id, ids, deadline)
         finally:
             ended.set()
             await collector  # its last read takes the lines written at the very end
+            await sampler
         points = self.db.metrics(run_id)
         if points:
             try:

@@ -76,6 +76,7 @@ _run_summary = {
     "completed": _time,
     "results": {**_nullable("string"), "description": "s3://bucket/prefix/"},
     "experiment_id": _nullable("string"),
+    "priority": {**_int, "description": "higher starts first; FIFO within a priority"},
 }
 _staging = _object(
     {
@@ -91,6 +92,54 @@ _staging = _object(
         )
     }
 )
+_seconds = {"type": "number", "description": "seconds"}
+_maybe_num = _nullable("number")
+_usage_sums = {
+    "gpu_seconds": _num,
+    "cpu_seconds": _num,
+    "memory_gib_seconds": _num,
+    "cpu_used_seconds": _maybe_num,
+    "waiting_seconds": _seconds,
+    "staging_in_seconds": _seconds,
+    "training_seconds": _seconds,
+    "storing_seconds": _seconds,
+}
+_learner_usage = _object(
+    {
+        "learner": _int,
+        "gpu_seconds": _num,
+        "cpu_seconds": _num,
+        "memory_gib_seconds": _num,
+        "cpu_used_seconds": _maybe_num,
+        "memory_peak_bytes": _nullable("integer"),
+        "gpu_utilization": {**_maybe_num, "description": "percent, mean of NVML's samples"},
+    }
+)
+_run_usage = _object(
+    {
+        **_usage_sums,
+        "run_id": _str,
+        "name": _str,
+        "owner_uid": _int,
+        "owner_name": _str,
+        "experiment_id": _nullable("string"),
+        "framework": _str,
+        "status": _status,
+        "error_code": _nullable("string"),
+        "final": {**_bool, "description": "the run has ended: the figures no longer change"},
+        "gpus": _int,
+        "cpus": _num,
+        "memory": _int,
+        "submitted": _time,
+        "allocated": _time,
+        "ended": _time,
+        "allocated_seconds": _seconds,
+        "memory_peak_bytes": _nullable("integer"),
+        "gpu_utilization": _maybe_num,
+        "learners": _array(_learner_usage),
+    }
+)
+_usage_line = _object({"key": _str, "runs": _int, **_usage_sums})
 _experiment_summary = {
     "id": {"type": "string", "examples": ["experiment-a1b2c3d4e"]},
     "name": _str,
@@ -246,6 +295,21 @@ SCHEMAS = {
             },
             "warnings": {**_array(_str), "description": "what submit said about the manifest"},
             "history": _array(_object({"time": _str, "status": _str, "message": _str})),
+            "usage": {
+                **_run_usage,
+                "description": "allocated from allocation to results stored, per phase",
+            },
+        }
+    ),
+    "Usage": _object(
+        {
+            "since": _time,
+            "until": _time,
+            "by": {"enum": ["owner", "day", "experiment", "framework"]},
+            "everyone": {**_bool, "description": "every user's runs (root, admin group)"},
+            "groups": _array(_usage_line),
+            "total": _usage_line,
+            "runs": _array(_run_usage),
         }
     ),
     "RunList": _object(

@@ -1,17 +1,22 @@
-"""FIFO placement: which queued runs start now, and on which GPUs. Pure functions only.
+"""Placement: which queued runs start now, and on which GPUs. Pure functions only.
 
 Rules:
-- Runs that need GPUs start strictly in submit order: a later one never overtakes a
-  waiting earlier one, even if it would fit.
-- CPU-only runs are a second FIFO line against CPU and memory capacity; they do not wait
+- Runs start in priority order, FIFO within a priority (with every priority 0, the
+  default, that is submit order). In its line, a later one never overtakes a waiting
+  earlier one, even if it would fit.
+- CPU-only runs are a second line against CPU and memory capacity; they do not wait
   behind GPU runs that wait for GPUs. They do wait behind a GPU run whose GPUs are free
   but which lacks CPU or memory, so that run is not starved by a stream of small jobs.
+- Fair share (off by default): a run whose owner is at a per-user limit (GPUs held, runs
+  running) is passed over and blocks nobody. Aging: a waiting run gains one priority
+  point per `aging` seconds waited, so a run eventually outranks every newcomer, whose
+  priority is bounded: no stream of higher-priority runs holds it back forever.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 from .gpus import matches_type
 from .units import format_size
@@ -24,6 +29,30 @@ class Request:
     cpus: float
     memory: int
     gpu_type: str = ""
+    owner: str = ""
+    priority: int = 0
+    waited: float = 0.0  # seconds in the queue so far
+
+
+@dataclass(frozen=True)
+class Limits:
+    """A user's limits; 0 means none."""
+
+    max_gpus: int = 0
+    max_running: int = 0
+
+
+@dataclass(frozen=True)
+class Fairness:
+    aging: float = 0.0  # seconds per priority point gained while waiting; 0: none
+    limits: Mapping[str, Limits] = field(default_factory=dict)  # owner -> limits
+    held: Mapping[str, tuple[int, int]] = field(default_factory=dict)  # owner -> (GPUs, runs)
+
+
+@dataclass
+class Plan:
+    placements: list[Placement]
+    reasons: dict[str, str]  # why each run left waiting waits (Slurm's reasons)
 
 
 @dataclass(frozen=True)
@@ -43,37 +72,94 @@ def place(
     free_gpus: Sequence[FreeGpu],
     free_cpus: float,
     free_memory: int,
+    fairness: Fairness | None = None,
 ) -> list[Placement]:
     """The runs of `queued` (in submit order) that start now, with their GPU UUIDs."""
+    return plan(queued, free_gpus, free_cpus, free_memory, fairness).placements
+
+
+def effective_priority(req: Request, aging: float) -> int:
+    return req.priority + (int(req.waited // aging) if aging > 0 else 0)
+
+
+def plan(
+    queued: Sequence[Request],
+    free_gpus: Sequence[FreeGpu],
+    free_cpus: float,
+    free_memory: int,
+    fairness: Fairness | None = None,
+) -> Plan:
+    """What starts now (`queued` in submit order), and why each other run waits."""
+    fairness = fairness or Fairness()
     placements: list[Placement] = []
+    reasons: dict[str, str] = {}
     gpus = list(free_gpus)
-    gpu_line_blocked = cpu_line_blocked = False
-    for req in queued:
+    held = {owner: list(h) for owner, h in fairness.held.items()}
+    gpu_line: str | None = None  # the run that blocks a line, once one does
+    cpu_line: str | None = None
+    # sorted() is stable: FIFO within a priority
+    for req in sorted(queued, key=lambda r: -effective_priority(r, fairness.aging)):
+        limit = _over_limit(req, fairness.limits.get(req.owner), held.get(req.owner, [0, 0]))
+        if limit:
+            reasons[req.run_id] = limit
+            continue
         fits_host = req.cpus <= free_cpus + 1e-9 and req.memory <= free_memory
         if req.gpus:
-            if gpu_line_blocked:
+            if gpu_line:
+                reasons[req.run_id] = f"Priority: behind {gpu_line}"
                 continue
             usable = [g for g in gpus if matches_type(g.name, req.gpu_type)]
             if len(usable) < req.gpus:
-                gpu_line_blocked = True
+                gpu_line = req.run_id
+                reasons[req.run_id] = f"Resources: {req.gpus} GPU(s) asked for, {len(usable)} free"
                 continue
             if not fits_host:
-                gpu_line_blocked = cpu_line_blocked = True
+                gpu_line = cpu_line = req.run_id
+                reasons[req.run_id] = _host_reason(req, free_cpus, free_memory)
                 continue
             chosen = usable[: req.gpus]
             gpus = [g for g in gpus if g not in chosen]
             placement = Placement(req.run_id, tuple(g.uuid for g in chosen))
         else:
-            if cpu_line_blocked:
+            if cpu_line:
+                reasons[req.run_id] = f"Priority: behind {cpu_line}"
                 continue
             if not fits_host:
-                cpu_line_blocked = True
+                cpu_line = req.run_id
+                reasons[req.run_id] = _host_reason(req, free_cpus, free_memory)
                 continue
             placement = Placement(req.run_id, ())
         free_cpus -= req.cpus
         free_memory -= req.memory
+        mine = held.setdefault(req.owner, [0, 0])
+        mine[0] += req.gpus
+        mine[1] += 1
         placements.append(placement)
-    return placements
+    return Plan(placements, reasons)
+
+
+def _over_limit(req: Request, limits: Limits | None, held: list[int]) -> str:
+    if not limits:
+        return ""
+    gpus, runs = held
+    if limits.max_running and runs + 1 > limits.max_running:
+        return (
+            f"user limit: {req.owner} has {runs} of {limits.max_running} runs running "
+            "(fair_share.max_running_per_user)"
+        )
+    if limits.max_gpus and req.gpus and gpus + req.gpus > limits.max_gpus:
+        return (
+            f"user limit: {req.owner} holds {gpus} of {limits.max_gpus} GPUs and this run "
+            f"asks for {req.gpus} (fair_share.max_gpus_per_user)"
+        )
+    return ""
+
+
+def _host_reason(req: Request, free_cpus: float, free_memory: int) -> str:
+    return (
+        f"Resources: {req.cpus:g} CPUs and {format_size(req.memory)} asked for, "
+        f"{max(free_cpus, 0):g} CPUs and {format_size(max(free_memory, 0))} free"
+    )
 
 
 def impossible(

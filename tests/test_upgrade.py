@@ -53,6 +53,12 @@ def test_state_of_an_earlier_release_opens_and_works(old_state, tmp_path):
         assert shown["history"][-1]["status"] == fact["status"]
         assert facts["logs"][run_id] in d.ctl("logs", run_id).stdout
 
+    # the runs that had ended before accounting came are accounted for from their history
+    usage = {r["run_id"]: r for r in d.ctl_json("usage")["runs"]}
+    assert set(usage) == set(every)
+    for run_id, shown in ((i, d.ctl_json("show", i)) for i in facts["runs"]):
+        assert usage[run_id] == {**shown["usage"], "final": True}
+
     old = tmp_path / "old"
     r = d.ctl("download", facts["completed"], "--dest", str(old))
     assert r.returncode == 0, r.stderr

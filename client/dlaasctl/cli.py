@@ -97,7 +97,11 @@ def warn(result: dict) -> None:
 def cmd_train(c: Client, a) -> int:
     manifest = manifest_file(Path(a.manifest))
     model = Path(a.model) if a.model else manifest.parent
-    result = send_with_model(c, "/v1/runs", {"manifest": manifest.read_bytes()}, model, a.json)
+    from .routes import SUBMIT
+
+    result = send_with_model(
+        c, SUBMIT.url(priority=a.priority), {"manifest": manifest.read_bytes()}, model, a.json
+    )
     warn(result)
     if a.follow:  # with --json, only the final run is printed: one JSON document
         if not a.json:
@@ -229,6 +233,34 @@ def cmd_show(c: Client, a) -> int:
         fields.append((f"{b['use']} bucket", f"{b['manifest']}{stored}"))
     if run.get("experiment_id"):
         fields.append(("experiment", run["experiment_id"]))
+    u = run.get("usage")
+    if u:  # allocated from allocation to results stored (so far, if it has not ended)
+        fields.append(
+            (
+                "phases",
+                f"waited {u['waiting_seconds']:g}s, staged in {u['staging_in_seconds']:g}s, "
+                f"trained {u['training_seconds']:g}s, stored {u['storing_seconds']:g}s",
+            )
+        )
+        used = u.get("cpu_used_seconds")
+        fields.append(
+            (
+                "usage" if u["final"] else "usage so far",
+                f"{u['gpu_seconds']:g} GPU-s, {u['cpu_seconds']:g} CPU-s, "
+                f"{u['memory_gib_seconds']:g} GiB-s allocated"
+                + (f"; used {used:g} CPU-s" if used is not None else "")
+                + (
+                    f", peak {fmt.size(u['memory_peak_bytes'])}"
+                    if u.get("memory_peak_bytes") is not None
+                    else ""
+                )
+                + (
+                    f", GPU {u['gpu_utilization']:g}% busy"
+                    if u.get("gpu_utilization") is not None
+                    else ""
+                ),
+            )
+        )
     if run.get("hyperparameters"):
         fields.append(("hyperparameters", json.dumps(run["hyperparameters"])))
     width = max(len(k) for k, _ in fields)
@@ -756,6 +788,11 @@ COMMANDS: dict[str, tuple] = {
                 action="store_true",
                 help="stream the log; exit 0 only if the run COMPLETED",
             ),
+            arg(
+                "--priority",
+                type=int,
+                help="higher starts first, within the range the config allows you",
+            ),
         ],
         True,
     ),
@@ -864,6 +901,42 @@ COMMANDS: dict[str, tuple] = {
         True,
     ),
 }
+
+
+def cmd_priority(c: Client, a) -> int:
+    from .routes import SET_PRIORITY
+
+    run = c.json("POST", SET_PRIORITY.url(id=a.run, priority=a.priority))
+    if a.json:
+        out_json(run)
+    else:
+        print(f"{run['id']}: priority {run['priority']}")
+    return 0
+
+
+def cmd_usage(c: Client, a) -> int:
+    from .usage import cmd_usage as usage  # only this command needs csv
+
+    return usage(c, a)
+
+
+COMMANDS["priority"] = (
+    cmd_priority,
+    "change a waiting run's priority (root and the admin group); higher starts first",
+    [RUN, arg("priority", type=int, metavar="N")],
+    True,
+)
+COMMANDS["usage"] = (
+    cmd_usage,
+    "resources used by runs that ended: yours (root and the admin group: everyone's)",
+    [
+        arg("--since", help="ended at or after: 2026-11-01, 2026-11-30T12:00Z, or 7d ago"),
+        arg("--until", help="ended before (same forms)"),
+        arg("--by", choices=["owner", "day", "experiment", "framework"], default="owner"),
+        arg("--csv", action="store_true", help="CSV of the groups and the total, in seconds"),
+    ],
+    True,
+)
 GROUPS = {"experiment": "hyperparameter sweeps", "data": "training data in the object store"}
 
 

@@ -18,6 +18,7 @@ MAX_LIMIT = 10_000  # runs or experiments in one answer
 MAX_OFFSET = 10**9
 MAX_POSITION = 2**62  # a byte offset in a log, a metric's seq
 MAX_LEARNERS = 10_000
+MAX_PRIORITY = 1000  # priorities are whole numbers from -1000 to 1000
 FLAGS = {"1": True, "true": True, "0": False, "false": False}
 
 
@@ -100,7 +101,19 @@ HEALTH = Route("GET", "/v1/health", "health", "Liveness: the daemon answers")
 STATUS = Route("GET", "/v1/status", "status", "Docker, object store, GPUs, capacity and run counts")
 GPUS = Route("GET", "/v1/gpus", "gpus", "GPU inventory with the run holding each")
 DOCTOR = Route("GET", "/v1/doctor", "doctor", "Checks of Docker, GPUs, store, disk, socket, images")
-SUBMIT = Route("POST", "/v1/runs", "submit", "Submit a training run")
+SUBMIT = Route(
+    "POST",
+    "/v1/runs",
+    "submit",
+    "Submit a training run",
+    {
+        "priority": whole(
+            "higher starts first; within the config's fair_share range (root: any)",
+            -MAX_PRIORITY,
+            MAX_PRIORITY,
+        )
+    },
+)
 LIST_RUNS = Route(
     "GET",
     "/v1/runs",
@@ -124,6 +137,13 @@ DELETE_RUN = Route(
     {"purge": flag("1: also remove its results from the object store")},
 )
 HALT_RUN = Route("POST", "/v1/runs/{id}/halt", "halt_run", "Halt a run (SIGTERM, then SIGKILL)")
+SET_PRIORITY = Route(
+    "POST",
+    "/v1/runs/{id}/priority",
+    "set_priority",
+    "Change a waiting run's priority (root and the admin group)",
+    {"priority": whole("the new priority; higher starts first", -MAX_PRIORITY, MAX_PRIORITY)},
+)
 LOGS = Route(
     "GET",
     "/v1/runs/{id}/logs",
@@ -196,6 +216,21 @@ PUT_OBJECT = Route(
     "PUT", "/v1/data/{bucket}/{key:.+}", "data_put", "Upload one object (creates the bucket)"
 )
 GET_OBJECT = Route("GET", "/v1/data/{bucket}/{key:.+}", "data_get", "Download one object")
+USAGE = Route(
+    "GET",
+    "/v1/usage",
+    "usage",
+    "Resources used by runs that ended in a period (yours; everyone's for root and the "
+    "admin group)",
+    {
+        "since": Query("ended at or after: ISO 8601 date or time, or a duration ago (7d)"),
+        "until": Query("ended before: ISO 8601 date or time, or a duration ago"),
+        "by": Query(
+            "group by (default owner)",
+            {"type": "string", "enum": ["owner", "day", "experiment", "framework"]},
+        ),
+    },
+)
 OPENAPI = Route("GET", "/v1/openapi.json", "openapi", "This document")
 
 ROUTES: tuple[Route, ...] = (
@@ -208,6 +243,7 @@ ROUTES: tuple[Route, ...] = (
     SHOW_RUN,
     DELETE_RUN,
     HALT_RUN,
+    SET_PRIORITY,
     LOGS,
     RESULTS,
     RESULT_FILE,
@@ -222,5 +258,6 @@ ROUTES: tuple[Route, ...] = (
     OBJECTS,
     PUT_OBJECT,
     GET_OBJECT,
+    USAGE,
     OPENAPI,
 )

@@ -5,7 +5,16 @@ from __future__ import annotations
 import pytest
 
 from dlaasd.gpus import matches_type
-from dlaasd.scheduler import FreeGpu, Placement, Request, impossible, place
+from dlaasd.scheduler import (
+    Fairness,
+    FreeGpu,
+    Limits,
+    Placement,
+    Request,
+    impossible,
+    place,
+    plan,
+)
 
 GiB = 1024**3
 V100 = "Tesla V100-SXM2-16GB"
@@ -220,3 +229,77 @@ def test_too_much_memory():
 def test_every_reason_at_once_in_field_order():
     reasons = impossible(gpu_run("a", 4, cpus=32, memory=64 * GiB), 8, 8 * GiB, [V100])
     assert [f for f, _ in reasons] == ["gpus", "cpus", "memory"]
+
+
+# --- fair share: priorities, per-user limits, aging -------------------------------------
+
+
+def test_without_fair_share_settings_the_order_is_submit_order():
+    queued = [gpu_run("a"), gpu_run("b"), cpu_run("c")]
+    assert plan(queued, gpus(1), 8, 8 * GiB).placements == place(queued, gpus(1), 8, 8 * GiB)
+    assert started(place(queued, gpus(1), 8, 8 * GiB)) == ["a", "c"]
+
+
+def test_a_higher_priority_run_submitted_last_starts_first():
+    queued = [gpu_run("a"), gpu_run("b"), Request("c", 1, 1, GiB, priority=5)]
+    p = plan(queued, gpus(1), 8, 8 * GiB)
+    assert started(p.placements) == ["c"]
+    assert p.reasons["a"].startswith("Resources") and p.reasons["b"] == "Priority: behind a"
+
+
+def test_a_user_at_their_limit_waits_without_blocking_others():
+    queued = [
+        Request("alice-3", 1, 1, GiB, owner="alice"),
+        Request("bob-1", 1, 1, GiB, owner="bob"),
+    ]
+    fairness = Fairness(limits={"alice": Limits(max_gpus=2)}, held={"alice": (2, 2)})
+    p = plan(queued, gpus(2), 8, 8 * GiB, fairness)
+    assert started(p.placements) == ["bob-1"]
+    assert p.reasons["alice-3"].startswith("user limit: alice holds 2 of 2 GPUs")
+
+
+def test_runs_running_at_once_count_the_runs_placed_in_the_same_pass():
+    queued = [Request(f"a{i}", 0, 1, GiB, owner="alice") for i in range(3)]
+    fairness = Fairness(limits={"alice": Limits(max_running=2)})
+    p = plan(queued, gpus(0), 8, 8 * GiB, fairness)
+    assert started(p.placements) == ["a0", "a1"]
+    assert "2 of 2 runs running" in p.reasons["a2"]
+
+
+def test_aging_lets_a_waiting_run_overtake_newcomers_of_higher_priority():
+    old = Request("old", 1, 1, GiB, priority=0, waited=50)
+    new = Request("new", 1, 1, GiB, priority=5, waited=0)
+    assert started(place([old, new], gpus(1), 8, 8 * GiB)) == ["new"]  # no aging
+    assert started(place([old, new], gpus(1), 8, 8 * GiB, Fairness(aging=10))) == ["old"]
+
+
+def test_no_stream_of_higher_priority_runs_starves_a_waiting_one():
+    """One GPU; a priority-10 run arrives every 60 s and trains 60 s. With aging (1 point
+    per 30 s), the priority-0 run starts within (10 + 1) x 30 s of waiting; without
+    aging, never."""
+
+    def simulate(aging: float, minutes: int = 60) -> int | None:
+        queue = [Request("low", 1, 1, GiB, priority=0)]
+        submitted = {"low": 0.0}
+        busy_until = 0.0
+        for minute in range(minutes):
+            now = minute * 60.0
+            submitted[f"high{minute}"] = now
+            queue.append(Request(f"high{minute}", 1, 1, GiB, priority=10))
+            if now >= busy_until:
+                aged = [
+                    Request(
+                        r.run_id, 1, 1, GiB, priority=r.priority, waited=now - submitted[r.run_id]
+                    )
+                    for r in queue
+                ]
+                (chosen,) = place(aged, gpus(1), 8, 8 * GiB, Fairness(aging=aging))
+                if chosen.run_id == "low":
+                    return minute
+                queue = [r for r in queue if r.run_id != chosen.run_id]
+                busy_until = now + 60
+        return None
+
+    assert simulate(aging=0) is None
+    started_at = simulate(aging=30)
+    assert started_at is not None and started_at * 60 <= (10 + 1) * 30 + 60
