@@ -71,6 +71,8 @@ class Usage:
     cpu_used_seconds: float | None = None
     memory_peak_bytes: int | None = None
     gpu_utilization: float | None = None
+    bytes_staged_in: int = 0  # training data downloaded (not from the cache)
+    bytes_staged_out: int = 0  # results and logs uploaded
     learners: list[LearnerUsage] = field(default_factory=list)
 
     def to_json(self) -> dict:
@@ -108,6 +110,7 @@ def usage_of(run: dict, events: Sequence[tuple[str, str]], now: datetime | None 
     learners = max(1, run.get("learners") or 1)
     gpus, cpus, memory = run.get("gpu_count") or 0, run.get("cpus") or 0.0, run.get("memory") or 0
     measured = run.get("measured") or {}
+    staging = run.get("staging") or {}
     rows = []
     for n in range(1, learners + 1):
         m = measured.get(str(n)) or {}
@@ -153,6 +156,8 @@ def usage_of(run: dict, events: Sequence[tuple[str, str]], now: datetime | None 
         cpu_used_seconds=_r(sum(used)) if used else None,
         memory_peak_bytes=sum(peaks) if peaks else None,  # learners run side by side
         gpu_utilization=_r(sum(utils) / len(utils)) if utils else None,
+        bytes_staged_in=int(staging.get("bytes_downloaded") or 0),
+        bytes_staged_out=int(staging.get("bytes_uploaded") or 0),
         learners=rows,
     )
 

@@ -29,7 +29,7 @@ from aiohttp.http_exceptions import BadHttpMessage
 from dlaasctl import routes
 from dlaasctl.routes import FLAGS, MAX_LIMIT, MAX_OFFSET, MAX_POSITION, MAX_PRIORITY, Route
 
-from . import accounting, buckets, diskspace, openapi
+from . import accounting, buckets, diskspace, openapi, prometheus
 from .codes import FINAL, STATUSES, RunError
 from .daemon import Caller, Daemon, Refused, public_message
 from .database import NotFound
@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 DAEMON = web.AppKey("daemon", Daemon)
 EXPERIMENTS = web.AppKey("experiments", Experiments)
+PROMETHEUS = web.AppKey("prometheus", prometheus.CollectorRegistry)
 MAX_MANIFEST = 1024 * 1024
 MAX_MODEL = 4 * 1024**3
 # the text parts of the multipart forms, the required one first
@@ -597,6 +598,22 @@ async def halt_experiment(request: web.Request) -> web.Response:
     return web.json_response(await e.halt(request.match_info["id"], caller_of(request)))
 
 
+async def prometheus_metrics(request: web.Request) -> web.Response:
+    return prometheus.exposition(request.app[PROMETHEUS])
+
+
+def _bound(request: web.Request, name: str) -> str | None:
+    raw = request.query.get(name)
+    try:
+        return accounting.parse_bound(raw) if raw else None
+    except (ValueError, OverflowError, OSError):
+        raise Refused(
+            400,
+            f"query parameter {name!r}: found {raw!r}; expected a date or time such as "
+            "2026-11-30 or 2026-11-30T12:00:00Z, or a duration ago such as 7d or 12h",
+        ) from None
+
+
 async def usage(request: web.Request) -> web.Response:
     """Usage of the runs that ended in a period: the caller's own, everyone's for root
     and the admin group."""
@@ -608,17 +625,7 @@ async def usage(request: web.Request) -> web.Response:
             f"query parameter 'by': found {by!r}; expected one of "
             f"{', '.join(accounting.GROUPINGS)}",
         )
-    bounds = {}
-    for name in ("since", "until"):
-        raw = request.query.get(name)
-        try:
-            bounds[name] = accounting.parse_bound(raw) if raw else None
-        except (ValueError, OverflowError, OSError):
-            raise Refused(
-                400,
-                f"query parameter {name!r}: found {raw!r}; expected a date or time such as "
-                "2026-11-30 or 2026-11-30T12:00:00Z, or a duration ago such as 7d or 12h",
-            ) from None
+    bounds = {"since": _bound(request, "since"), "until": _bound(request, "until")}
     caller = caller_of(request)
     rows = d.db.usage_rows(
         bounds["since"], bounds["until"], None if caller.privileged else caller.uid
@@ -708,6 +715,7 @@ ENDPOINTS = [
         routes.GET_OBJECT, data_get, returns="application/octet-stream", errors=(400, 403, 404, 503)
     ),
     Endpoint(routes.USAGE, usage, schema="Usage", errors=(400,)),
+    Endpoint(routes.PROMETHEUS, prometheus_metrics, returns="text/plain"),
     Endpoint(routes.OPENAPI, openapi_doc, schema="OpenAPI"),
 ]
 # the handler of each route of the shared table
@@ -757,6 +765,7 @@ def make_app(daemon: Daemon, experiments: Experiments) -> web.Application:
     app = web.Application(middlewares=[json_errors], client_max_size=MAX_MANIFEST * 2)
     app[DAEMON] = daemon
     app[EXPERIMENTS] = experiments
+    app[PROMETHEUS] = prometheus.registry(daemon)
     for route in routes.ROUTES:  # a route without a handler fails here, at start
         app.router.add_route(route.method, route.path, SERVES[route].handler)
     return app

@@ -134,6 +134,25 @@ class FairShare:
         return lo, hi
 
 
+def _address(value: object) -> str:
+    from .prometheus import parse_address
+
+    if value in ("", None):
+        return ""
+    host, port = parse_address(str(value))
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+TcpAddress = Annotated[
+    str, Parse(_address, '"host:port" such as 127.0.0.1:9464, a port (on loopback), or ""')
+]
+
+
+@dataclass
+class PrometheusSettings:
+    address: TcpAddress
+
+
 @dataclass
 class Config:
     state_dir: str
@@ -153,6 +172,7 @@ class Config:
     cache: Cache
     results: Results
     fair_share: FairShare
+    prometheus: PrometheusSettings
     # Where the settings came from, for --print-config and error messages.
     source: str = field(default="embedded defaults", init=False)
 

@@ -90,6 +90,8 @@ USAGE_COLUMNS = {
     "cpu_used_seconds": float,
     "memory_peak_bytes": int,
     "gpu_utilization": float,
+    "bytes_staged_in": int,
+    "bytes_staged_out": int,
     "learners": str,  # JSON list of accounting.LearnerUsage
 }
 
@@ -175,6 +177,9 @@ class Database:
             with self.db.conn:
                 for (run_id,) in ended.fetchall():
                     usage.insert(_usage_row(self.usage_now(run_id)))
+        for name, kind in USAGE_COLUMNS.items():  # from an older dlaasd
+            if name not in usage.columns_dict:
+                usage.add_column(name, kind)
         usage.create_index(["ended"], if_not_exists=True)
 
     # --- reading ---------------------------------------------------------------

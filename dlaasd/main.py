@@ -13,7 +13,7 @@ import yaml
 
 from . import __version__, started
 from . import config as configuration
-from .api import make_app, serve
+from .api import PROMETHEUS, make_app, serve
 from .daemon import Daemon, StoreRefused
 from .experiments import Experiments
 from .inbox import Inbox, InboxError
@@ -98,7 +98,13 @@ async def run(config: configuration.Config) -> None:
         loop.add_signal_handler(sig, stop.set)
     await daemon.start()
     await inbox.start()
-    web_runner = await serve(make_app(daemon, experiments), config.socket_path, config.socket_group)
+    app = make_app(daemon, experiments)
+    web_runner = await serve(app, config.socket_path, config.socket_group)
+    scrape_runner = None
+    if config.prometheus.address:
+        from .prometheus import serve_tcp
+
+        scrape_runner = await serve_tcp(app[PROMETHEUS], config.prometheus.address)
     started.write(config.socket_path, how)
     log.info(
         "event=ready socket=%s state_dir=%s store=%s gpus=%s",
@@ -116,6 +122,8 @@ async def run(config: configuration.Config) -> None:
         notifier.stopping("stopping; training containers keep running")
         watchdog.cancel()
         await web_runner.cleanup()
+        if scrape_runner:
+            await scrape_runner.cleanup()
         await inbox.stop()
         await daemon.stop()
 

@@ -136,6 +136,8 @@ _run_usage = _object(
         "allocated_seconds": _seconds,
         "memory_peak_bytes": _nullable("integer"),
         "gpu_utilization": _maybe_num,
+        "bytes_staged_in": {**_int, "description": "training data downloaded"},
+        "bytes_staged_out": {**_int, "description": "results and logs uploaded"},
         "learners": _array(_learner_usage),
     }
 )

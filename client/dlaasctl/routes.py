@@ -231,6 +231,12 @@ USAGE = Route(
         ),
     },
 )
+PROMETHEUS = Route(
+    "GET",
+    "/v1/metrics",
+    "prometheus_metrics",
+    "The daemon's metrics for Prometheus (text exposition format)",
+)
 OPENAPI = Route("GET", "/v1/openapi.json", "openapi", "This document")
 
 ROUTES: tuple[Route, ...] = (
@@ -259,5 +265,6 @@ ROUTES: tuple[Route, ...] = (
     PUT_OBJECT,
     GET_OBJECT,
     USAGE,
+    PROMETHEUS,
     OPENAPI,
 )
