@@ -79,8 +79,8 @@ class Usage:
         return asdict(self)
 
 
-def parse_time(text: str | None) -> datetime | None:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
+def parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def phase_seconds(
@@ -179,7 +179,7 @@ def group_key(row: dict, by: str) -> str:
 def summarize(rows: Iterable[dict], by: str) -> tuple[list[dict], dict]:
     """(one line per group, sorted by key; the totals) of usage rows."""
     groups: dict[str, dict] = {}
-    total = {"key": "total", "runs": 0, **dict.fromkeys(SUMS, 0.0)}
+    total: dict = {"key": "total", "runs": 0, **dict.fromkeys(SUMS, 0.0)}
     for row in rows:
         key = group_key(row, by)
         g = groups.setdefault(key, {"key": key, "runs": 0, **dict.fromkeys(SUMS, 0.0)})

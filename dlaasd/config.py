@@ -343,7 +343,9 @@ def _check(c: Config, source: str, lines: dict[str, int]) -> None:
                     "an external store needs access_key and secret_key (or credentials_file)",
                 )
             )
-    shares = [("fair_share", c.fair_share.priority_min, c.fair_share.priority_max)]
+    shares: list[tuple[str, int | None, int | None]] = [
+        ("fair_share", c.fair_share.priority_min, c.fair_share.priority_max)
+    ]
     shares += [
         (f"fair_share.users.{u}", s.priority_min, s.priority_max)
         for u, s in c.fair_share.users.items()
