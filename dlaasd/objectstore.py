@@ -22,9 +22,11 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
-from urllib.parse import urlparse
+from urllib.parse import unquote_plus, urlparse
+from xml.etree import ElementTree
 
 import urllib3
 from minio import Minio
@@ -148,7 +150,7 @@ def _short(exc: BaseException) -> str:
 
 
 class ObjectStore:
-    def __init__(self, endpoint: Endpoint, workers: int = 8):
+    def __init__(self, endpoint: Endpoint, workers: int = 32):
         self.endpoint = endpoint
         self.workers = workers
         self._buckets: set[str] = set()  # known to exist: saves a request per upload
@@ -210,17 +212,33 @@ class ObjectStore:
         ]
 
     def list_objects(self, bucket: str, prefix: str = "", recursive: bool = True) -> Iterator[dict]:
-        try:
-            for o in self.client.list_objects(bucket, prefix=prefix or None, recursive=recursive):
-                yield {
-                    "key": o.object_name,
-                    "size": o.size or 0,
-                    "etag": (o.etag or "").strip('"'),
-                    "modified": o.last_modified.isoformat() if o.last_modified else None,
-                    "dir": bool(o.is_dir),
-                }
-        except Exception as exc:
-            raise classify(exc, f"s3://{bucket}/{prefix}") from exc
+        """Every object under `prefix` (and, not recursive, each folder below it), a page
+        of up to 1,000 a request (S3's ListObjectsV2). Parsed here rather than by the SDK,
+        whose parser takes about 1 ms an object: the most of a cached stage-in."""
+        query = {"list-type": "2", "max-keys": "1000", "encoding-type": "url"}
+        query |= {"prefix": prefix, "delimiter": "" if recursive else "/"}
+        while True:
+            try:
+                resp = self.client._execute("GET", bucket, query_params=query)
+                page = ElementTree.fromstring(resp.data)
+            except Exception as exc:
+                raise classify(exc, f"s3://{bucket}/{prefix}") from exc
+            token = None
+            truncated = False
+            for element in page:
+                tag = element.tag.rpartition("}")[2]
+                if tag == "Contents":
+                    yield _object(element)
+                elif tag == "CommonPrefixes":
+                    key = unquote_plus(element.findtext(f"{S3_NS}Prefix") or "")
+                    yield {"key": key, "size": 0, "etag": "", "modified": None, "dir": True}
+                elif tag == "IsTruncated":
+                    truncated = (element.text or "").lower() == "true"
+                elif tag == "NextContinuationToken":
+                    token = element.text
+            if not truncated or not token:
+                return
+            query["continuation-token"] = token
 
     def remove_prefix(self, bucket: str, prefix: str) -> int:
         from minio.deleteobjects import DeleteObject
@@ -430,6 +448,28 @@ class ObjectStore:
 # Part size for uploads through the daemon; the client computes ETags with the same size.
 PART_SIZE = 16 * 1024 * 1024
 SINGLE_PUT_MAX = 5 * 1024**3  # S3's limit for one PUT
+
+
+S3_NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
+
+
+def _object(element: ElementTree.Element) -> dict:
+    """One <Contents> of a listing, as list_objects yields it."""
+    fields = {child.tag.rpartition("}")[2]: child.text or "" for child in element}
+    return {
+        "key": unquote_plus(fields.get("Key", "")),
+        "size": int(fields.get("Size") or 0),
+        "etag": fields.get("ETag", "").strip('"'),
+        "modified": _iso(fields.get("LastModified")),
+        "dir": False,
+    }
+
+
+def _iso(stamp: str | None) -> str | None:
+    """S3's time (2026-11-30T14:00:00.123Z) as the SDK gave it (datetime.isoformat)."""
+    if not stamp:
+        return None
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).isoformat()
 
 
 def _size(path: Path) -> int:
