@@ -761,6 +761,13 @@ def cmd_data_download(c: Client, a) -> int:
     return 0
 
 
+def cmd_ui(c: Client, a) -> int:
+    c.json("GET", "/v1/health")  # no daemon: say so now, not in the browser
+    from .ui.command import main  # aiohttp: only this command pays for importing it
+
+    return main(c.socket_path, a.port, not a.no_browser)
+
+
 # --- parser -------------------------------------------------------------------------------
 
 
@@ -851,6 +858,19 @@ COMMANDS: dict[str, tuple] = {
     "gpus": (cmd_gpus, "list the GPUs and the run using each", [], True),
     "status": (cmd_status, "the daemon's health: Docker, object store, GPUs, capacity", [], True),
     "doctor": (cmd_doctor, "check everything dlaasd needs; each problem with its fix", [], True),
+    "ui": (
+        cmd_ui,
+        "the web dashboard on 127.0.0.1 (a URL with a token; pages update live)",
+        [
+            arg(
+                "--port",
+                type=int,
+                help="listen on this port; 0: any free one (default: 8470 or the next free)",
+            ),
+            arg("--no-browser", action="store_true", help="print the URL, open no browser"),
+        ],
+        False,
+    ),
     "experiment run": (
         cmd_experiment_run,
         "start an experiment; prints its id",

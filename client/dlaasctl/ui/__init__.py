@@ -1,0 +1,1 @@
+"""The web dashboard (`dlaasctl ui`): aiohttp, imported only by that command."""
