@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
@@ -111,12 +112,25 @@ def dashboard():
 
 
 def wait_for(driver, what, timeout: float = WAIT):
-    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(lambda d: what(d))
+    """Until `what(driver)` is true; live pages redraw, so an element may go stale meanwhile."""
+    wait = WebDriverWait(
+        driver, timeout, poll_frequency=0.1, ignored_exceptions=(StaleElementReferenceException,)
+    )
+    return wait.until(lambda d: what(d))
+
+
+def text(driver, css: str) -> str:
+    """An element's text, read in one step (the page may redraw it between two)."""
+    return driver.execute_script(
+        "const e = document.querySelector(arguments[0]); return e ? e.innerText : ''", css
+    )
 
 
 def status_of(driver, run_id: str) -> str | None:
-    rows = driver.find_elements(By.CSS_SELECTOR, f'tr[data-run="{run_id}"]')
-    return rows[0].get_attribute("data-status") if rows else None
+    return driver.execute_script(
+        "const e = document.querySelector(arguments[0]); return e ? e.dataset.status : null",
+        f'tr[data-run="{run_id}"]',
+    )
 
 
 def shoot(driver, name: str) -> None:
@@ -135,8 +149,7 @@ def test_a_run_is_seen_queued_then_completed_and_halted_from_the_browser(
 
     browser.get(dash.page("/runs"))
     wait_for(browser, lambda b: status_of(b, waiting) == "QUEUED")
-    row = browser.find_element(By.CSS_SELECTOR, f'tr[data-run="{waiting}"]')
-    assert "#1 of 1" in row.text  # its place in the queue
+    assert "#1 of 1" in text(browser, f'tr[data-run="{waiting}"]')  # its place in the queue
     browser.execute_script("window.notReloaded = true")
     shoot(browser, "runs")
 
@@ -146,7 +159,7 @@ def test_a_run_is_seen_queued_then_completed_and_halted_from_the_browser(
     browser.find_element(By.ID, "halt").click()
     browser.switch_to.alert.accept()
     assert d.wait(blocker, timeout=60)["status"] == "HALTED"
-    wait_for(browser, lambda b: b.find_element(By.ID, "run-status").text == "HALTED")
+    wait_for(browser, lambda b: text(b, "#run-status") == "HALTED")
     assert not browser.find_elements(By.ID, "halt")  # ended: nothing left to halt
 
     # the queued run starts and ends; the runs page follows it without a reload
@@ -161,12 +174,12 @@ def test_a_run_is_seen_queued_then_completed_and_halted_from_the_browser(
     wait_for(browser, lambda b: status_of(b, waiting) == "COMPLETED")
     assert status_of(browser, blocker) is None
     browser.get(dash.page("/runs?status=QUEUED"))
-    wait_for(browser, lambda b: b.find_element(By.ID, "count").text.endswith("of 0"))
+    wait_for(browser, lambda b: text(b, "#count").endswith("of 0"))
 
     browser.get(dash.page("/machine"))
-    wait_for(browser, lambda b: "ok" in b.find_element(By.ID, "docker").text)
-    assert "ok" in browser.find_element(By.ID, "store").text
-    assert "of 1" in browser.find_element(By.ID, "capacity").text  # CPUs: used of 1
+    wait_for(browser, lambda b: "ok" in text(b, "#docker"))
+    assert "ok" in text(browser, "#store")
+    assert "of 1" in text(browser, "#capacity")  # CPUs: used of 1
     shoot(browser, "machine")
 
 
@@ -192,7 +205,7 @@ def test_a_metric_chart_draws_the_runs_points_as_they_come(daemon, dashboard, br
         return int(boxes[0].get_attribute("data-points")) if boxes else 0
 
     wait_for(browser, lambda b: drawn(b) == 6)
-    wait_for(browser, lambda b: "all points written" in b.find_element(By.ID, "log").text)
+    wait_for(browser, lambda b: "all points written" in text(b, "#log"))
     assert browser.execute_script("return window.notReloaded") is True
     xs, ys = browser.execute_script(
         "const u = window.dlaas.charts['test.loss']; return [u.data[0], u.data[1]]"
@@ -205,10 +218,10 @@ def test_a_metric_chart_draws_the_runs_points_as_they_come(daemon, dashboard, br
 
     # the log, searched
     browser.find_element(By.ID, "search").send_keys("POINTS")
-    assert browser.find_element(By.ID, "matches").text == "1 matching lines"
+    assert text(browser, "#matches") == "1 matching lines"
     assert daemon.ctl("halt", run_id).returncode == 0
-    wait_for(browser, lambda b: b.find_element(By.ID, "run-status").text == "HALTED")
-    wait_for(browser, lambda b: "metrics.jsonl" in b.find_element(By.ID, "files").text)
+    wait_for(browser, lambda b: text(b, "#run-status") == "HALTED")
+    wait_for(browser, lambda b: "metrics.jsonl" in text(b, "#files"))
     # a result file downloads through the dashboard
     status, body = dash.fetch(f"/v1/runs/{run_id}/results/metrics.jsonl")
     assert status == 200 and "test.loss" in body
@@ -221,10 +234,10 @@ def test_the_experiment_page_ranks_trials_and_offers_the_best_config(
     e = finished(daemon, exp_id)
     dash = dashboard(daemon)
     browser.get(dash.page(f"/experiments/{exp_id}"))
-    wait_for(browser, lambda b: b.find_element(By.ID, "exp-status").text == e["status"])
+    wait_for(browser, lambda b: text(b, "#exp-status") == e["status"])
     rows = browser.find_elements(By.CSS_SELECTOR, "#trials tr[data-trial]")
     assert [r.get_attribute("data-trial") for r in rows] == [t["id"] for t in e["runs"]]
-    assert "quality: 3" in browser.find_element(By.ID, "best-yaml").text  # the best, maximised
+    assert "quality: 3" in text(browser, "#best-yaml")  # the best, maximised
     curves = browser.execute_script("const u = window.dlaas.charts['curves']; return u.data.length")
     assert curves == 1 + 3  # the steps, then one curve a trial
     scatter = browser.execute_script(
@@ -249,8 +262,8 @@ def test_a_wrong_or_missing_token_sees_nothing(daemon, dashboard, browser, tmp_p
     # the browser: a wrong token gets the refusal only (and no cookie for later)
     browser.delete_all_cookies()
     browser.get(f"{dash.base}/?token=wrong#/runs")
-    text = browser.find_element(By.TAG_NAME, "body").text
-    assert text.startswith("403") and run_id not in browser.page_source
+    shown = browser.find_element(By.TAG_NAME, "body").text
+    assert shown.startswith("403") and run_id not in browser.page_source
     browser.get(f"{dash.base}/ui/runs")
     assert run_id not in browser.page_source
     # a change asked from another site's page is refused, even with the cookie
@@ -290,9 +303,9 @@ def test_another_users_run_has_no_halt_button_and_its_halt_is_refused(
     d.wait(run_id, "PROCESSING")
     bobs = dashboard(env, user=BOB)
     browser.get(bobs.page(f"/runs/{run_id}"))
-    wait_for(browser, lambda b: b.find_element(By.ID, "run-status").text == "PROCESSING")
-    assert browser.find_element(By.ID, "me").text == BOB
-    assert f"belongs to {ALICE}" in browser.find_element(By.ID, "private").text
+    wait_for(browser, lambda b: text(b, "#run-status") == "PROCESSING")
+    assert text(browser, "#me") == BOB
+    assert f"belongs to {ALICE}" in text(browser, "#private")
     assert not browser.find_elements(By.ID, "halt")
     shoot(browser, "run-of-another")
     status, body = bobs.fetch(f"/v1/runs/{run_id}/halt", method="POST")

@@ -27,12 +27,12 @@ from urllib.parse import quote, urlencode
 import aiohttp
 from aiohttp import web
 
+from .. import routes as R
 from . import views
 
 STATIC = Path(__file__).parent / "static"
 FINAL = ("COMPLETED", "FAILED", "HALTED")
 POLL = 0.5  # seconds between looks at what a page shows
-MAX_LIMIT = 10_000  # the daemon's largest page of runs
 KEEPALIVE = 15.0
 
 
@@ -221,15 +221,15 @@ async def runs_view(d: Daemon, request: web.Request) -> dict:
     owner, name = _q(request, "owner"), _q(request, "name")
     base = {k: _q(request, k) for k in ("status", "experiment") if _q(request, k)}
     if owner or name:  # the daemon filters by status and experiment; these are ours
-        body = await d.get("/v1/runs?" + urlencode({**base, "limit": MAX_LIMIT}))
+        body = await d.get(R.LIST_RUNS.url(**base, limit=R.MAX_LIMIT))
         rows = [r for r in body["runs"] if views.matches(r, owner, name)]
         total, rows = len(rows), rows[offset : offset + limit]
     else:
-        body = await d.get("/v1/runs?" + urlencode({**base, "limit": limit, "offset": offset}))
+        body = await d.get(R.LIST_RUNS.url(**base, limit=limit, offset=offset))
         rows, total = body["runs"], body["total"]
     positions, queued = {}, None
     if any(r["status"] == "QUEUED" for r in rows):
-        q = await d.get(f"/v1/runs?status=QUEUED&limit={MAX_LIMIT}")
+        q = await d.get(R.LIST_RUNS.url(status="QUEUED", limit=R.MAX_LIMIT))
         queued = q["total"]
         positions = views.queue_positions(q["runs"], q["total"])
     return {
@@ -243,27 +243,27 @@ async def runs_view(d: Daemon, request: web.Request) -> dict:
 
 async def run_view(d: Daemon, run_id: str) -> dict:
     try:
-        run = await d.get(f"/v1/runs/{quote(run_id)}")
+        run = await d.get(R.SHOW_RUN.url(id=run_id))
     except Refused as exc:
         if exc.status != 403:
             raise
         # another's run: what the queue shows of it (its details are its owner's)
-        listed = await d.get(f"/v1/runs?limit={MAX_LIMIT}")
+        listed = await d.get(R.LIST_RUNS.url(limit=R.MAX_LIMIT))
         run = next((r for r in listed["runs"] if r["id"] == run_id), None)
         if run is None:
             raise
         run["private"] = str(exc)
     if run["status"] == "QUEUED":
-        q = await d.get(f"/v1/runs?status=QUEUED&limit={MAX_LIMIT}")
+        q = await d.get(R.LIST_RUNS.url(status="QUEUED", limit=R.MAX_LIMIT))
         run["position"] = views.queue_positions(q["runs"], q["total"]).get(run["id"])
     if run["status"] in FINAL:
         with contextlib.suppress(Refused):
-            run["files"] = (await d.get(f"/v1/runs/{quote(run_id)}/results"))["files"]
+            run["files"] = (await d.get(R.RESULTS.url(id=run_id)))["files"]
     return run
 
 
 async def experiment_view(d: Daemon, exp_id: str) -> dict:
-    e = await d.get(f"/v1/experiments/{quote(exp_id)}?curves=1")
+    e = await d.get(R.SHOW_EXPERIMENT.url(id=exp_id, curves=1))
     trials = e.get("runs", [])
     e["curves"] = views.aligned({t["id"]: t.pop("curve", []) for t in trials})
     e["scatter"] = [views.objective_vs(trials, h) for h in views.hyperparameter_names(trials)]
@@ -272,7 +272,7 @@ async def experiment_view(d: Daemon, exp_id: str) -> dict:
 
 
 async def machine_view(d: Daemon) -> dict:
-    status, gpus = await asyncio.gather(d.get("/v1/status"), d.get("/v1/gpus"))
+    status, gpus = await asyncio.gather(d.get(R.STATUS.url()), d.get(R.GPUS.url()))
     return {"status": status, "gpus": gpus["gpus"]}
 
 
@@ -281,7 +281,7 @@ async def metrics_view(d: Daemon, run_id: str, request: web.Request) -> dict:
         target = min(max(int(request.query.get("points", views.MAX_POINTS)), 10), 20_000)
     except ValueError:
         raise Refused(400, {"error": {"message": "points: a whole number"}}) from None
-    body = await d.get(f"/v1/runs/{quote(run_id)}/metrics")
+    body = await d.get(R.METRICS.url(id=run_id))
     points = body["points"]
     return {
         "id": run_id,
@@ -328,7 +328,7 @@ async def watch(fetch: Callable[[], Awaitable[object]], name: str, until=None):
 
 async def follow_log(d: Daemon, run_id: str, offset: int):
     """The run's log from byte `offset`, as text chunks, until the run ends."""
-    path = f"/v1/runs/{quote(run_id)}/logs?follow=1&offset={offset}"
+    path = R.LOGS.url(id=run_id, follow=1, offset=offset)
     tail = b""
     with contextlib.suppress(Refused, aiohttp.ClientError):
         async for chunk in d.lines(path):
@@ -346,7 +346,7 @@ async def follow_log(d: Daemon, run_id: str, offset: int):
 
 async def follow_metrics(d: Daemon, run_id: str, after: int):
     """New metric points after seq `after`, in batches, until the run ends."""
-    path = f"/v1/runs/{quote(run_id)}/metrics?follow=1&after={after}"
+    path = R.METRICS.url(id=run_id, follow=1, after=after)
     buffer = b""
     with contextlib.suppress(Refused, aiohttp.ClientError):
         async for chunk in d.lines(path):

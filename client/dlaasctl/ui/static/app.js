@@ -8,7 +8,8 @@ const page = document.getElementById("page");
 let me = { uid: -1, name: "", privileged: false };
 let stream = null; // the current view's EventSource
 let charts = []; // the current view's uPlot charts
-window.dlaas = { charts: {} }; // for the browser tests: each chart's data by name
+// for the browser tests and benchmarks/ui.py: each chart by name, and each render's time
+window.dlaas = { charts: {}, renders: [] };
 
 // --- helpers ----------------------------------------------------------------------------
 
@@ -116,6 +117,7 @@ function runsView(params) {
   live(`/ui/events/runs?${q}`, { runs: showRuns });
 
   function showRuns(data) {
+    const start = performance.now();
     const body = $("#runs tbody");
     body.innerHTML = data.runs
       .map(
@@ -132,6 +134,7 @@ function runsView(params) {
     $("#pager").innerHTML = `<span id="count">${from}–${to} of ${data.total}</span>
       ${data.offset > 0 ? `<a href="${nav(Math.max(data.offset - limit, 0))}">newer</a>` : ""}
       ${to < data.total ? `<a href="${nav(data.offset + limit)}">older</a>` : ""}`;
+    window.dlaas.renders.push({ at: start, took: performance.now() - start, ids: data.runs.map((r) => r.id) });
   }
 }
 
@@ -219,9 +222,14 @@ async function runView(id) {
     const acts = [];
     if (mayAct(run) && !FINAL.includes(run.status)) acts.push(`<button class="danger" id="halt">Halt</button>`);
     if (mayAct(run) && FINAL.includes(run.status)) acts.push(`<button class="danger" id="delete">Delete</button>`);
+    if ($("#actions").innerHTML === acts.join("")) return showDetails(run); // buttons kept
     $("#actions").innerHTML = acts.join("");
     $("#halt")?.addEventListener("click", () => act("POST", `/v1/runs/${encodeURIComponent(id)}/halt`, "halt"));
     $("#delete")?.addEventListener("click", () => act("DELETE", `/v1/runs/${encodeURIComponent(id)}`, "delete"));
+    showDetails(run);
+  }
+
+  function showDetails(run) {
     const st = run.staging || {};
     const hp = Object.entries(run.hyperparameters || {}).map(([k, v]) => `${esc(k)}=${esc(JSON.stringify(v))}`).join(", ");
     $("#cards").innerHTML = `
