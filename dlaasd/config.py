@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 
 from dlaasctl.routes import MAX_PRIORITY as PRIORITY_BOUND
 
-from . import schema
+from . import executors, schema
 from .manifest import Bucket, Duration, PositiveInt, Size
 from .scheduler import Limits
 from .schema import Parse, Problem, Rule, SchemaError
@@ -48,6 +48,9 @@ def _uid_gid(value: object) -> str:
 
 
 UidGid = Annotated[str, Parse(_uid_gid, 'numeric "uid:gid", such as "65534:65534"')]
+ExecutorName = Annotated[
+    str, Rule(lambda v: v in executors.names(), f"one of: {', '.join(executors.names())}")
+]
 
 SYSTEM_CONFIG = Path("/etc/dlaas/dlaasd.yaml")
 
@@ -165,6 +168,7 @@ class Config:
     drop_settle: Duration
     drop_grace: Duration
     log_level: Literal["debug", "info", "warning", "error"]
+    executor: ExecutorName
     capacity: Capacity
     containers: Containers
     frameworks: dict[str, dict[str, str]]

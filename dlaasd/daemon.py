@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import __version__, admission, archive, diskspace, filemodes, manifest, secret
+from . import __version__, admission, archive, diskspace, executors, filemodes, manifest, secret
 from .codes import (
     ACTIVE,
     DOWNLOADING,
@@ -36,12 +36,12 @@ from .codes import (
 )
 from .config import PRIORITY_BOUND, Config
 from .database import Database, NotFound
+from .executors import ExecutorUnavailable
 from .gpus import GpuInventory
 from .lifecycle import Lifecycle
 from .minio_server import BundledMinio
 from .objectstore import DataCache, Endpoint, ObjectStore, StoreUnavailable, key_problem
 from .runfolder import RunFolder
-from .runner import DockerUnavailable, Runner
 from .scheduler import Fairness, FreeGpu, plan
 from .schema import Problem, SchemaError
 from .started import started_file
@@ -207,7 +207,7 @@ class Daemon:
         os.chmod(state, filemodes.reachable())
         self._lock = _lock(state / "dlaasd.lock")
         self.db = Database(state / "dlaas.db")
-        self.runner = Runner(daemon_label=str(state))
+        self.executor = executors.create(config, daemon_label=str(state))
         self.gpus = GpuInventory()
         self.cache = DataCache(state / "cache", config.cache.max_size)
         if config.store.bundled:
@@ -225,7 +225,7 @@ class Daemon:
             )
         self.objects = ObjectStore(endpoint, config.store.transfer_workers)
         self.lifecycle = Lifecycle(
-            config, self.db, self.runner, self.objects, self.cache, self.changed
+            config, self.db, self.executor, self.objects, self.cache, self.changed
         )
         self.vault = self.lifecycle.vault
         (state / "runs").mkdir(mode=filemodes.reachable(), exist_ok=True)
@@ -359,12 +359,14 @@ class Daemon:
         containers of runs that ended (left when the daemon died while tidying up)."""
         active = {r["id"] for r in self.db.in_status(ACTIVE)}
         try:
-            for run_id, cid in self.runner.containers_of_daemon():
+            for run_id, handle in self.executor.leftovers():
                 if run_id not in active:
-                    self.runner.remove(cid)
-        except DockerUnavailable as exc:
+                    self.executor.remove(handle)
+        except ExecutorUnavailable as exc:
             log.warning("event=sweep_skipped reason=%r", str(exc))
-        for run in self.db.in_status(ACTIVE):
+        # a cluster's executor was handed its QUEUED runs already: follow them again too
+        following = ACTIVE | {QUEUED} if self.executor.places_runs else ACTIVE
+        for run in self.db.in_status(following):
             log.info("event=recover run=%s status=%s", run["id"], run["status"])
             if run["halt_requested"]:
                 self.lifecycle.request_halt(run["id"])
@@ -373,7 +375,7 @@ class Daemon:
 
     async def stop(self) -> None:
         """Stop scheduling and following; leave containers running for the next start."""
-        self.lifecycle.stopping = True
+        self.lifecycle.shutdown()
         if self._scheduler:
             self._scheduler.cancel()
         for task in list(self.tasks.values()):
@@ -426,8 +428,8 @@ class Daemon:
 
     async def _ping(self) -> None:
         try:
-            ok, detail = await asyncio.to_thread(self.runner.ping)
-            self._docker_ok = (time.monotonic(), ok, detail)
+            health = await asyncio.to_thread(self.executor.health)
+            self._docker_ok = (time.monotonic(), health.ok, health.message)
         finally:
             self._pinging = None
 
@@ -440,6 +442,11 @@ class Daemon:
             return
         # no await from here on: a halt cannot slip in between reading the queue and placing
         queued = self.db.queued()
+        if self.executor.places_runs:  # a cluster's scheduler decides: hand them over now
+            for request in queued:
+                if request.run_id not in self.tasks:
+                    self._drive(request.run_id)
+            return
         held = self.held()
         free_gpus = [
             FreeGpu(g.uuid, g.name)
@@ -493,7 +500,7 @@ class Daemon:
 
         def done(_: asyncio.Task) -> None:
             self.tasks.pop(run_id, None)
-            self.lifecycle.halting.discard(run_id)
+            self.lifecycle.forget(run_id)
             self._wake.set()
 
         task.add_done_callback(done)
@@ -594,10 +601,10 @@ class Daemon:
         """An image not on this machine: refused now when pulling is off (S103, where
         the run would fail anyway), else said; the pull happens when the run starts."""
         try:
-            present = await asyncio.to_thread(self.runner.image_present, image)
-        except DockerUnavailable as exc:
+            present = await asyncio.to_thread(self.executor.image_present, image)
+        except ExecutorUnavailable as exc:
             return [f"Docker did not answer ({exc}); the image {image} was not checked"]
-        if present:
+        if present or present is None:  # None: only the nodes can tell
             return []
         if not self.config.containers.pull_missing_images:
             message = (
@@ -726,7 +733,7 @@ class Daemon:
         if status == STORING:
             raise Refused(409, f"{run_id} has finished training and is storing its results")
         reason = reason or f"halted by {caller.name}"
-        if status == QUEUED:
+        if status == QUEUED and run_id not in self.tasks:  # not handed to a cluster yet
             message = f"{reason} before it started"
             self.db.transition(run_id, HALTED, message, halt_requested=1, halt_reason=message)
             self.changed(run_id)

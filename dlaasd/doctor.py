@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .buckets import problem, store_name
+from .executors.local import LocalExecutor
 from .minio_server import MinioError, find_binary
 from .units import format_size
 
@@ -33,20 +34,20 @@ def _checks(daemon) -> list[Check]:
     checks = [_docker(daemon)]
     gpus = daemon.gpus.list()
     checks.append(_nvml(daemon, gpus))
-    if gpus and not any(g.simulated for g in gpus):
-        checks.append(_nvidia_runtime(daemon))
+    if gpus and not any(g.simulated for g in gpus) and isinstance(daemon.executor, LocalExecutor):
+        checks.append(_nvidia_runtime(daemon.executor))
     checks += [_store(daemon), _disk(daemon), _socket(daemon), *_images(daemon), *_drop(daemon)]
     return checks
 
 
 def _docker(daemon) -> Check:
-    ok, detail = daemon.runner.ping()
-    if ok:
-        return Check("docker", OK, f"Docker Engine {detail} answers")
+    health = daemon.executor.health()
+    if health.ok:
+        return Check("docker", OK, f"Docker Engine {health.message} answers")
     return Check(
         "docker",
         FAIL,
-        detail,
+        health.message,
         "start it: `sudo systemctl start docker` (or `sudo dockerd &`); install it "
         "with `sudo apt-get install docker.io` if missing",
     )
@@ -72,9 +73,9 @@ def _nvml(daemon, gpus) -> Check:
     )
 
 
-def _nvidia_runtime(daemon) -> Check:
+def _nvidia_runtime(executor: LocalExecutor) -> Check:
     try:
-        info = daemon.runner.client.info()
+        info = executor.client.info()
     except Exception as exc:
         return Check("nvidia-runtime", FAIL, f"cannot ask Docker: {exc}")
     runtimes = set(info.get("Runtimes", {}))
@@ -156,7 +157,7 @@ def _images(daemon) -> list[Check]:
     )
     for image in images:
         try:
-            present = daemon.runner.image_present(image)
+            present = daemon.executor.image_present(image)
         except Exception as exc:
             checks.append(Check(f"image {image}", FAIL, f"cannot ask Docker: {exc}"))
             continue

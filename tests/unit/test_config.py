@@ -258,3 +258,18 @@ def test_printable_leaves_empty_keys_empty(write):
     assert out["store"]["access_key"] == "" and out["store"]["secret_key"] == ""
     assert out["containers"]["halt_grace"] == 10.0
     json.dumps(out)  # plain data
+
+
+# --- the executor -----------------------------------------------------------------------
+
+
+def test_the_executor_is_local_by_default_and_names_come_from_the_package(write):
+    from dlaasd import executors
+
+    assert load(write()).executor == "local"
+    assert "local" in executors.names()
+
+
+def test_an_unknown_executor_is_refused_with_the_accepted_names(write):
+    (p,) = problems(write("executor: nomad\n"))
+    assert p.path == "executor" and "one of: local" in p.message and p.line == 4

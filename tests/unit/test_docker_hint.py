@@ -5,7 +5,7 @@ from __future__ import annotations
 import docker
 import requests
 
-from dlaasd.runner import _docker_hint
+from dlaasd.executors.local import _docker_hint
 
 
 def test_refused_user_is_told_about_the_docker_group():

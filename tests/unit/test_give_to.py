@@ -9,7 +9,7 @@ import zipfile
 
 import pytest
 
-from dlaasd.lifecycle import _prepare_job
+from dlaasd.phases.stage_in import prepare_job
 from dlaasd.runfolder import RunFolder
 
 pytestmark = pytest.mark.needs_root  # chown to another user
@@ -47,7 +47,7 @@ def test_a_resumed_job_folder_is_taken_back_before_dlaasd_writes_in_it(tmp_path)
     folder.root.mkdir(parents=True)
     with zipfile.ZipFile(folder.model_zip, "w") as zf:
         zf.writestr("train.py", "print('hi')\n")
-    _prepare_job(folder, None, (OTHER, OTHER))  # the first time
+    prepare_job(folder, None, (OTHER, OTHER))  # the first time
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     shutil.rmtree(folder.model_code)
@@ -56,7 +56,7 @@ def test_a_resumed_job_folder_is_taken_back_before_dlaasd_writes_in_it(tmp_path)
     (folder.job / ".dlaas").symlink_to(elsewhere)
     (folder.data / "sub").symlink_to(elsewhere)  # where the stage-in would link the data
 
-    _prepare_job(folder, {"lr": 0.1}, (OTHER, OTHER))  # the resume
+    prepare_job(folder, {"lr": 0.1}, (OTHER, OTHER))  # the resume
 
     assert list(elsewhere.iterdir()) == []
     assert not folder.model_code.is_symlink()

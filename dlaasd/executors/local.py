@@ -1,10 +1,11 @@
-"""Docker, through docker-py: create, start, wait, stop, and find containers again.
+"""The local executor: Docker on this machine, through docker-py. A learner is a
+container; its handle is the container's id.
 
 Every container carries the label `dlaas.run-id`, so a restarted daemon finds the runs
 it left. The training's output goes to $LOG_DIR/training-log.txt from inside the
 container, so it keeps being written while the daemon is down.
 
-All calls block; the lifecycle runs them in threads.
+All calls block; the phases run them in threads.
 """
 
 from __future__ import annotations
@@ -12,81 +13,46 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import docker
 import docker.errors
 import requests
 from docker.types import DeviceRequest, Mount
 
-from .codes import RunError
-from .runfolder import OOM_MARK
+from ..codes import RunError
+from ..learners import entrypoint
+from . import (
+    LABEL_DAEMON,
+    LABEL_LEARNER,
+    LABEL_RUN,
+    Executor,
+    ExecutorUnavailable,
+    Exit,
+    Found,
+    Health,
+    LearnerSpec,
+)
+
+if TYPE_CHECKING:
+    from ..config import Config
 
 log = logging.getLogger(__name__)
 
-LABEL_RUN = "dlaas.run-id"
-LABEL_LEARNER = "dlaas.learner"
-LABEL_DAEMON = "dlaas.daemon"  # the state folder of the dlaasd that started it
 
-# The command runs under `sh -c` in MODEL_DIR; its output goes to the training log. On
-# halt, tini sends SIGTERM to the whole group; the traps keep the shells alive until the
-# training has handled it (a shell that died first would end the container at once).
-# Docker's OOMKilled is not set by every engine (Debian's 20.10 on cgroup v1 leaves it
-# false), so once the command ends the shell also notes the cgroup's OOM kills, if any.
-SCRIPT_HEAD = """exec >>"$LOG_DIR/training-log.txt" 2>&1
-trap "exit 143" TERM
-(trap "exit 143" TERM
-"""
-SCRIPT_TAIL = f"""
-)
-rc=$?
-n=$(sed -n 's/^oom_kill //p' /sys/fs/cgroup/memory.events \\
-  /sys/fs/cgroup/memory/memory.oom_control 2>/dev/null | head -n 1)
-[ "${{n:-0}}" -gt 0 ] && echo "$n" >"$LOG_DIR/{OOM_MARK}"
-exit $rc
-"""
+def create(config: Config, daemon_label: str) -> LocalExecutor:
+    return LocalExecutor(daemon_label)
 
 
-@dataclass
-class ContainerSpec:
-    run_id: str
-    learner: int
-    image: str
-    command: str
-    env: dict[str, str]
-    user: str  # uid:gid
-    cpus: float
-    memory: int
-    mounts: list[tuple[str, str, bool]]  # (host path, container path, read only)
-    gpus: list[str] = field(default_factory=list)  # UUIDs for the NVIDIA runtime
-    network: bool = False
-    pids_limit: int = 4096
-    cap_add: list[str] = field(default_factory=list)
-    labels: dict[str, str] = field(default_factory=dict)  # beside dlaasd's own
-    # Docker's network mode when set ("host": a cluster's learners reach each other
-    # across nodes); else none, or bridge where the manifest may use the network
-    network_mode: str = ""
-
-    @property
-    def name(self) -> str:
-        return f"dlaas-{self.run_id}" + (f"-{self.learner}" if self.learner > 1 else "")
+class DockerUnavailable(ExecutorUnavailable):
+    place = "the Docker Engine"
 
 
-@dataclass
-class Exit:
-    code: int
-    oom_killed: bool
-    error: str = ""
-    # Docker answers a wait on a container that was created but never started with
-    # exit code 0 at once: that is no training, whatever the code says
-    started: bool = True
+class LocalExecutor(Executor):
+    places_runs = False  # dlaasd's FIFO places runs on this machine's GPUs
+    stages_data = False  # the daemon stages in and out, in the run's folder
 
-
-class DockerUnavailable(Exception):
-    pass
-
-
-class Runner:
     def __init__(self, daemon_label: str = "") -> None:
         self.daemon_label = daemon_label
         self._client: docker.DockerClient | None = None
@@ -102,13 +68,13 @@ class Runner:
                 raise DockerUnavailable(_docker_hint(exc)) from exc
         return self._client
 
-    def ping(self) -> tuple[bool, str]:
+    def health(self) -> Health:
         try:
             version = self.client.version()
-            return True, version.get("Version", "?")
+            return Health(True, version.get("Version", "?"))
         except (DockerUnavailable, docker.errors.DockerException, requests.RequestException) as exc:
             self._client = None
-            return False, _docker_hint(exc)
+            return Health(False, _docker_hint(exc))
 
     # --- images ----------------------------------------------------------------
 
@@ -121,7 +87,7 @@ class Runner:
         except requests.RequestException as exc:
             raise DockerUnavailable(_docker_hint(exc)) from exc
 
-    def ensure_image(self, image: str, pull: bool) -> None:
+    def prepare(self, image: str, pull: bool) -> None:
         seen = self._images_seen.get(image)
         if seen and time.monotonic() - seen < 300:  # one inspect less on the way to a start;
             return  # an image removed since then fails the create with S103 anyway
@@ -150,7 +116,18 @@ class Runner:
 
     # --- containers ------------------------------------------------------------
 
-    def start(self, spec: ContainerSpec) -> str:
+    def start(self, specs: Sequence[LearnerSpec]) -> list[str]:
+        started: list[str] = []
+        try:
+            for spec in specs:
+                started.append(self._start(spec))
+        except RunError:
+            for cid in started:
+                self.remove(cid)
+            raise
+        return started
+
+    def _start(self, spec: LearnerSpec) -> str:
         """Create and start a container; return its id. RunError S101 if it cannot start.
 
         The low-level API: the high-level one inspects after every call, and a run's start
@@ -158,11 +135,13 @@ class Runner:
         api = self.client.api
         device_requests = []
         if spec.gpus:
-            device_requests.append(DeviceRequest(device_ids=spec.gpus, capabilities=[["gpu"]]))
+            device_requests.append(
+                DeviceRequest(device_ids=list(spec.gpus), capabilities=[["gpu"]])
+            )
         host_config = api.create_host_config(
             network_mode=spec.network_mode or ("bridge" if spec.network else "none"),
             cap_drop=["ALL"],
-            cap_add=spec.cap_add or None,
+            cap_add=list(spec.cap_add) or None,
             security_opt=["no-new-privileges"],
             init=True,  # tini forwards halt's SIGTERM to the whole process group
             nano_cpus=int(spec.cpus * 1e9),
@@ -171,14 +150,15 @@ class Runner:
             shm_size=max(64 * 1024**2, spec.memory // 4),
             pids_limit=spec.pids_limit,
             mounts=[
-                Mount(target=c, source=h, type="bind", read_only=ro) for h, c, ro in spec.mounts
+                Mount(target=m.target, source=m.source, type="bind", read_only=m.read_only)
+                for m in spec.mounts
             ],
             device_requests=device_requests or None,
             log_config={"type": "json-file", "config": {"max-size": "1m"}},
         )
-        create = dict(
+        create: dict[str, Any] = dict(
             image=spec.image,
-            entrypoint=["/bin/sh", "-c", SCRIPT_HEAD + spec.command + SCRIPT_TAIL],
+            entrypoint=entrypoint(spec.command),
             name=spec.name,
             labels={
                 **spec.labels,
@@ -193,7 +173,7 @@ class Runner:
         )
         try:
             try:
-                cid = api.create_container(**create)["Id"]
+                cid: str = api.create_container(**create)["Id"]
             except docker.errors.APIError as exc:
                 if exc.status_code != 409:
                     raise
@@ -210,7 +190,7 @@ class Runner:
         except requests.RequestException as exc:
             raise DockerUnavailable(_docker_hint(exc)) from exc
         try:
-            with engine():  # an engine that went away: the lifecycle waits, then tries again
+            with engine():  # an engine that went away: the phase waits, then tries again
                 api.start(cid)
         except docker.errors.APIError as exc:
             with engine():
@@ -219,38 +199,34 @@ class Runner:
         log.info("event=container_start run=%s container=%s", spec.run_id, cid[:12])
         return cid
 
-    def _labelled(self, label: str) -> list[dict]:
+    def _labelled(self, label: str) -> list[dict[str, Any]]:
         """Containers with `label` (low-level: the high-level list inspects each one)."""
         try:
-            return self.client.api.containers(all=True, filters={"label": label})
+            found: list[dict[str, Any]] = self.client.api.containers(
+                all=True, filters={"label": label}
+            )
+            return found
         except requests.RequestException as exc:
             raise DockerUnavailable(_docker_hint(exc)) from exc
 
-    def find(self, run_id: str) -> list[str]:
-        """Ids of the containers of a run, learner 1 first."""
-        return [cid for cid, _ in sorted(self.learners(run_id).items())]
-
-    def learners(self, run_id: str) -> dict[int, tuple[str, bool]]:
-        """learner -> (container id, whether it ever started) for a run's containers. One
-        only created (the daemon died between create and start) has not trained at all."""
+    def find(self, run_id: str) -> dict[int, Found]:
+        """One only created (the daemon died between create and start) has not trained."""
         return {
-            int(c["Labels"].get(LABEL_LEARNER, "1")): (c["Id"], c.get("State") != "created")
+            int(c["Labels"].get(LABEL_LEARNER, "1")): Found(c["Id"], c.get("State") == "created")
             for c in self._labelled(f"{LABEL_RUN}={run_id}")
         }
 
-    def containers_of_daemon(self) -> list[tuple[str, str]]:
-        """(run id, container id) of every container this daemon started."""
+    def leftovers(self) -> list[tuple[str, str]]:
         found = self._labelled(f"{LABEL_DAEMON}={self.daemon_label}")
         return [(c["Labels"].get(LABEL_RUN, ""), c["Id"]) for c in found]
 
-    def wait(self, container_id: str, timeout: float | None) -> Exit | None:
-        """Block until the container exits (its Exit), or None after `timeout` seconds."""
+    def wait(self, handle: str, timeout: float | None) -> Exit | None:
         try:
             with engine():
-                self.client.api.wait(container_id, timeout=timeout)
+                self.client.api.wait(handle, timeout=timeout)
         except TimedOut:
             return None
-        return self.exit_info(container_id)
+        return self.exit_info(handle)
 
     def exit_info(self, container_id: str) -> Exit:
         with engine():
@@ -262,14 +238,16 @@ class Runner:
             started=not state.get("StartedAt", "").startswith("0001-01-01"),
         )
 
-    def stop(self, container_id: str, grace: float) -> None:
-        """SIGTERM, then SIGKILL after `grace` seconds."""
+    def stop(self, handle: str, grace: float) -> None:
         with engine(), contextlib.suppress(docker.errors.NotFound):
-            self.client.api.stop(container_id, timeout=int(max(grace, 1)))
+            self.client.api.stop(handle, timeout=int(max(grace, 1)))
 
-    def remove(self, container_id: str) -> None:
+    def remove(self, handle: str) -> None:
         with engine(), contextlib.suppress(docker.errors.NotFound):
-            self.client.api.remove_container(container_id, force=True)
+            self.client.api.remove_container(handle, force=True)
+
+    def phase(self, run_id: str) -> str | None:
+        return None  # the daemon stages, so it knows
 
 
 class TimedOut(Exception):
@@ -277,7 +255,7 @@ class TimedOut(Exception):
 
 
 @contextlib.contextmanager
-def engine():
+def engine() -> Iterator[None]:
     """Transport failures (the engine stopped, or restarts) become DockerUnavailable,
     which the lifecycle waits out; a read timeout becomes TimedOut."""
     try:
