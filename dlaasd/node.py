@@ -22,7 +22,7 @@ Every step reports to the job's report folder, one JSON file per learner
 dlaasd reads. The exit status is 0 when the report says how it went (even a failed
 training), non-zero only when nothing could be reported.
 
-The staging and the container are the daemon's own code (objectstore, runner): the same
+The staging and the container are the daemon's own code (objectstore, the local executor): the same
 cache, the same container spec, environment and isolation as a run on the local executor.
 """
 
@@ -38,13 +38,14 @@ import signal
 import socket
 import sys
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from .codes import DOWNLOADING, PROCESSING, STORING, RunError
+from .executors import Exit, LearnerSpec, Mount
+from .executors.local import LocalExecutor
 from .objectstore import DataCache, Endpoint, ObjectStore, StoreUnavailable, Transfer
 from .runfolder import IN_CONTAINER, RunFolder
-from .runner import ContainerSpec, Exit, Runner
 
 log = logging.getLogger("dlaasd.node")
 
@@ -70,7 +71,7 @@ class NodeJob:
     run_folder: str  # the run's folder (its job/ is mounted at /job); shared with dlaasd
     report_dir: str  # where the node reports (outside the job folder: not the training's)
     node_dir: str  # a folder on each node: its data cache, the runs' staged data
-    specs: list[ContainerSpec]  # one per learner, as the local executor would start them
+    specs: list[LearnerSpec]  # one per learner, as the local executor would start them
     data: Location | None  # the training data, or None (no data, or a mounted volume)
     results: Location
     daemon_label: str = ""  # dlaasd's state folder, on the containers it owns
@@ -106,9 +107,10 @@ class NodeJob:
         os.replace(tmp, path)
 
 
-def _spec(raw: dict) -> ContainerSpec:
-    raw = {**raw, "mounts": [tuple(m) for m in raw["mounts"]]}
-    return ContainerSpec(**raw)
+def _spec(raw: dict) -> LearnerSpec:
+    mounts = tuple(Mount(**m) for m in raw["mounts"])
+    tuples = {k: tuple(raw[k]) for k in ("gpus", "cap_add") if k in raw}
+    return LearnerSpec(**{**raw, "mounts": mounts, **tuples})
 
 
 # --- reports ------------------------------------------------------------------------
@@ -192,29 +194,27 @@ def node_spec(
     visible: list[str],
     master: str,
     labels: dict[str, str],
-) -> ContainerSpec:
+) -> LearnerSpec:
     """The daemon's spec for this learner, on this node: the data staged here, the GPUs
     the cluster gave (`gpus` for the runtime, `visible` for CUDA_VISIBLE_DEVICES), the
     torchrun variables and the cluster's label."""
     spec = job.specs[learner - 1]
-    mounts = [
-        (str(data_dir), c, ro) if c == IN_CONTAINER["DATA_DIR"] and data_dir else (h, c, ro)
-        for h, c, ro in spec.mounts
-    ]
+    mounts = tuple(
+        replace(m, source=str(data_dir)) if m.target == IN_CONTAINER["DATA_DIR"] and data_dir else m
+        for m in spec.mounts
+    )
     env = {
         **spec.env,
         "CUDA_VISIBLE_DEVICES": ",".join(visible),
         **torchrun_env(learner, len(job.specs), master, job.torchrun_port),
     }
-    return ContainerSpec(
-        **{
-            **asdict(spec),
-            "mounts": mounts,
-            "env": env,
-            "gpus": gpus,
-            "labels": {**spec.labels, **labels},
-            "network_mode": job.network or spec.network_mode,
-        }
+    return replace(
+        spec,
+        mounts=mounts,
+        env=env,
+        gpus=tuple(gpus),
+        labels={**spec.labels, **labels},
+        network_mode=job.network or spec.network_mode,
     )
 
 
@@ -250,7 +250,7 @@ def train(job: NodeJob, learner: int, env: dict[str, str]) -> Report:
     save()
     stopping = threading.Event()
     container: list[str] = []  # the container once started: what a SIGTERM stops
-    runner = Runner(daemon_label=job.daemon_label)
+    runner = LocalExecutor(daemon_label=job.daemon_label)
 
     def on_term(signum, frame) -> None:
         stopping.set()
@@ -285,10 +285,10 @@ def train(job: NodeJob, learner: int, env: dict[str, str]) -> Report:
             env.get("DLAAS_MASTER_ADDR", "127.0.0.1"),
             labels,
         )
-        runner.ensure_image(spec.image, job.pull_images)
+        runner.prepare(spec.image, job.pull_images)
         report.phase = PROCESSING
         save()
-        container.append(runner.start(spec))
+        container.extend(runner.start([spec]))
         if stopping.is_set():  # the signal came while the container was being made
             runner.stop(container[0], job.halt_grace)
         ended = None

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import docker
 
+from dlaasd.executors import LearnerSpec, Mount
 from dlaasd.minio_server import free_port
 from dlaasd.node import (
     LABEL_SLURM_JOB,
@@ -24,7 +25,6 @@ from dlaasd.node import (
 )
 from dlaasd.objectstore import Endpoint
 from dlaasd.runfolder import IN_CONTAINER, RunFolder
-from dlaasd.runner import ContainerSpec
 from dlaasd.slurm import Request, Site, batch_script
 from dlaasd.slurm import submit as submit_script
 from tests.harness import PYTHON_IMAGE, short_tmp
@@ -80,16 +80,20 @@ def _node_job(root: Path, minio, learners: int, command: str) -> NodeJob:
             "HOME": "/tmp",
         }
         specs.append(
-            ContainerSpec(
+            LearnerSpec(
                 run_id="training-node",
                 learner=learner,
+                learners=learners,
                 image=PYTHON_IMAGE,
                 command="sh train.sh",
                 env=env,
                 user="65534:65534",
                 cpus=0.5,
                 memory=256 * 1024**2,
-                mounts=[(str(folder.job), "/job", False), (str(folder.data), "/job/data", True)],
+                mounts=(
+                    Mount(str(folder.job), "/job", False),
+                    Mount(str(folder.data), "/job/data", True),
+                ),
             )
         )
     os.chown(folder.job, 65534, 65534)
