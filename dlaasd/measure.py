@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -109,28 +110,41 @@ class Nvml:
 _nvml: Nvml | None = None
 
 
-def sample(containers: list[str], gpus_per_learner: list[list[str]], measured: dict) -> dict:
-    """A new `measured` (learner -> figures) with one sample of every learner."""
+def sample(
+    containers: list[str],
+    gpus_per_learner: list[list[str]],
+    measured: dict,
+    read: Callable[[str], dict] = cgroup_reading,
+) -> dict:
+    """A new `measured` (learner -> figures) with one sample of every learner. `read`:
+    what a learner used so far (the executor's `usage`)."""
     global _nvml
     if _nvml is None:
         _nvml = Nvml()
     out = dict(measured)
     for n, cid in enumerate(containers, start=1):
         gpus = gpus_per_learner[n - 1] if n <= len(gpus_per_learner) else []
-        reading = cgroup_reading(cid)
+        reading = read(cid)
         util = _nvml.utilization(gpus)
         if reading or util is not None:
             out[str(n)] = merge(measured.get(str(n)) or {}, reading, util)
     return out
 
 
-async def follow(db, run_id: str, containers: list[str], gpus: list[list[str]], ended) -> None:
+async def follow(
+    db,
+    run_id: str,
+    containers: list[str],
+    gpus: list[list[str]],
+    ended,
+    read: Callable[[str], dict] = cgroup_reading,
+) -> None:
     """Sample a run's learners until `ended` is set, keeping the figures in the database."""
     measured = db.get(run_id).get("measured") or {}
     count = 0
     while not ended.is_set():
         try:
-            latest = await asyncio.to_thread(sample, containers, gpus, measured)
+            latest = await asyncio.to_thread(sample, containers, gpus, measured, read)
         except Exception:  # a figure we cannot read must not end the run
             log.exception("event=measure_error run=%s", run_id)
             latest = measured

@@ -145,6 +145,11 @@ class Executor(Protocol):
         """Remove what is left of an ended learner; nothing if already gone."""
         ...
 
+    def usage(self, handle: str) -> dict[str, int]:
+        """What a running learner used so far: "cpu_ns" (CPU time) and "memory_peak"
+        (bytes), each left out where not known (usage accounting samples it)."""
+        ...
+
     def leftovers(self) -> list[tuple[str, str]]:
         """(run id, handle) of every learner this daemon started that still exists."""
         ...

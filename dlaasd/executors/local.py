@@ -21,6 +21,7 @@ import docker.errors
 import requests
 from docker.types import DeviceRequest, Mount
 
+from .. import measure
 from ..codes import RunError
 from ..learners import entrypoint
 from . import (
@@ -215,6 +216,9 @@ class LocalExecutor(Executor):
             int(c["Labels"].get(LABEL_LEARNER, "1")): Found(c["Id"], c.get("State") == "created")
             for c in self._labelled(f"{LABEL_RUN}={run_id}")
         }
+
+    def usage(self, handle: str) -> dict[str, int]:
+        return measure.cgroup_reading(handle)  # read from the host: no call to the engine
 
     def leftovers(self) -> list[tuple[str, str]]:
         found = self._labelled(f"{LABEL_DAEMON}={self.daemon_label}")

@@ -80,7 +80,7 @@ async def train(
     gpus = run.get("gpus") or []
     per_learner = [gpus[(n - 1) * m.gpus : n * m.gpus] for n in learner_of.values()]
     sampler = asyncio.create_task(
-        measure.follow(ctx.db, run_id, list(learner_of), per_learner, ended)
+        measure.follow(ctx.db, run_id, list(learner_of), per_learner, ended, ctx.executor.usage)
     )
     try:
         waited = await _wait_all(ctx, run_id, learner_of, deadline)
