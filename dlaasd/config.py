@@ -156,6 +156,24 @@ class PrometheusSettings:
     address: TcpAddress
 
 
+def _url(value: object) -> str:
+    if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+        raise ValueError("")
+    return value
+
+
+WebhookUrl = Annotated[str, Parse(_url, "a URL such as http://127.0.0.1:8080/hook")]
+
+
+@dataclass
+class NotifySettings:
+    command: list[str]
+    webhooks: list[WebhookUrl]
+    allowed_webhooks: list[WebhookUrl]
+    timeout: Duration
+    retry_for: Duration
+
+
 @dataclass
 class Config:
     state_dir: str
@@ -177,6 +195,7 @@ class Config:
     results: Results
     fair_share: FairShare
     prometheus: PrometheusSettings
+    notify: NotifySettings
     # Where the settings came from, for --print-config and error messages.
     source: str = field(default="embedded defaults", init=False)
 

@@ -21,7 +21,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import __version__, admission, archive, diskspace, executors, filemodes, manifest, secret
+from . import (
+    __version__,
+    admission,
+    archive,
+    diskspace,
+    executors,
+    filemodes,
+    manifest,
+    notifications,
+    secret,
+)
 from .codes import (
     ACTIVE,
     DOWNLOADING,
@@ -593,9 +603,25 @@ class Daemon:
                 else "it cannot run here"
             )
             raise refused(exc, f"{refusal}: {what}; nothing was queued") from None
+        self._check_notify(m, refusal)
         admitted.warnings += await self._check_image(m, admitted.image, refusal)
         admitted.warnings += await self._check_data_store(m)
         return admitted
+
+    def _check_notify(self, m: manifest.Manifest, refusal: str) -> None:
+        """A manifest's webhooks only where the config allows them (notify.allowed_webhooks)."""
+        allowed = self.config.notify.allowed_webhooks
+        problems = [
+            Problem(
+                f"notify.webhooks[{i}]",
+                f"{url!r} is not allowed here; allowed: "
+                + (", ".join(f"{p}..." for p in allowed) or "none (notify.allowed_webhooks)"),
+            )
+            for i, url in enumerate(m.notify.webhooks if m.notify else [])
+            if not notifications.allowed(url, allowed)
+        ]
+        if problems:
+            raise Refused(400, f"{refusal}: a webhook the config does not allow", None, problems)
 
     async def _check_image(self, m: manifest.Manifest, image: str, refusal: str) -> list[str]:
         """An image not on this machine: refused now when pulling is off (S103, where

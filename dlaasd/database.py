@@ -7,9 +7,10 @@ WAL mode, so readers (the API) never wait for the scheduler's writes. JSON colum
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,6 +19,8 @@ import sqlite_utils
 from . import accounting
 from .codes import FINAL
 from .scheduler import Request
+
+log = logging.getLogger(__name__)
 
 JSON_COLUMNS = ("gpus", "staging", "outcome", "hyperparameters", "warnings", "measured")
 # What a listing shows: not the manifest, staging or outcome, which only `show` needs.
@@ -61,6 +64,22 @@ RUN_COLUMNS = {
     "warnings": str,  # JSON list: what submit said about the manifest
     "measured": str,  # JSON: learner -> what its container used (dlaasd/measure.py)
     "priority": int,  # higher starts first (fair_share); FIFO within a priority
+}
+
+OUTBOX_COLUMNS = {
+    "id": int,
+    "key": str,  # the idempotency key
+    "kind": str,  # webhook | command
+    "target": str,
+    "subject": str,  # the run's or experiment's id
+    "payload": str,  # JSON
+    "env": str,  # JSON
+    "attempts": int,
+    "next_try": float,  # epoch seconds
+    "created": float,
+    "delivered": float,
+    "gave_up": float,
+    "last_error": str,
 }
 
 # One row per ended run, kept after `delete` (Slurm's accounting outlives its jobs).
@@ -181,6 +200,13 @@ class Database:
             if name not in usage.columns_dict:
                 usage.add_column(name, kind)
         usage.create_index(["ended"], if_not_exists=True)
+        outbox = self.db["outbox"]  # notices of final statuses still to deliver
+        if not outbox.exists():
+            outbox.create(OUTBOX_COLUMNS, pk="id")
+        outbox.create_index(["key"], unique=True, if_not_exists=True)
+        outbox.create_index(["delivered", "next_try"], if_not_exists=True)
+        # called in the transaction of a final status: the outbox rows it makes
+        self.on_final: list[Callable[[Database, dict], list[dict]]] = []
 
     # --- reading ---------------------------------------------------------------
 
@@ -329,6 +355,15 @@ class Database:
             self._event(run_id, status, message)
             if status in FINAL:  # in the same transaction: no ended run without its usage
                 self.db["usage"].upsert(_usage_row(self.usage_now(run_id)), pk="run_id")
+                run = self.get(run_id)  # nor without its notices (at least once)
+                for hook in self.on_final:
+                    try:
+                        rows = hook(self, run)
+                    except Exception:  # no notice is worth a run's final status
+                        log.exception("event=on_final_failed run=%s", run_id)
+                        continue
+                    for row in rows:
+                        self.db["outbox"].insert(row, ignore=True)  # a key once
 
     def note(self, run_id: str, message: str) -> None:
         """Update the status message without a status change (retries, progress)."""
@@ -376,6 +411,39 @@ class Database:
         clause = (" where " + " and ".join(where)) if where else ""
         sql = f"select * from usage{clause} order by ended, run_id"
         return [_usage_json(r) for r in self.db.query(sql, params)]
+
+    # --- notifications (dlaasd/notifications.py) ----------------------------------------
+
+    def outbox_due(self, now: float, limit: int) -> list[dict]:
+        sql = (
+            "select * from outbox where delivered is null and gave_up is null and next_try <= ?"
+            " order by next_try, id limit ?"
+        )
+        return list(self.db.query(sql, [now, limit]))
+
+    def outbox(self, subject: str) -> list[dict]:
+        return list(self.db.query("select * from outbox where subject = ? order by id", [subject]))
+
+    def outbox_delivered(self, row_id: int) -> None:
+        with self.db.conn:
+            self.db["outbox"].update(row_id, {"delivered": datetime.now(UTC).timestamp()})
+
+    def outbox_retry(self, row_id: int, attempts: int, next_try: float, error: str) -> None:
+        with self.db.conn:
+            self.db["outbox"].update(
+                row_id, {"attempts": attempts, "next_try": next_try, "last_error": error}
+            )
+
+    def outbox_gave_up(self, row_id: int, attempts: int, error: str) -> None:
+        with self.db.conn:
+            self.db["outbox"].update(
+                row_id,
+                {
+                    "attempts": attempts,
+                    "gave_up": datetime.now(UTC).timestamp(),
+                    "last_error": error,
+                },
+            )
 
     # --- metrics ----------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ import sys
 
 import yaml
 
-from . import __version__, started
+from . import __version__, notifications, started
 from . import config as configuration
 from .api import PROMETHEUS, make_app, serve
 from .daemon import Daemon, StoreRefused
@@ -93,10 +93,19 @@ async def run(config: configuration.Config) -> None:
     experiments = Experiments(daemon)
     if config.results.mirror_to_drop_dir:
         daemon.lifecycle.after_store.append(inbox.mirror_results)
+    daemon.db.on_final.append(
+        notifications.final_hook(
+            config,
+            lambda run: {**daemon.describe(run, full=False), "usage": daemon.db.usage(run["id"])},
+            lambda exp_id: experiments.describe(daemon.db.experiment(exp_id)),
+        )
+    )
+    outbox = notifications.Outbox(daemon.db, config.notify)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await daemon.start()
+    outbox.start()  # what a killed daemon left to send, too
     await inbox.start()
     app = make_app(daemon, experiments)
     web_runner = await serve(app, config.socket_path, config.socket_group)
@@ -125,6 +134,7 @@ async def run(config: configuration.Config) -> None:
         if scrape_runner:
             await scrape_runner.cleanup()
         await inbox.stop()
+        await outbox.stop()
         await daemon.stop()
 
 

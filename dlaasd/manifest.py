@@ -144,6 +144,14 @@ class EvaluationMetrics:
 
 
 @dataclass
+class Notify:
+    """Extension: webhooks to tell of the run's final status (within the config's
+    notify.allowed_webhooks)."""
+
+    webhooks: list[str] = field(default_factory=list)
+
+
+@dataclass
 class Manifest:
     name: str = schema.spec(help="a short name for the run")
     framework: Framework = schema.spec(help="name, version and command")
@@ -160,6 +168,7 @@ class Manifest:
     timeout: Duration | None = None
     env: dict[str, EnvValue] = field(default_factory=dict)
     network: bool = False
+    notify: Notify | None = None
     # what submit says about keys taken another way or not used (see `parse`)
     notes: list[str] = field(default_factory=list, init=False)
 
