@@ -70,6 +70,17 @@ def test_a_user_at_their_limit_waits_and_another_users_later_run_starts(make_dae
     d.wait(alice[2], *HELD)
     for run_id in [*alice, bob]:
         d.ctl("halt", run_id)
+    for run_id in [*alice, bob]:
+        d.wait(run_id)
+
+    # usage: a user sees their own; root everyone's
+    mine = ctl_as(ALICE, d.socket, "usage", "--json")
+    assert mine.returncode == 0, mine.stderr
+    report = json.loads(mine.stdout)
+    assert not report["everyone"] and len(report["runs"]) == 3
+    assert {r["owner_name"] for r in report["runs"]} == {ALICE}
+    everyone = d.ctl_json("usage", "--by", "owner")
+    assert everyone["everyone"] and [g["key"] for g in everyone["groups"]] == [ALICE, BOB]
 
 
 def test_a_high_priority_run_submitted_last_starts_first(make_daemon, tmp_path):
