@@ -58,6 +58,8 @@ def test_usage_is_phase_times_times_resources_after_delete_and_restart(make_daem
     rows = list(csv.reader(io.StringIO(d.ctl("usage", "--csv", "--by", "day").stdout)))
     assert rows[0][:2] == ["day", "runs"] and rows[-1][0] == "total"
     assert float(rows[-1][2]) == u["gpu_seconds"]
+    table = d.ctl("usage").stdout
+    assert "GPU-H" in table and "every user's runs" in table
     assert d.ctl_json("usage", "--since", "1d")["total"]["runs"] == 1
     assert d.ctl_json("usage", "--until", "2000-01-01")["total"]["runs"] == 0
     bad = d.ctl("usage", "--since", "yesterday-ish")
