@@ -182,6 +182,15 @@ def test_a_run_is_seen_queued_then_completed_and_halted_from_the_browser(
     assert "of 1" in text(browser, "#capacity")  # CPUs: used of 1
     shoot(browser, "machine")
 
+    # usage: the two runs that ended, as `dlaasctl usage` counts them
+    usage = d.api.json("GET", "/v1/usage?since=1d")
+    assert usage["total"]["runs"] == 2
+    browser.get(dash.page("/usage?since=1d"))
+    wait_for(browser, lambda b: text(b, "tr.total td:nth-child(2)") == "2")
+    owner = usage["groups"][0]
+    assert text(browser, f'tr[data-key="{owner["key"]}"] td:nth-child(2)') == "2"
+    shoot(browser, "usage")
+
 
 TRAIN = (
     EMETRICS.replace("time.sleep(0.7)", "time.sleep(0.3)")

@@ -421,6 +421,12 @@ async def experiment_events(request: web.Request) -> web.StreamResponse:
     return await send_events(request, [watch(lambda: experiment_view(d, exp_id), "experiment")])
 
 
+async def usage_events(request: web.Request) -> web.StreamResponse:
+    d = daemon_of(request)
+    choice = {k: _q(request, k) or None for k in ("since", "until", "by")}
+    return await send_events(request, [watch(lambda: d.get(R.USAGE.url(**choice)), "usage")])
+
+
 async def machine_events(request: web.Request) -> web.StreamResponse:
     d = daemon_of(request)
     return await send_events(request, [watch(lambda: machine_view(d), "machine")])
@@ -445,6 +451,7 @@ def make_app(access: Access) -> web.Application:
     r.add_get("/ui/events/runs/{id}", run_events)
     r.add_get("/ui/events/experiments/{id}", experiment_events)
     r.add_get("/ui/events/machine", machine_events)
+    r.add_get("/ui/events/usage", usage_events)
     r.add_route("*", "/v1/{tail:.*}", forward)
 
     async def close(app: web.Application) -> None:

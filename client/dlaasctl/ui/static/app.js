@@ -404,6 +404,45 @@ function machineView() {
   });
 }
 
+// --- usage ----------------------------------------------------------------------------
+
+function usageView(params) {
+  const q = new URLSearchParams(params);
+  if (!q.get("since")) q.set("since", "7d");
+  const by = q.get("by") || "owner";
+  page.innerHTML = `<h1>Usage</h1>
+    <form class="filters" id="usage-form">
+      <label>ended since <input name="since" value="${esc(q.get("since"))}" size="12"></label>
+      <label>until <input name="until" value="${esc(q.get("until") || "")}" placeholder="now" size="12"></label>
+      <label>by <select name="by">${["owner", "day", "experiment", "framework"]
+        .map((b) => `<option${b === by ? " selected" : ""}>${b}</option>`)
+        .join("")}</select></label>
+      <button>Show</button> <span class="muted" id="who"></span>
+    </form>
+    <table id="usage"><thead><tr><th>${esc(by)}</th><th>runs</th><th>GPU time</th><th>CPU time held</th>
+      <th>CPU time used</th><th>memory GiB × time</th><th>waiting</th><th>staging in</th><th>training</th>
+      <th>storing</th></tr></thead><tbody></tbody></table>`;
+  $("#usage-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const f = new URLSearchParams(new FormData(e.target));
+    for (const [k, v] of [...f]) if (!v) f.delete(k);
+    location.hash = `#/usage?${f}`;
+  });
+  const h = (s) => {
+    s = Number(s || 0);
+    return s < 120 ? `${s.toFixed(1)} s` : s < 7200 ? `${(s / 60).toFixed(1)} min` : `${(s / 3600).toFixed(1)} h`;
+  };
+  const line = (g, cls = "") => `<tr class="${cls}" data-key="${esc(g.key)}"><td>${esc(g.key)}</td><td>${esc(g.runs)}</td>
+    <td>${h(g.gpu_seconds)}</td><td>${h(g.cpu_seconds)}</td><td>${h(g.cpu_used_seconds)}</td><td>${h(g.memory_gib_seconds)}</td>
+    <td>${h(g.waiting_seconds)}</td><td>${h(g.staging_in_seconds)}</td><td>${h(g.training_seconds)}</td><td>${h(g.storing_seconds)}</td></tr>`;
+  live(`/ui/events/usage?${q}`, {
+    usage: (u) => {
+      $("#who").textContent = u.everyone ? "everyone's runs" : "your runs";
+      $("#usage tbody").innerHTML = u.groups.map((g) => line(g)).join("") + line(u.total, "total");
+    },
+  });
+}
+
 // --- routing ----------------------------------------------------------------------------
 
 function route() {
@@ -415,6 +454,7 @@ function route() {
   if (parts[0] === "experiments" && parts[1]) return experimentView(parts[1]);
   if (parts[0] === "experiments") return experimentsView();
   if (parts[0] === "machine") return machineView();
+  if (parts[0] === "usage") return usageView(query || "");
   return runsView(query || "");
 }
 
