@@ -69,8 +69,17 @@ class Endpoint:
     streams: bool = False  # follow=1 streams JSON lines instead
 
 
+ACTING_AS = "dlaas.acting_as"  # set only on the dashboard's private socket (dashboard.py)
+# the app's dashboard.Dashboard, where the config enables one
+DASHBOARD = web.AppKey("dashboard", object)
+
+
 def caller_of(request: web.Request) -> Caller:
-    """Who is on the other end of the socket (SO_PEERCRED)."""
+    """Who is on the other end of the socket (SO_PEERCRED), or whom the daemon's own
+    dashboard asks for."""
+    acting = request.get(ACTING_AS)
+    if acting is not None:
+        return acting
     sock = request.transport.get_extra_info("socket") if request.transport else None
     if sock is None or sock.family != socket.AF_UNIX:
         return daemon_of(request).caller(os.geteuid(), os.getegid())
@@ -643,6 +652,18 @@ async def usage(request: web.Request) -> web.Response:
     )
 
 
+async def dashboard_url(request: web.Request) -> web.Response:
+    """The caller's own URL of the daemon's dashboard (a token of their own)."""
+    dashboard = request.app.get(DASHBOARD)
+    if dashboard is None:
+        raise Refused(
+            404,
+            "this daemon serves no dashboard (its config has no dashboard.address); "
+            "run `dlaasctl ui` for one of your own",
+        )
+    return web.json_response(dashboard.url_for(caller_of(request)))
+
+
 async def openapi_doc(request: web.Request) -> web.Response:
     return web.json_response(openapi.document(ENDPOINTS))
 
@@ -715,6 +736,7 @@ ENDPOINTS = [
         routes.GET_OBJECT, data_get, returns="application/octet-stream", errors=(400, 403, 404, 503)
     ),
     Endpoint(routes.USAGE, usage, schema="Usage", errors=(400,)),
+    Endpoint(routes.DASHBOARD, dashboard_url, schema="DashboardUrl", errors=(404,)),
     Endpoint(routes.PROMETHEUS, prometheus_metrics, returns="text/plain"),
     Endpoint(routes.OPENAPI, openapi_doc, schema="OpenAPI"),
 ]

@@ -175,6 +175,11 @@ class NotifySettings:
 
 
 @dataclass
+class DashboardSettings:
+    address: TcpAddress
+
+
+@dataclass
 class Config:
     state_dir: str
     socket: str
@@ -196,6 +201,7 @@ class Config:
     fair_share: FairShare
     prometheus: PrometheusSettings
     notify: NotifySettings
+    dashboard: DashboardSettings
     # Where the settings came from, for --print-config and error messages.
     source: str = field(default="embedded defaults", init=False)
 

@@ -13,7 +13,7 @@ import yaml
 
 from . import __version__, notifications, started
 from . import config as configuration
-from .api import PROMETHEUS, make_app, serve
+from .api import DASHBOARD, PROMETHEUS, make_app, serve
 from .daemon import Daemon, StoreRefused
 from .experiments import Experiments
 from .inbox import Inbox, InboxError
@@ -108,6 +108,13 @@ async def run(config: configuration.Config) -> None:
     outbox.start()  # what a killed daemon left to send, too
     await inbox.start()
     app = make_app(daemon, experiments)
+    dashboard = None
+    if config.dashboard.address:
+        from .dashboard import serve as serve_dashboard
+
+        private = make_app(daemon, experiments)
+        dashboard = await serve_dashboard(private, config.state_path, config.dashboard.address)
+        app[DASHBOARD] = dashboard
     web_runner = await serve(app, config.socket_path, config.socket_group)
     scrape_runner = None
     if config.prometheus.address:
@@ -133,6 +140,8 @@ async def run(config: configuration.Config) -> None:
         await web_runner.cleanup()
         if scrape_runner:
             await scrape_runner.cleanup()
+        if dashboard:
+            await dashboard.stop()
         await inbox.stop()
         await outbox.stop()
         await daemon.stop()

@@ -303,6 +303,9 @@ SCHEMAS = {
             },
         }
     ),
+    "DashboardUrl": _object(
+        {"url": {**_str, "description": "with the caller's token"}, "user": _str}
+    ),
     "Usage": _object(
         {
             "since": _time,

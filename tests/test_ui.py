@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import stat
 import subprocess
 import sys
 import sysconfig
@@ -287,12 +289,66 @@ def test_a_wrong_or_missing_token_sees_nothing(daemon, dashboard, browser, tmp_p
     assert daemon.run(run_id)["status"] == "COMPLETED"
 
 
+FORGE = """
+import sys
+from pathlib import Path
+from dlaasctl.http import ApiError, Client, Unreachable
+public, private, run_id = sys.argv[1:]
+header = {"X-Dlaas-Acting-As": "0:0"}
+try:
+    Client(Path(private)).request("POST", f"/v1/runs/{run_id}/halt", headers=header)
+    print("private:open")
+except Unreachable:
+    print("private:denied")
+try:
+    Client(Path(public)).request("POST", f"/v1/runs/{run_id}/halt", headers=header)
+    print("public:halted")
+except ApiError as exc:
+    print(f"public:{exc.status}")
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_the_daemons_dashboard_gives_each_user_a_token_of_their_own(make_daemon, browser, tmp_path):
+    d = make_daemon(dashboard={"address": f"127.0.0.1:{free_port()}"})
+    run_id = d.submit(model(tmp_path / "m", manifest("echo hi", name="served")))
+    d.wait(run_id)
+    r = d.ctl("ui", "--daemon")
+    assert r.returncode == 0, r.stderr
+    url = r.stdout.split()[-1]
+    assert url.startswith("http://127.0.0.1:") and "token=" in url
+    assert d.ctl("ui", "--daemon").stdout.split()[-1] == url  # one token a user
+    browser.delete_all_cookies()
+    browser.get(f"{url}#/runs")
+    wait_for(browser, lambda b: status_of(b, run_id) == "COMPLETED")
+    assert text(browser, "#me") == "root"
+    base = url.partition("/?token=")[0]
+    for token in ("", "wrong"):
+        try:
+            urllib.request.urlopen(f"{base}/ui/runs?token={token}")
+            raise AssertionError("a wrong token was let in")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 403 and run_id not in exc.read().decode()
+    # the acting-as header counts on the daemon's private socket only
+    private = d.state / "dashboard" / "api.sock"
+    assert stat.S_IMODE(private.parent.stat().st_mode) == 0o700
+    # a daemon without one says how to get one
+    plain = make_daemon()
+    r = plain.ctl("ui", "--daemon")
+    assert r.returncode == 1 and "dlaasctl ui" in r.stderr and "dashboard.address" in r.stderr
+
+
 @pytest.mark.needs_root  # makes the lab users
 @pytest.mark.usefixtures("lab_users")
 def test_another_users_run_has_no_halt_button_and_its_halt_is_refused(
     make_daemon, dashboard, browser
 ):
-    d = make_daemon(socket_group=GROUP)
+    d = make_daemon(socket_group=GROUP, dashboard={"address": f"127.0.0.1:{free_port()}"})
     os.chmod(d.root, 0o755)
     env = lab_env(d.socket)
 
@@ -319,5 +375,43 @@ def test_another_users_run_has_no_halt_button_and_its_halt_is_refused(
     shoot(browser, "run-of-another")
     status, body = bobs.fetch(f"/v1/runs/{run_id}/halt", method="POST")
     assert status == 403 and f"belongs to {ALICE}" in json.loads(body)["error"]["message"]
+    assert d.run(run_id)["status"] == "PROCESSING"
+
+    # the daemon's dashboard: Bob's token acts as Bob
+    r = subprocess.run(
+        ["/usr/bin/python3", "-m", "dlaasctl.cli", "ui", "--daemon"],
+        env=env,
+        preexec_fn=demoted(BOB),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    bobs_url = r.stdout.split()[-1]
+    base, _, token = bobs_url.partition("/?token=")
+    request = urllib.request.Request(f"{base}/v1/runs/{run_id}/halt?token={token}", method="POST")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request)
+    assert refused.value.code == 403 and f"belongs to {ALICE}" in refused.value.read().decode()
+    browser.get(f"{bobs_url}#/runs/{run_id}")
+    wait_for(browser, lambda b: text(b, "#run-status") == "PROCESSING")
+    assert text(browser, "#me") == BOB and not browser.find_elements(By.ID, "halt")
+    # Bob can neither reach the private socket nor be believed on the public one
+    forged = subprocess.run(
+        [
+            "/usr/bin/python3",
+            "-c",
+            FORGE,
+            str(d.socket),
+            str(d.state / "dashboard" / "api.sock"),
+            run_id,
+        ],
+        env=env,
+        preexec_fn=demoted(BOB),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert forged.stdout.split() == ["private:denied", "public:403"], forged.stderr
     assert d.run(run_id)["status"] == "PROCESSING"
     assert as_alice("halt", run_id).returncode == 0

@@ -762,6 +762,10 @@ def cmd_data_download(c: Client, a) -> int:
 
 
 def cmd_ui(c: Client, a) -> int:
+    if a.daemon:  # the daemon's own dashboard: just this user's URL of it
+        answer = c.json("GET", "/v1/dashboard")
+        print(f"the daemon's dashboard, for {answer['user']}:\n    {answer['url']}")
+        return 0
     c.json("GET", "/v1/health")  # no daemon: say so now, not in the browser
     from .ui.command import main  # aiohttp: only this command pays for importing it
 
@@ -868,6 +872,11 @@ COMMANDS: dict[str, tuple] = {
                 help="listen on this port; 0: any free one (default: 8470 or the next free)",
             ),
             arg("--no-browser", action="store_true", help="print the URL, open no browser"),
+            arg(
+                "--daemon",
+                action="store_true",
+                help="print your URL of the dashboard the daemon serves (dashboard.address)",
+            ),
         ],
         False,
     ),

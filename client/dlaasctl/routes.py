@@ -231,6 +231,12 @@ USAGE = Route(
         ),
     },
 )
+DASHBOARD = Route(
+    "GET",
+    "/v1/dashboard",
+    "dashboard",
+    "Your URL of the web dashboard the daemon serves (config dashboard.address)",
+)
 PROMETHEUS = Route(
     "GET",
     "/v1/metrics",
@@ -265,6 +271,7 @@ ROUTES: tuple[Route, ...] = (
     PUT_OBJECT,
     GET_OBJECT,
     USAGE,
+    DASHBOARD,
     PROMETHEUS,
     OPENAPI,
 )

@@ -11,22 +11,22 @@ import sys
 import webbrowser
 from pathlib import Path
 
-from .server import Access, Daemon, User, new_token, start
+from .server import Daemon, OneUser, User, new_token, start
 
 DEFAULT_PORT = 8470
 TRIES = 20  # without --port, the next free one of these
 
 
 def me() -> User:
-    uid = os.getuid()
+    uid, gid = os.getuid(), os.getgid()
     try:
-        return User(uid, pwd.getpwuid(uid).pw_name)
+        return User(uid, gid, pwd.getpwuid(uid).pw_name)
     except KeyError:
-        return User(uid, str(uid))
+        return User(uid, gid, str(uid))
 
 
 async def serve(socket_path: Path, port: int | None, open_browser: bool) -> None:
-    access = Access(new_token(), me(), Daemon(socket_path))
+    access = OneUser(new_token(), me(), Daemon(socket_path))
     if port is None:
         runner, bound = await start(access, "127.0.0.1", DEFAULT_PORT, TRIES)
     else:  # 0: any free port

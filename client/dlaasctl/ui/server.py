@@ -36,14 +36,22 @@ POLL = 0.5  # seconds between looks at what a page shows
 KEEPALIVE = 15.0
 
 
+ACTING_AS_HEADER = "X-Dlaas-Acting-As"
+
+
 @dataclass(frozen=True)
 class User:
     uid: int
+    gid: int
     name: str
 
     @property
     def privileged(self) -> bool:
         return self.uid == 0
+
+    @property
+    def header(self) -> str:
+        return f"{self.uid}:{self.gid}"
 
 
 class Refused(Exception):
@@ -56,10 +64,12 @@ class Refused(Exception):
 
 
 class Daemon:
-    """The daemon's API over its Unix socket, as the user this process runs as."""
+    """The daemon's API over a Unix socket: as the user this process runs as, or, on the
+    daemon's own private socket, as `acting_as` (a header only that socket believes)."""
 
-    def __init__(self, socket_path: Path):
+    def __init__(self, socket_path: Path, acting_as: User | None = None):
         self.socket_path = socket_path
+        self.headers = {ACTING_AS_HEADER: acting_as.header} if acting_as else {}
         self._session: aiohttp.ClientSession | None = None
 
     @property
@@ -68,6 +78,7 @@ class Daemon:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.UnixConnector(path=str(self.socket_path)),
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+                headers=self.headers,
             )
         return self._session
 
@@ -125,23 +136,39 @@ class Daemon:
             return web.json_response({"error": {"message": message}}, status=502)
 
 
-@dataclass
 class Access:
     """Who a token stands for, and how to reach the daemon as them."""
 
-    token: str
-    user: User
-    daemon: Daemon
+    cookie = "dlaas-ui"
 
-    def check(self, given: str | None) -> User | None:
-        if given and hmac.compare_digest(given.encode(), self.token.encode()):
+    def user_of(self, token: str | None) -> User | None:
+        raise NotImplementedError
+
+    def daemon_for(self, user: User) -> Daemon:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        pass
+
+
+class OneUser(Access):
+    """`dlaasctl ui`: one token, for the user who started it."""
+
+    def __init__(self, token: str, user: User, daemon: Daemon):
+        self.token, self.user, self.daemon = token, user, daemon
+        # named after the token: two dashboards on one host (ports share cookies) coexist
+        self.cookie = "dlaas-ui-" + hashlib.sha256(token.encode()).hexdigest()[:12]
+
+    def user_of(self, token: str | None) -> User | None:
+        if token and hmac.compare_digest(token.encode(), self.token.encode()):
             return self.user
         return None
 
-    @property
-    def cookie(self) -> str:
-        # named after the token: two dashboards on one host (ports share cookies) coexist
-        return "dlaas-ui-" + hashlib.sha256(self.token.encode()).hexdigest()[:12]
+    def daemon_for(self, user: User) -> Daemon:
+        return self.daemon
+
+    async def close(self) -> None:
+        await self.daemon.close()
 
 
 ACCESS = web.AppKey("access", Access)
@@ -160,7 +187,7 @@ async def guard(request: web.Request, handler):
     """A wrong or missing token: 403 and nothing else, whatever the path. A change asked
     from another site's page (a form posting here) is refused by its Origin."""
     access = request.app[ACCESS]
-    user = access.check(token_of(request, access))
+    user = access.user_of(token_of(request, access))
     if user is None:
         return web.Response(status=403, text="403: a wrong or missing token\n")
     if request.method not in ("GET", "HEAD"):
@@ -175,7 +202,7 @@ async def guard(request: web.Request, handler):
 
 
 def daemon_of(request: web.Request) -> Daemon:
-    return request.app[ACCESS].daemon
+    return request.app[ACCESS].daemon_for(request[USER])
 
 
 # --- pages and the API ------------------------------------------------------------------
@@ -184,8 +211,8 @@ def daemon_of(request: web.Request) -> Daemon:
 async def index(request: web.Request) -> web.StreamResponse:
     access = request.app[ACCESS]
     resp = web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
-    if request.query.get("token"):
-        resp.set_cookie(access.cookie, access.token, httponly=True, samesite="Strict")
+    if request.query.get("token"):  # the guard let it in: it is right
+        resp.set_cookie(access.cookie, request.query["token"], httponly=True, samesite="Strict")
     return resp
 
 
@@ -455,7 +482,7 @@ def make_app(access: Access) -> web.Application:
     r.add_route("*", "/v1/{tail:.*}", forward)
 
     async def close(app: web.Application) -> None:
-        await access.daemon.close()
+        await access.close()
 
     app.on_cleanup.append(close)
     return app
