@@ -1,15 +1,23 @@
-"""A cost that stays flat as history grows. With 10,000 finished runs in the history:
+"""A cost that stays flat as history grows. With 100,000 finished runs in the history:
 `dlaasctl list` (default page) and `show` latency as a ratio to the same with 10 runs
-(target at most 3); the daemon's resident memory when idle (target at most 100 MB); and
-a burst of 1,000 submissions from 10 clients at once, all accepted."""
+(target at most 1.5); the daemon's resident memory when idle (target at most 80 MB); its
+start-up time (to answering on its socket) as a ratio to the start with 10 runs (a start
+reads what it must: the runs not ended, not the history); and a burst of 1,000
+submissions from 10 clients at once, all accepted.
+
+The state folders lie in /dev/shm (memory): making 100,000 run folders on a disk takes
+minutes, in memory seconds. Both histories lie there alike."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,53 +26,79 @@ import yaml
 
 from benchmarks.common import ensure_image, object_store, parse, report
 from dlaasd.database import Database, now
-from tests.harness import Dlaasd, Minio, manifest, short_tmp
+from tests.harness import Dlaasd, Minio, manifest
 
-TARGET_RATIO = 3.0
-TARGET_RSS_MB = 100
+TARGET_RATIO = 1.5
+TARGET_RSS_MB = 80
+HISTORY = 100_000
 STATUSES = ("QUEUED", "DOWNLOADING", "PROCESSING", "STORING", "COMPLETED")
 
 
 def seed(state: Path, n: int) -> list[str]:
-    """n finished runs, as dlaasd writes them, straight into a stopped daemon's database."""
-    store = Database(state / "dlaas.db")
+    """n finished runs, as dlaasd leaves them, straight into a stopped daemon's state: the
+    database's rows and events, and each run's folder (its manifest and model archive,
+    hard links to one copy: what start-up could visit is per file, not per byte)."""
+    Database(state / "dlaas.db").db.conn.close()  # the schema, as dlaasd makes it
+    vault = state / "secrets"  # this release's state: no older dlaasd's to upgrade
+    vault.mkdir(mode=0o700)
+    (vault / ".upgraded").touch(mode=0o600)
     text = yaml.safe_dump(manifest("python3 train.py", name="seeded"))
     ids = [f"training-s{i:08d}" for i in range(n)]
     t = now()
-    runs = [
-        {
-            "id": i,
-            "name": f"seeded-{k}",
-            "description": "",
-            "owner_uid": 0,
-            "owner_name": "root",
-            "status": "COMPLETED",
-            "status_message": "training completed",
-            "exit_code": 0,
-            "gpus": "[]",
-            "cpus": 1.0,
-            "memory": 1024**3,
-            "gpu_count": 0,
-            "gpu_type": "",
-            "learners": 1,
-            "framework": "python 3",
-            "image": "dlaas/python:bookworm",
-            "manifest": text,
-            "submitted": t,
-            "started": t,
-            "completed": t,
-            "halt_requested": 0,
-            "results": f"s3://dlaas-results/{i}/",
-            "staging": "{}",
-            "source": "api",
-        }
+    template = state / "seed-template"
+    template.mkdir()
+    for name in ("manifest.yml", "model.zip"):
+        (template / name).write_text(text)
+    runs_dir = state / "runs"
+    runs_dir.mkdir(mode=0o711, exist_ok=True)
+    base, files = str(runs_dir), [str(template / n) for n in ("manifest.yml", "model.zip")]
+
+    def folder(run_id: str) -> None:  # what start-up could visit: the folder, its files, job/
+        root = f"{base}/{run_id}"
+        os.makedirs(f"{root}/job", mode=0o700)
+        for f in files:
+            os.link(f, f"{root}/{os.path.basename(f)}")
+
+    with ThreadPoolExecutor(8) as pool:  # mkdir waits on the file system's journal
+        list(pool.map(folder, ids))
+    shutil.rmtree(template)
+    row = {
+        "name": "",
+        "description": "",
+        "owner_uid": 0,
+        "owner_name": "root",
+        "status": "COMPLETED",
+        "status_message": "training completed",
+        "exit_code": 0,
+        "gpus": "[]",
+        "cpus": 1.0,
+        "memory": 1024**3,
+        "gpu_count": 0,
+        "gpu_type": "",
+        "learners": 1,
+        "framework": "python 3",
+        "image": "dlaas/python:bookworm",
+        "manifest": text,
+        "submitted": t,
+        "started": t,
+        "completed": t,
+        "halt_requested": 0,
+        "staging": "{}",
+        "source": "api",
+    }
+    columns = ["id", "results", *row]
+    runs = (
+        (i, f"s3://dlaas-results/{i}/", *({**row, "name": f"seeded-{k}"}.values()))
         for k, i in enumerate(ids)
-    ]
-    events = [{"run_id": i, "time": t, "status": s, "message": ""} for i in ids for s in STATUSES]
-    with store.db.conn:
-        store.db["runs"].insert_all(runs, batch_size=1000)
-        store.db["events"].insert_all(events, batch_size=5000)
-    store.db.conn.close()
+    )
+    events = ((i, t, s, "") for i in ids for s in STATUSES)
+    with sqlite3.connect(state / "dlaas.db") as db:
+        marks = ", ".join("?" * len(columns))
+        db.executemany(f"insert into runs ({', '.join(columns)}) values ({marks})", runs)
+        db.executemany(
+            "insert into events (run_id, time, status, message) values (?, ?, ?, ?)", events
+        )
+    db.close()
     return ids
 
 
@@ -102,12 +136,16 @@ def rss_mb(pid: int) -> float:
 
 @contextlib.contextmanager
 def seeded_daemon(minio: Minio, n: int):
-    root = short_tmp("dlaas-bench-scale-")
+    """A daemon with n finished runs, and the seconds its start took."""
+    root = Path(tempfile.mkdtemp(prefix="dlaas-bench-scale-", dir="/dev/shm"))
     daemon = Dlaasd(root, minio, log_level="warning", simulate_gpus=1)
     daemon.state.mkdir(parents=True)
     ids = seed(daemon.state, n)
     try:
-        yield daemon.start(), ids
+        start = time.perf_counter()
+        daemon.start()
+        started = time.perf_counter() - start
+        yield daemon, ids, started
     finally:
         daemon.cleanup()
         shutil.rmtree(root, ignore_errors=True)
@@ -144,11 +182,11 @@ def main() -> None:
     args = parse(__doc__)
     ensure_image()
     repeat = 5 if args.quick else 20
-    big_n = 10_000
+    big_n = 10_000 if args.quick else HISTORY
     with object_store() as minio:
-        with seeded_daemon(minio, 10) as (small, ids):
+        with seeded_daemon(minio, 10) as (small, ids, small_start):
             few = measure(small, ids[5], repeat)
-        with seeded_daemon(minio, big_n) as (big, ids):
+        with seeded_daemon(minio, big_n) as (big, ids, big_start):
             many = measure(big, ids[big_n // 2], repeat)
             listed = big.api.json("GET", "/v1/runs")
             assert listed["total"] == big_n and len(listed["runs"]) == 50
@@ -159,29 +197,38 @@ def main() -> None:
             rss_after = rss_mb(big.proc.pid)
     ratios = {k: many[k] / few[k] for k in few}
     ratio = max(ratios["list_api"], ratios["show_api"], ratios["list_cli"], ratios["show_cli"])
-    ok = ratio <= TARGET_RATIO and rss <= TARGET_RSS_MB and errors == 0 and accepted == 1000
+    start_ratio = big_start / small_start
+    ok = (
+        ratio <= TARGET_RATIO
+        and start_ratio <= TARGET_RATIO
+        and rss <= TARGET_RSS_MB
+        and errors == 0
+        and accepted == 1000
+    )
     ms = lambda v: f"{v * 1000:.1f} ms"  # noqa: E731
+    h = f"{big_n:,}"
     report(
         "scale",
         [
-            (
-                "list 10, API (10 -> 10,000 runs)",
-                f"{ms(few['list_api'])} -> {ms(many['list_api'])}",
-            ),
+            (f"list 10, API (10 -> {h} runs)", f"{ms(few['list_api'])} -> {ms(many['list_api'])}"),
             ("show, API", f"{ms(few['show_api'])} -> {ms(many['show_api'])}"),
             ("dlaasctl list (default page)", f"{ms(few['list_cli'])} -> {ms(many['list_cli'])}"),
             ("dlaasctl show", f"{ms(few['show_cli'])} -> {ms(many['show_cli'])}"),
+            ("start-up, to answering", f"{ms(small_start)} -> {ms(big_start)}: {start_ratio:.2f}x"),
             ("idle resident memory", f"{rss:.0f} MB (after the burst: {rss_after:.0f} MB)"),
             (
                 "burst: 1,000 submissions, 10 clients",
                 f"{accepted} accepted, {errors} errors, "
-                f"{burst_s:.1f} s ({accepted / burst_s:.0f}/s); {total} runs in history",
+                f"{burst_s:.1f} s ({accepted / burst_s:.0f}/s); {total:,} runs in history",
             ),
         ],
         ratio,
-        f"<= {TARGET_RATIO} (latency), <= {TARGET_RSS_MB} MB, 1000 accepted",
+        f"<= {TARGET_RATIO} (latency, start-up), <= {TARGET_RSS_MB} MB, 1000 accepted",
         ok,
+        history=big_n,
         ratios={k: round(v, 3) for k, v in ratios.items()},
+        start_ratio=round(start_ratio, 3),
+        start_s=round(big_start, 3),
         rss_mb=round(rss, 1),
         burst_accepted=accepted,
         burst_errors=errors,

@@ -240,11 +240,15 @@ class Daemon:
         self.vault = self.lifecycle.vault
         (state / "runs").mkdir(mode=filemodes.reachable(), exist_ok=True)
         filemodes.private_dir(state / "runs" / ".incoming")
+        # an older dlaasd's state (once): every run's folder; later, those not ended only,
+        # as dlaasd made the others so: a start does not visit the whole history
+        upgrading = not self._upgraded.exists()
         self._redact_old_runs()
         filemodes.tighten(
             state,
             keep=[config.drop_path, config.socket_path, started_file(config.socket_path)],
-            owners=self.owners(),
+            owners=self.owners(unfinished=not upgrading),
+            every_run=upgrading,
         )
         self.tasks: dict[str, asyncio.Task] = {}
         self.started_at = time.time()
@@ -261,9 +265,9 @@ class Daemon:
         """Someone on the other end of the socket, with what the config grants them."""
         return Caller(uid, gid, self.config.admin_group, self.config.visibility == "lab")
 
-    def owners(self) -> dict[str, tuple[int, int]]:
+    def owners(self, unfinished: bool = False) -> dict[str, tuple[int, int]]:
         """run id -> the (uid, gid) its containers run as, which owns its job folder."""
-        owners = self.db.owners()
+        owners = self.db.owners(unfinished)
         users = {u: self.lifecycle.container_user({"owner_uid": u}) for u in set(owners.values())}
         return {run_id: users[uid] for run_id, uid in owners.items()}
 
@@ -273,10 +277,10 @@ class Daemon:
         and forget the secrets of runs that are gone."""
         patterns = self.config.secret_env
         redacted_runs: list[str] = []
-        done = self.vault.root / ".upgraded"  # once: later manifests come in redacted
-        known = set(self.db.owners())
-        for run_id in self.vault.run_ids() - known:
-            self.vault.remove(run_id)
+        done = self._upgraded  # once: later manifests come in redacted
+        for run_id in self.vault.run_ids():
+            if not self.db.exists(run_id):
+                self.vault.remove(run_id)
         if done.exists():
             return
         for run_id, text in self.db.manifests():
@@ -308,6 +312,10 @@ class Daemon:
             self.db.scrub()
         self._pending_definitions().write_text(json.dumps(redacted_runs))
         done.touch(mode=0o600)
+
+    @property
+    def _upgraded(self) -> Path:
+        return self.vault.root / ".upgraded"
 
     def _pending_definitions(self) -> Path:
         return self.vault.root / ".definitions-to-redact.json"

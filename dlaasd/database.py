@@ -292,9 +292,19 @@ class Database:
         sql = f"select {SUMMARY} from runs where status in ({marks}) order by rowid"
         return [_decode(r) for r in self.db.query(sql, statuses)]
 
-    def owners(self) -> dict[str, int]:
-        """run id -> the owner's uid, of every run."""
-        return dict(self.db.execute("select id, owner_uid from runs").fetchall())
+    def owners(self, unfinished: bool = False) -> dict[str, int]:
+        """run id -> the owner's uid, of every run (`unfinished`: of those not ended)."""
+        sql = "select id, owner_uid from runs"
+        if unfinished:
+            sql += f" where status not in ({', '.join('?' * len(FINAL))})"
+        return dict(self.db.execute(sql, list(FINAL) if unfinished else []).fetchall())
+
+    def owner_uid(self, run_id: str) -> int | None:
+        row = self.db.execute("select owner_uid from runs where id = ?", [run_id]).fetchone()
+        return row[0] if row else None
+
+    def exists(self, run_id: str) -> bool:
+        return self.db.execute("select 1 from runs where id = ?", [run_id]).fetchone() is not None
 
     def manifests(self) -> list[tuple[str, str]]:
         """(run id, manifest text) of every run: what an upgrade goes through."""

@@ -22,7 +22,7 @@ import contextlib
 import logging
 import os
 import stat
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -78,9 +78,12 @@ def seal_run(root: Path, owner: tuple[int, int] | None = None) -> None:
         set_mode(job, PRIVATE_DIR, *owner)
 
 
-def tighten(state: Path, keep: Iterable[Path], owners: dict[str, tuple[int, int]]) -> None:
+def tighten(
+    state: Path, keep: Iterable[Path], owners: dict[str, tuple[int, int]], every_run: bool = True
+) -> None:
     """At start: the state folder as the module says, whatever modes it had. `keep`: what
-    others must reach (the drop folder, the socket); `owners`: run id -> (uid, gid)."""
+    others must reach (the drop folder, the socket); `owners`: run id -> (uid, gid).
+    `every_run`: every run's folder too, else only those of `owners`."""
     keep = {Path(p) for p in keep}
     set_mode(state, reachable())
     for entry in state.iterdir():
@@ -95,6 +98,11 @@ def tighten(state: Path, keep: Iterable[Path], owners: dict[str, tuple[int, int]
     if not runs.is_dir() or runs.is_symlink():
         return
     set_mode(runs, reachable())
+    if not every_run:
+        for run_id in owners:
+            if (runs / run_id).is_dir() and not (runs / run_id).is_symlink():
+                seal_run(runs / run_id, owners[run_id])
+        return
     for entry in runs.iterdir():
         st = entry.lstat()
         if entry.name == ".incoming" or not stat.S_ISDIR(st.st_mode):
@@ -103,7 +111,7 @@ def tighten(state: Path, keep: Iterable[Path], owners: dict[str, tuple[int, int]
             seal_run(entry, owners.get(entry.name))
 
 
-def tighten_drop(drop: Path, owners: dict[str, tuple[int, int]]) -> None:
+def tighten_drop(drop: Path, owner_of: Callable[[str], tuple[int, int] | None]) -> None:
     """The drop folder's own parts: what is being taken is root's; an accepted drop and
     a run's mirrored results are its owner's alone; a refusal's report its owner's."""
     set_mode(drop / ".processing", PRIVATE_DIR)
@@ -112,7 +120,7 @@ def tighten_drop(drop: Path, owners: dict[str, tuple[int, int]]) -> None:
         if not folder.is_dir() or folder.is_symlink():
             continue
         for entry in folder.iterdir():
-            owner = owners.get(entry.name)
+            owner = owner_of(entry.name)
             if entry.is_dir() and not entry.is_symlink():
                 set_mode(entry, PRIVATE_DIR, *(owner or (None,)))
     rejected = drop / ".rejected"

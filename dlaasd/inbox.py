@@ -152,8 +152,12 @@ class Inbox:
         if shared:  # every member of the group may drop; nobody may take another's drop
             share(self.root, self.config.socket_group)
             share(self.root / "data", self.config.socket_group)
-        owners = {run_id: (uid, -1) for run_id, uid in self.daemon.db.owners().items()}
-        filemodes.tighten_drop(self.root, owners)
+
+        def owner(run_id: str) -> tuple[int, int] | None:  # asked of those in the folder only
+            uid = self.daemon.db.owner_uid(run_id)
+            return None if uid is None else (uid, -1)
+
+        filemodes.tighten_drop(self.root, owner)
         for token in sorted(os.listdir(self.root / ".processing")):
             await self._submit(token)  # taken before a crash: finish, exactly once
         loop = asyncio.get_running_loop()

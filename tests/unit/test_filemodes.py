@@ -57,7 +57,7 @@ def test_tighten_the_drop_folder(tmp_path):
     report.write_text("why")
     os.chmod(report, 0o644)
 
-    filemodes.tighten_drop(drop, {"training-abcdefghi": (4321, -1)})
+    filemodes.tighten_drop(drop, {"training-abcdefghi": (4321, -1)}.get)
 
     assert mode(drop / "results" / "training-abcdefghi") == 0o700
     assert mode(drop / ".accepted" / "training-abcdefghi") == 0o700
@@ -65,3 +65,29 @@ def test_tighten_the_drop_folder(tmp_path):
     assert mode(report) == 0o600
     if os.geteuid() == 0:
         assert os.stat(drop / "results" / "training-abcdefghi").st_uid == 4321
+
+
+def test_a_later_start_seals_the_runs_not_ended_only(tmp_path):
+    """After the first start (every_run=False) only the runs named are visited: a start
+    does not walk the folders of a long history, which dlaasd made private itself. A
+    link named like a run is not followed."""
+    state = tmp_path / "state"
+    runs = state / "runs"
+    for name in ("training-active000", "training-ended0000"):
+        (runs / name / "job").mkdir(parents=True)
+        (runs / name / "manifest.yml").write_text("x")
+        os.chmod(runs / name / "job", 0o755)
+    os.symlink(tmp_path, runs / "training-linkxxxxx")
+    os.chmod(tmp_path, 0o755)
+
+    filemodes.tighten(
+        state,
+        keep=[],
+        owners={"training-active000": (1234, 1234), "training-linkxxxxx": (1234, 1234)},
+        every_run=False,
+    )
+
+    assert mode(runs / "training-active000" / "job") == 0o700
+    assert mode(runs / "training-active000" / "manifest.yml") == 0o600
+    assert mode(runs / "training-ended0000" / "job") == 0o755  # not visited
+    assert mode(tmp_path) == 0o755  # the link is not followed
