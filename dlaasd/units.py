@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from dlaasctl.fmt import binary_size
+
 # FfDL writes "1Gb" and means gigabytes; decimal units are powers of 1000, binary ones
 # ("Gi", "GiB") powers of 1024. Case of the unit does not matter.
 _SIZE_UNITS = {
@@ -56,17 +58,6 @@ def format_size(n: int | float | None) -> str:
         if n >= size and n % size == 0 and n % 1024**2 != 0:
             return f"{n // size}{unit}"
     return binary_size(n)
-
-
-def binary_size(n: float) -> str:
-    """Bytes in powers of 1024: 1536 -> "1.5KiB"."""
-    if abs(n) < 1024:
-        return f"{n:.0f}B"
-    for unit in ("KiB", "MiB", "GiB"):
-        n /= 1024
-        if abs(n) < 1024:
-            return f"{n:.1f}{unit}"
-    return f"{n / 1024:.1f}TiB"
 
 
 _DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$")

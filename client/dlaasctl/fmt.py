@@ -6,7 +6,17 @@ import shutil
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from dlaasd.units import binary_size
+
+def binary_size(n: float) -> str:
+    """Bytes in powers of 1024: 1536 -> "1.5KiB". (The daemon's units.format_size uses it
+    too: the client never imports the daemon, the daemon may import the client's parts.)"""
+    if abs(n) < 1024:
+        return f"{n:.0f}B"
+    for unit in ("KiB", "MiB", "GiB"):
+        n /= 1024
+        if abs(n) < 1024:
+            return f"{n:.1f}{unit}"
+    return f"{n / 1024:.1f}TiB"
 
 
 def size(n: float | None) -> str:
