@@ -77,3 +77,12 @@ def test_objective_against_a_word_valued_hyperparameter_uses_indexes():
     out = views.objective_vs(trials, "opt")
     assert out["labels"] == ["adam", "sgd"]
     assert (out["x"], out["y"], out["runs"]) == ([0.0, 1.0], [2.0, 1.0], ["b", "a"])
+
+
+def test_objective_against_a_number_includes_zero():
+    trials = [
+        {"id": "a", "hyperparameters": {"dropout": 0}, "objective_value": 1.0},
+        {"id": "b", "hyperparameters": {"dropout": 0.5}, "objective_value": 2.0},
+    ]
+    out = views.objective_vs(trials, "dropout")
+    assert (out["x"], out["y"], out["labels"]) == ([0.0, 0.5], [1.0, 2.0], [])

@@ -92,15 +92,13 @@ def hyperparameter_names(trials: list[dict]) -> list[str]:
 def objective_vs(trials: list[dict], name: str) -> dict:
     """One scatter: the objective against hyperparameter `name` (numbers only; a choice
     among words is drawn at its index, with the words as labels)."""
-    pts = [
-        ((t.get("hyperparameters") or {}).get(name), t["objective_value"], t["id"])
-        for t in trials
-        if t.get("objective_value") is not None
-        and (t.get("hyperparameters") or {}).get(name) is not None
-    ]
-    words = sorted({str(x) for x, _, _ in pts if not _number(x)})
-    pts = [(float(x) if _number(x) else float(words.index(str(x))), y, rid) for x, y, rid in pts]
-    pts.sort()
+    given: list[tuple[object, float, str]] = []
+    for t in trials:
+        x = (t.get("hyperparameters") or {}).get(name)
+        if x is not None and t.get("objective_value") is not None:
+            given.append((x, t["objective_value"], t["id"]))
+    words = sorted({str(x) for x, _, _ in given if _number(x) is None})
+    pts = sorted((_at(x, words), y, rid) for x, y, rid in given)
     return {
         "name": name,
         "x": [p[0] for p in pts],
@@ -110,5 +108,12 @@ def objective_vs(trials: list[dict], name: str) -> dict:
     }
 
 
-def _number(x) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool)
+def _at(x: object, words: list[str]) -> float:
+    """Where x goes on the axis: its value, or a word's index."""
+    n = _number(x)
+    return n if n is not None else float(words.index(str(x)))
+
+
+def _number(x: object) -> float | None:
+    """x as a number, if it is one (a bool is a word here)."""
+    return float(x) if isinstance(x, int | float) and not isinstance(x, bool) else None
