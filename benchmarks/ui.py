@@ -75,7 +75,7 @@ def main() -> None:
     args = parse(__doc__)
     ensure_image()
     repeat = 5 if args.quick else 20
-    with object_store() as minio, seeded_daemon(minio, N_RUNS) as (daemon, ids):
+    with object_store() as minio, seeded_daemon(minio, N_RUNS) as (daemon, ids, _):
         seed_metrics(daemon.state, ids[0], N_POINTS)  # beside the daemon: SQLite's WAL
         ui = subprocess.Popen(
             [sys.executable, "-m", "dlaasctl.cli", "ui", "--no-browser", "--port", "0"],
