@@ -85,7 +85,9 @@ def resolve_image(m: Manifest, frameworks: dict[str, dict[str, str]]) -> str:
     return image
 
 
-def admit(m: Manifest, config: Config, gpu_names: Sequence[str]) -> Admitted:
+def admit(m: Manifest, config: Config, gpu_names: Sequence[str] | None) -> Admitted:
+    """`gpu_names` None: a cluster's scheduler knows what its nodes have (sbatch refuses
+    an impossible request with C104), this machine's capacity does not count."""
     image = resolve_image(m, config.frameworks)
     problems = []
     if m.network and not config.containers.allow_network:
@@ -112,6 +114,8 @@ def admit(m: Manifest, config: Config, gpu_names: Sequence[str]) -> Admitted:
             )
     if problems:
         raise AdmissionError("C101", problems)
+    if gpu_names is None:
+        return Admitted(image, list(m.notes))
     req = request_of("", m)
     # config.load fills in the machine's memory where the config leaves it out
     reasons = impossible(req, config.capacity.cpus, config.capacity.memory or 0, gpu_names)

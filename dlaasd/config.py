@@ -180,6 +180,18 @@ class DashboardSettings:
 
 
 @dataclass
+class Slurm:
+    partition: str
+    account: str
+    qos: str
+    sbatch_options: list[str]
+    store_endpoint: str
+    python: str
+    node_dir: str
+    time_margin: Duration
+
+
+@dataclass
 class Config:
     state_dir: str
     socket: str
@@ -192,6 +204,7 @@ class Config:
     drop_grace: Duration
     log_level: Literal["debug", "info", "warning", "error"]
     executor: ExecutorName
+    slurm: Slurm
     capacity: Capacity
     containers: Containers
     frameworks: dict[str, dict[str, str]]
@@ -382,6 +395,14 @@ def _check(c: Config, source: str, lines: dict[str, int]) -> None:
     for where, lo, hi in shares:
         if lo is not None and hi is not None and lo > hi:
             problems.append(Problem(f"{where}.priority_min", f"{lo} is above priority_max ({hi})"))
+    if c.slurm.store_endpoint and not c.slurm.store_endpoint.startswith(("http://", "https://")):
+        problems.append(
+            Problem(
+                "slurm.store_endpoint",
+                f"found {c.slurm.store_endpoint!r}; expected the URL the nodes reach the "
+                "object store at, such as http://storage.cluster:9000",
+            )
+        )
     for name, versions in c.frameworks.items():
         if not versions:
             problems.append(Problem(f"frameworks.{name}", "maps no version to an image"))

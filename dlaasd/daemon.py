@@ -603,7 +603,8 @@ class Daemon:
                     [Problem("model", p) for p in exc.problems],
                 ) from None
         try:
-            admitted = admission.admit(m, self.config, [g.name for g in self.gpus.list()])
+            gpus = None if self.executor.places_runs else [g.name for g in self.gpus.list()]
+            admitted = admission.admit(m, self.config, gpus)
         except admission.AdmissionError as exc:
             what = (
                 "it asks for more than this machine has"

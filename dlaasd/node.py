@@ -3,6 +3,11 @@
 dlaasd writes a run's node job (`NodeJob`, JSON, mode 0600) beside its run folder; a
 cluster job then runs on each of its nodes:
 
+    python -m dlaasd.node prepare JOB.json
+        The run's job folder, once, before its learners start: the model code unpacked,
+        the helpers, an experiment trial's config.json (the daemon's own stage-in code),
+        handed to the container's user.
+
     python -m dlaasd.node train JOB.json [--learner N]
         Stage the run's training data in from the object store into a folder on this
         node (through a data cache there), start the framework container of learner N
@@ -42,9 +47,10 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from .codes import DOWNLOADING, PROCESSING, STORING, RunError
-from .executors import Exit, LearnerSpec, Mount
+from .executors import Exit, LearnerSpec, Location, Mount
 from .executors.local import LocalExecutor
 from .objectstore import DataCache, Endpoint, ObjectStore, StoreUnavailable, Transfer
+from .phases.stage_in import prepare_job
 from .runfolder import IN_CONTAINER, RunFolder
 
 log = logging.getLogger("dlaasd.node")
@@ -52,15 +58,6 @@ log = logging.getLogger("dlaasd.node")
 # A container started for a Slurm job carries <cluster>/<job id> in this label, so the
 # cluster's Epilog can remove it (docker runs it outside the job's processes).
 LABEL_SLURM_JOB = "dlaas.slurm-job"
-
-
-@dataclass
-class Location:
-    """A bucket and prefix on an S3 endpoint."""
-
-    endpoint: Endpoint
-    bucket: str
-    prefix: str = ""
 
 
 @dataclass
@@ -74,6 +71,8 @@ class NodeJob:
     specs: list[LearnerSpec]  # one per learner, as the local executor would start them
     data: Location | None  # the training data, or None (no data, or a mounted volume)
     results: Location
+    hyperparameters: dict | None = None  # an experiment trial's (config.json)
+    owner: list[int] | None = None  # uid, gid the job folder is given to (dlaasd as root)
     daemon_label: str = ""  # dlaasd's state folder, on the containers it owns
     halt_grace: float = 10.0
     pull_images: bool = False
@@ -108,9 +107,15 @@ class NodeJob:
 
 
 def _spec(raw: dict) -> LearnerSpec:
-    mounts = tuple(Mount(**m) for m in raw["mounts"])
-    tuples = {k: tuple(raw[k]) for k in ("gpus", "cap_add") if k in raw}
-    return LearnerSpec(**{**raw, "mounts": mounts, **tuples})
+    return LearnerSpec(
+        **{
+            **raw,
+            "mounts": tuple(Mount(**m) for m in raw["mounts"]),
+            "gpus": tuple(raw["gpus"]),
+            "cap_add": tuple(raw["cap_add"]),
+            "staging": None,  # the job's own data and results say it
+        }
+    )
 
 
 # --- reports ------------------------------------------------------------------------
@@ -343,6 +348,8 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m dlaasd.node", description=__doc__.split("\n")[0]
     )
     sub = parser.add_subparsers(dest="step", required=True)
+    p = sub.add_parser("prepare", help="unpack the model code into the job folder, once")
+    p.add_argument("job", type=Path)
     t = sub.add_parser("train", help="stage in, run this node's learner, report its exit")
     t.add_argument("job", type=Path)
     t.add_argument("--learner", type=int, help="default: SLURM_PROCID + 1")
@@ -366,6 +373,19 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 2
         train(job, learner, dict(os.environ))
+    elif args.step == "prepare":
+        try:
+            owner = (job.owner[0], job.owner[1]) if job.owner else None
+            prepare_job(job.folder, job.hyperparameters, owner)
+        except RunError as exc:  # a bad model archive: every learner reports it
+            for learner in range(1, len(job.specs) + 1):
+                error = {"code": exc.code, "message": exc.message}
+                write_json(
+                    report_path(Path(job.report_dir), learner),
+                    asdict(Report(learner, STORING, error=error)),
+                )
+            print(f"dlaasd.node: {exc}", file=sys.stderr)
+            return 1
     elif args.step == "store":
         store(job)
     else:

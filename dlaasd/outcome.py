@@ -42,6 +42,9 @@ def decide(ended: Ended) -> Outcome:
     code = failed.code if failed else next((e.code for _, e in ended.exits), -1)
     if ended.halt_reason is not None:
         return Outcome(HALTED, ended.halt_reason or "halted on request", exit_code=code)
+    coded = next((e for _, e in ended.exits if e.error_code), None)
+    if coded:  # it failed around the training, and the executor knows why
+        return Outcome(FAILED, coded.error, coded.error_code, coded.code)
     unstarted = [learner for learner, e in ended.exits if not e.started]
     if unstarted:  # its exit code 0 means nothing: it never ran (not a success)
         return Outcome(

@@ -56,6 +56,7 @@ class SlurmJob:
     state: str  # PENDING, RUNNING, COMPLETED, TIMEOUT, ...
     reason: str  # why it waits: Resources, Priority, QOSMaxGRESPerUser, ... or None
     nodes: str
+    comment: str = ""  # which dlaasd submitted it (its state folder)
 
     @property
     def run_id(self) -> str:
@@ -87,6 +88,7 @@ class Request:
     job_file: str  # the node job (JSON) the node program reads
     output: str  # Slurm's own output of the batch script
     python: str  # the interpreter with dlaasd on the nodes
+    comment: str = ""  # Slurm's comment of the job: which dlaasd submitted it
 
 
 @dataclass
@@ -119,6 +121,8 @@ def directives(req: Request, site: Site) -> list[str]:
         opts.append(f"--time={time_minutes(req.time_limit)}")
     # a run is trained once: a job Slurm would requeue (a node failed) ends instead
     opts += ["--no-requeue", f"--output={req.output}", "--open-mode=append"]
+    if req.comment:
+        opts.append(f"--comment={req.comment}")
     for key, value in (("partition", site.partition), ("account", site.account), ("qos", site.qos)):
         if value:
             opts.append(f"--{key}={value}")
@@ -132,12 +136,13 @@ def batch_script(req: Request, site: Site) -> str:
     lines = ["#!/bin/bash"]
     lines += [f"#SBATCH {opt}" for opt in directives(req, site)]
     lines += [
-        "# A halt or the time limit signals every learner (scancel --signal=TERM --full):",
-        "# this script waits for them to stop, then stores what they produced.",
+        "# A halt signals the learners (scancel --signal=TERM): this script waits for them",
+        "# to stop their containers, then stores what they produced.",
         "trap '' TERM",
         'first=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
         "addr=$(scontrol show node \"$first\" | sed -n 's/.*NodeAddr=\\([^ ]*\\).*/\\1/p')",
         'export DLAAS_MASTER_ADDR="${addr:-$first}"',
+        f"{py} -m dlaasd.node prepare {job} || exit 0  # its reports say why",
         f"srun --ntasks-per-node=1 --kill-on-bad-exit=0 {py} -m dlaasd.node train {job}",
         f"exec {py} -m dlaasd.node store {job}",
         "",
@@ -146,11 +151,11 @@ def batch_script(req: Request, site: Site) -> str:
 
 
 def parse_squeue(text: str) -> list[SlurmJob]:
-    """squeue -h -o '%i|%j|%T|%r|%N' lines; other jobs than dlaasd's are left out."""
+    """squeue -h -o '%i|%j|%T|%r|%N|%k' lines; other jobs than dlaasd's are left out."""
     jobs = []
     for line in text.splitlines():
-        parts = line.strip().split("|")
-        if len(parts) != 5 or not parts[1].startswith(JOB_PREFIX):
+        parts = line.strip().split("|", 5)
+        if len(parts) != 6 or not parts[1].startswith(JOB_PREFIX):
             continue
         jobs.append(SlurmJob(*parts))
     return jobs
@@ -186,15 +191,17 @@ def submit(script: str) -> str:
 
 def jobs(user: str = "") -> list[SlurmJob]:
     """dlaasd's jobs that squeue knows, ended ones included (for MinJobAge)."""
-    argv = ["squeue", "-h", "--states=all", "-o", "%i|%j|%T|%r|%N"]
+    argv = ["squeue", "-h", "--states=all", "-o", "%i|%j|%T|%r|%N|%k"]
     if user:
         argv += ["-u", user]
     return parse_squeue(_run(argv))
 
 
 def signal_job(job_id: str, signal: str = "TERM") -> None:
-    """Send a signal to the batch script and every step (the learners)."""
-    _run(["scancel", f"--signal={signal}", "--full", job_id])
+    """Send a signal to the job's steps: the node programs, one per learner, which stop
+    their containers with the run's grace. Not --full: srun, in the batch script, would
+    take a SIGTERM for "kill the step now" and SIGKILL the node programs."""
+    _run(["scancel", f"--signal={signal}", job_id])
 
 
 def cancel(job_id: str) -> None:

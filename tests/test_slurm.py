@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import docker
+import pytest
 
 from dlaasd.executors import LearnerSpec, Mount
 from dlaasd.minio_server import free_port
@@ -26,8 +27,9 @@ from dlaasd.node import (
 from dlaasd.objectstore import Endpoint
 from dlaasd.runfolder import IN_CONTAINER, RunFolder
 from dlaasd.slurm import Request, Site, batch_script
+from dlaasd.slurm import jobs as slurm_jobs
 from dlaasd.slurm import submit as submit_script
-from tests.harness import PYTHON_IMAGE, short_tmp
+from tests.harness import PYTHON_IMAGE, Dlaasd, manifest, model, short_tmp
 
 
 def _gone(dc: docker.DockerClient, label: str, timeout: float = 60) -> bool:
@@ -96,10 +98,6 @@ def _node_job(root: Path, minio, learners: int, command: str) -> NodeJob:
                 ),
             )
         )
-    os.chown(folder.job, 65534, 65534)
-    for d in (folder.model_code, folder.results, folder.checkpoints, folder.logs):
-        for p in [d, *d.rglob("*")]:
-            os.chown(p, 65534, 65534)
     endpoint = Endpoint(minio.url, minio.access_key, minio.secret_key)
     reports = folder.root / "node"
     reports.mkdir()
@@ -113,6 +111,7 @@ def _node_job(root: Path, minio, learners: int, command: str) -> NodeJob:
         results=Location(endpoint, "node-results"),
         daemon_label=f"test-node-{os.getpid()}",
         network="host" if learners > 1 else "",
+        owner=[65534, 65534],  # the node's prepare step hands the job folder over
     )
 
 
@@ -191,3 +190,200 @@ def _text(path: Path) -> str:
         return path.read_text()
     except OSError as exc:
         return f"({exc})"
+
+
+# --- runs through dlaasd with `executor: slurm` -----------------------------------------
+
+
+@pytest.fixture
+def on_slurm(slurm, make_daemon):
+    """A daemon whose runs go to the test cluster (its state folder is the shared one)."""
+
+    def make(**kw) -> Dlaasd:
+        settings = {"slurm": {"time_margin": "1s", "node_dir": str(slurm.root / "nodes")}}
+        return make_daemon(executor="slurm", **{**settings, **kw})
+
+    return make
+
+
+def _job_of(d: Dlaasd, run_id: str) -> str:
+    return (d.state / "runs" / run_id / "node" / "slurm-job").read_text().strip()
+
+
+def test_a_run_on_slurm_completes_with_its_data_results_and_logs(on_slurm, minio, tmp_path):
+    client = minio.client()
+    if not client.bucket_exists("slurm-data"):
+        client.make_bucket("slurm-data")
+    client.put_object("slurm-data", "set/numbers.txt", io.BytesIO(b"4 5 6\n"), 6)
+    d = on_slurm()
+    code = (
+        "import os, json\n"
+        "print('training on', os.environ['TRAINING_ID'], flush=True)\n"
+        "data = open(os.path.join(os.environ['DATA_DIR'], 'numbers.txt')).read()\n"
+        "env = {k: os.environ.get(k, '') for k in ('CUDA_VISIBLE_DEVICES', 'LEARNER_ID', "
+        "'NUM_LEARNERS', 'MASTER_ADDR')}\n"
+        "json.dump({'data': data, 'uid': os.getuid(), **env}, "
+        "open(os.path.join(os.environ['RESULT_DIR'], 'out.json'), 'w'))\n"
+    )
+    stores = [
+        {
+            "id": "s",
+            "type": "s3_datastore",
+            "training_data": {"container": "slurm-data", "prefix": "set/"},
+        }
+    ]
+    folder = model(
+        tmp_path / "m", manifest("python3 train.py", data_stores=stores), {"train.py": code}
+    )
+    run_id = d.submit(folder)
+    run = d.wait(run_id, timeout=240)
+    assert run["status"] == "COMPLETED", _story(d, run)
+    statuses = [e["status"] for e in d.ctl_json("show", run_id)["history"]]
+    assert statuses == ["QUEUED", "DOWNLOADING", "PROCESSING", "STORING", "COMPLETED"], statuses
+    dest = tmp_path / "out"
+    assert d.ctl("download", run_id, "--dest", str(dest)).returncode == 0
+    out = json.loads((dest / "out.json").read_text())
+    assert out["data"] == "4 5 6\n" and out["uid"] != 0
+    assert out["LEARNER_ID"] == "1" and out["NUM_LEARNERS"] == "1" and out["MASTER_ADDR"] == ""
+    assert "training on " + run_id in (dest / "training-log.txt").read_text()
+    assert "training on " + run_id in d.ctl("logs", run_id).stdout
+    job = _job_of(d, run_id)
+    assert [j for j in slurm_jobs() if j.job_id == job][0].state in ("COMPLETING", "COMPLETED")
+
+
+def _story(d: Dlaasd, run: dict) -> str:
+    """What a failed assertion shows: the run, the daemon's log, the job's output."""
+    out = _text(d.state / "runs" / run["id"] / "node" / "slurm.out")
+    return f"{json.dumps(run, indent=1)}\n--- dlaasd\n{d.log_tail(60)}\n--- slurm.out\n{out}"
+
+
+SIGTERM_AWARE = """
+import os, signal, sys, time
+def stop(*_):
+    print("got SIGTERM, saving a checkpoint", flush=True)
+    open(os.path.join(os.environ["CHECKPOINT_DIR"], "ckpt.txt"), "w").write("saved")
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+print("training", flush=True)
+time.sleep(300)
+"""
+
+
+def _until_logged(d: Dlaasd, run_id: str, text: str, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in d.ctl("logs", run_id).stdout:
+        assert time.monotonic() < deadline, _story(d, d.run(run_id))
+        time.sleep(0.3)
+
+
+def test_halt_reaches_the_training_as_sigterm_and_leaves_no_container(
+    on_slurm, slurm, docker_client, tmp_path
+):
+    d = on_slurm()
+    folder = model(tmp_path / "m", manifest("python3 train.py"), {"train.py": SIGTERM_AWARE})
+    run_id = d.submit(folder)
+    _until_logged(d, run_id, "training")
+    assert d.run(run_id)["status"] == "PROCESSING"
+    assert d.ctl("halt", run_id).returncode == 0
+    run = d.wait(run_id, timeout=120)
+    assert run["status"] == "HALTED", _story(d, run)
+    assert "got SIGTERM, saving a checkpoint" in d.ctl("logs", run_id).stdout
+    dest = tmp_path / "out"
+    assert d.ctl("download", run_id, "--dest", str(dest)).returncode == 0
+    assert (dest / "checkpoints" / "ckpt.txt").read_text() == "saved"
+    assert _gone(docker_client, f"dlaas.run-id={run_id}"), "a container of the run is left"
+
+
+def test_a_run_slurm_ends_at_its_time_limit_fails_with_the_timeout_code(
+    on_slurm, docker_client, tmp_path
+):
+    """timeout 1s + time_margin 1s: Slurm's --time=1 (minutes), which Slurm enforces."""
+    d = on_slurm()
+    folder = model(tmp_path / "m", manifest("sleep 600", timeout="1s"))
+    run_id = d.submit(folder)
+    run = d.wait(run_id, timeout=300)
+    assert (run["status"], run["error_code"]) == ("FAILED", "C203"), _story(d, run)
+    job = _job_of(d, run_id)
+    assert [j.state for j in slurm_jobs() if j.job_id == job] == ["TIMEOUT"]
+    assert _gone(docker_client, f"dlaas.run-id={run_id}")
+
+
+def test_two_learners_on_two_nodes_get_the_torchrun_variables_and_reach_each_other(
+    on_slurm, tmp_path
+):
+    d = on_slurm()
+    code = (
+        "import os, socket, time\n"
+        "keys = ('MASTER_ADDR', 'MASTER_PORT', 'WORLD_SIZE', 'RANK', 'NODE_RANK', "
+        "'LEARNER_ID', 'NUM_LEARNERS')\n"
+        "rank = os.environ['RANK']\n"
+        "with open(os.path.join(os.environ['RESULT_DIR'], f'env-{rank}.txt'), 'w') as f:\n"
+        "    f.write(''.join(f'{k}={os.environ[k]}\\n' for k in keys))\n"
+        "addr, port = os.environ['MASTER_ADDR'], int(os.environ['MASTER_PORT'])\n"
+        "if rank == '0':\n"
+        "    c, _ = socket.create_server((addr, port)).accept()\n"
+        "    print('rank 0 heard:', c.recv(100).decode(), flush=True)\n"
+        "else:\n"
+        "    for _ in range(600):\n"
+        "        try:\n"
+        "            c = socket.create_connection((addr, port)); break\n"
+        "        except OSError: time.sleep(0.1)\n"
+        "    c.sendall(b'hello from rank ' + rank.encode())\n"
+    )
+    folder = model(tmp_path / "m", manifest("python3 ddp.py", learners=2), {"ddp.py": code})
+    run_id = d.submit(folder)
+    run = d.wait(run_id, timeout=240)
+    assert run["status"] == "COMPLETED", _story(d, run)
+    dest = tmp_path / "out"
+    assert d.ctl("download", run_id, "--dest", str(dest)).returncode == 0
+    env0, env1 = (_text(dest / f"env-{r}.txt") for r in (0, 1))
+    assert "RANK=0\nNODE_RANK=0\nLEARNER_ID=1\nNUM_LEARNERS=2\n" in env0
+    assert "RANK=1\nNODE_RANK=1\nLEARNER_ID=2\nNUM_LEARNERS=2\n" in env1
+    assert "WORLD_SIZE=2\n" in env0 and "MASTER_ADDR=127.0.0.1\n" in env0
+    assert env0.split("RANK")[0] == env1.split("RANK")[0]  # the same master for both
+    assert "rank 0 heard: hello from rank 1" in _text(dest / "training-log.txt")
+    nodes = {Report.read(report_path(d.state / "runs" / run_id / "node", n)).node for n in (1, 2)}
+    assert nodes == {"node1", "node2"}
+
+
+def test_gpu_runs_get_the_gpus_slurm_assigned_and_no_others(on_slurm, tmp_path):
+    """Three runs of one GPU each at once over two nodes of two: each sees exactly the
+    GPU Slurm gave its job, and no two runs on one node share one."""
+    d = on_slurm()
+    code = (
+        "import os, time\n"
+        "open(os.path.join(os.environ['RESULT_DIR'], 'gpus.txt'), 'w')"
+        ".write(os.environ['CUDA_VISIBLE_DEVICES'])\n"
+        "time.sleep(8)\n"
+    )
+    runs = [
+        d.submit(model(tmp_path / f"m{i}", manifest("python3 g.py", gpus=1), {"g.py": code}))
+        for i in range(3)
+    ]
+    seen = set()
+    for run_id in runs:
+        run = d.wait(run_id, timeout=240)
+        assert run["status"] == "COMPLETED", _story(d, run)
+        report = Report.read(report_path(d.state / "runs" / run_id / "node", 1))
+        dest = tmp_path / f"out-{run_id}"
+        assert d.ctl("download", run_id, "--dest", str(dest)).returncode == 0
+        assert len(report.gpus) == 1 and _text(dest / "gpus.txt") == report.gpus[0]
+        seen.add((report.node, report.gpus[0]))
+    assert len(seen) == 3  # they ran at once (8 s each): never one GPU twice
+
+
+def test_a_daemon_killed_while_jobs_run_loses_and_duplicates_nothing(on_slurm, tmp_path):
+    d = on_slurm()
+    code = "import time\nprint('ran once', flush=True)\ntime.sleep(10)\n"
+    runs = [
+        d.submit(model(tmp_path / f"m{i}", manifest("python3 t.py"), {"t.py": code}))
+        for i in range(3)
+    ]
+    _until_logged(d, runs[0], "ran once")
+    d.kill()
+    d.start()
+    for run_id in runs:
+        run = d.wait(run_id, timeout=240)
+        assert run["status"] == "COMPLETED", _story(d, run)
+        assert d.ctl("logs", run_id).stdout.count("ran once") == 1
+        assert [j.run_id for j in slurm_jobs()].count(run_id) == 1  # submitted once

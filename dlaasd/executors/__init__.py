@@ -21,6 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+from ..objectstore import Endpoint
+
 if TYPE_CHECKING:
     from ..config import Config
 
@@ -63,11 +65,32 @@ class LearnerSpec:
     timeout: float = 0  # the manifest's, in seconds (0: none); for a cluster's time limit
     pids_limit: int = 4096
     cap_add: tuple[str, ...] = ()  # every other capability is dropped
+    staging: Staging | None = None  # set for an executor that `stages_data`
 
     @property
     def name(self) -> str:
         """Learner 1 is dlaas-<run id>, the others dlaas-<run id>-<learner>."""
         return f"dlaas-{self.run_id}" + (f"-{self.learner}" if self.learner > 1 else "")
+
+
+@dataclass(frozen=True)
+class Location:
+    """A bucket and prefix on an S3 endpoint."""
+
+    endpoint: Endpoint
+    bucket: str
+    prefix: str = ""
+
+
+@dataclass(frozen=True)
+class Staging:
+    """For an executor whose learners stage their own data (`stages_data`): where the
+    data comes from and the results go, and what the job folder gets besides the code."""
+
+    data: Location | None  # None: no data, or a mounted volume
+    results: Location
+    hyperparameters: dict | None = None  # an experiment trial's config.json
+    owner: tuple[int, int] | None = None  # who the job folder is given to (dlaasd as root)
 
 
 @dataclass(frozen=True)
@@ -82,6 +105,10 @@ class Exit:
     started: bool = True
     timed_out: bool = False  # the executor ended it at the manifest's timeout itself
     lost: str = ""  # the place it ran failed under it (engine, node): why, in a sentence
+    # it failed around the training with this error code (a node that could not stage
+    # the data in, S302, or find the image, S103; a cluster that ended it, S105): `error`
+    # is the sentence
+    error_code: str = ""
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,11 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,7 +19,7 @@ from .. import diskspace, learners, measure
 from ..admission import volume_path
 from ..codes import DOWNLOADING, HALTED, PROCESSING, QUEUED, STORING
 from ..database import now, parse_time
-from ..executors import ExecutorUnavailable, Exit, LearnerSpec
+from ..executors import ExecutorUnavailable, Exit, LearnerSpec, Location, Staging
 from ..manifest import Manifest
 from ..metrics import MetricsReader
 from ..outcome import Ended, decide, first_failure
@@ -100,7 +101,7 @@ async def train(
 
 
 def specs_of(ctx: Context, run: dict, m: Manifest, folder: RunFolder) -> list[LearnerSpec]:
-    return learners.specs(
+    specs = learners.specs(
         run["id"],
         m,
         run["image"],
@@ -110,6 +111,22 @@ def specs_of(ctx: Context, run: dict, m: Manifest, folder: RunFolder) -> list[Le
         ctx.config.containers,
         volume_path(m),
     )
+    if not ctx.executor.stages_data:
+        return specs
+    staging = staging_of(ctx, run, m)
+    return [replace(s, staging=staging) for s in specs]
+
+
+def staging_of(ctx: Context, run: dict, m: Manifest) -> Staging:
+    """Where the learners that stage their own data take it from and put results."""
+    data = None
+    store = m.data_store
+    if store and store.type != "mount_volume" and store.training_data:
+        objects = ctx.store_for(m)
+        data = Location(objects.endpoint, store.training_data.bucket, store.training_data.prefix)
+    objects, bucket, prefix = ctx.results_location(run["id"], m)
+    owner = ctx.container_user(run) if os.geteuid() == 0 else None
+    return Staging(data, Location(objects.endpoint, bucket, prefix), run["hyperparameters"], owner)
 
 
 def _facts(ctx: Context, run_id: str, m: Manifest, folder: RunFolder, waited: Waited) -> Ended:
@@ -178,8 +195,11 @@ async def _follow(ctx: Context, run_id: str, status: str, ended: asyncio.Event) 
     while not ended.is_set():
         phase = await ctx.call(run_id, ctx.executor.phase, run_id)
         if phase in PHASES and status in order and order.index(phase) > order.index(status):
-            fields = {"started": now()} if phase == PROCESSING else {}
-            ctx.to(run_id, phase, PHASES[phase], **fields)
+            # every phase the learners went through, in order, even one they passed
+            # between two looks: the history says what happened
+            for step in order[order.index(status) + 1 : order.index(phase) + 1]:
+                fields = {"started": now()} if step == PROCESSING else {}
+                ctx.to(run_id, step, PHASES[step], **fields)
             status = phase
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(ended.wait(), METRICS_INTERVAL)

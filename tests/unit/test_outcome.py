@@ -123,3 +123,10 @@ def test_a_full_disk_does_not_fail_a_training_that_completed():
 
 def test_first_failure_is_none_when_all_exited_0():
     assert first_failure([(1, OK), (2, OK)]) is None
+
+
+def test_a_learner_failing_around_the_training_keeps_its_executors_code_and_sentence():
+    node = Exit(-1, error="downloading the training data on this node failed", error_code="S302")
+    out = decide(ended((1, Exit(143)), (2, node), learners=2, timed_out=True))
+    assert out == Outcome("FAILED", node.error, "S302", -1)
+    assert decide(ended((1, node), halt_reason="")).status == "HALTED"  # a halt still wins

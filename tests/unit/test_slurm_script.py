@@ -66,8 +66,10 @@ def test_the_script_trains_on_every_node_then_stores_once_with_quoted_paths():
 
 
 def test_squeue_lines_of_other_jobs_are_left_out():
-    text = "12|dlaas-training-x|PENDING|Priority|\n13|someone-else|RUNNING|None|node1\nbad\n"
-    assert parse_squeue(text) == [SlurmJob("12", "dlaas-training-x", "PENDING", "Priority", "")]
+    text = "12|dlaas-training-x|PENDING|Priority||/st|a\n13|someone-else|RUNNING|None|node1|\nbad\n"
+    assert parse_squeue(text) == [
+        SlurmJob("12", "dlaas-training-x", "PENDING", "Priority", "", "/st|a")
+    ]
     job = parse_squeue(text)[0]
     assert job.run_id == "training-x" and job.waiting and not job.ended
 
