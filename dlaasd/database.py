@@ -10,7 +10,7 @@ import json
 import logging
 import os
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -171,6 +171,11 @@ class Database:
                 if name not in runs.columns_dict:
                     runs.add_column(name, kind)
         runs.create_index(["status"], if_not_exists=True)
+        # the queue's two lines in the order they start: a decision reads a line's head only
+        self.db.execute(
+            "create index if not exists runs_queue "
+            "on runs(status, gpu_count > 0, coalesce(priority, 0) desc)"
+        )
         runs.create_index(["experiment_id"], if_not_exists=True)
         runs.create_index(["source"], if_not_exists=True)
         metrics = self.db["metrics"]  # time series of every run's metrics
@@ -285,6 +290,23 @@ class Database:
             Request(i, g, c, m, t or "", o or "", p or 0, (at - parse_time(s)).total_seconds())
             for i, g, c, m, t, o, p, s in self.db.execute(sql)
         ]
+
+    def queue_line(self, gpus: bool) -> Iterator[Request]:
+        """The QUEUED runs that ask for GPUs (or for none), in the order they start
+        (priority, then submit order), read lazily through the runs_queue index."""
+        sql = (
+            "select id, gpu_count, cpus, memory, gpu_type, owner_name, priority, submitted "
+            "from runs where status = 'QUEUED' and (gpu_count > 0) = ? "
+            "order by coalesce(priority, 0) desc, rowid"
+        )
+        at = datetime.now(UTC)
+        cursor = self.db.execute(sql, [int(gpus)])
+        try:
+            for i, g, c, m, t, o, p, s in cursor:
+                waited = (at - parse_time(s)).total_seconds()
+                yield Request(i, g, c, m, t or "", o or "", p or 0, waited)
+        finally:
+            cursor.close()
 
     def in_status(self, statuses: Iterable[str]) -> list[dict]:
         statuses = list(statuses)

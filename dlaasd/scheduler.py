@@ -15,7 +15,7 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from .gpus import matches_type
@@ -91,14 +91,61 @@ def plan(
 ) -> Plan:
     """What starts now (`queued` in submit order), and why each other run waits."""
     fairness = fairness or Fairness()
+    # sorted() is stable: FIFO within a priority
+    ordered = sorted(queued, key=lambda r: -effective_priority(r, fairness.aging))
+    return _plan(lambda blocked: iter(ordered), free_gpus, free_cpus, free_memory, fairness)
+
+
+def plan_lines(
+    gpu_line: Iterable[Request],
+    cpu_line: Iterable[Request],
+    free_gpus: Sequence[FreeGpu],
+    free_cpus: float,
+    free_memory: int,
+    fairness: Fairness,
+) -> Plan:
+    """plan() for a queue read lazily: each line (the runs asking for GPUs, the CPU-only
+    runs) in start order already (priority, then submit order; no aging). A line is read
+    up to its first run that must wait, so a decision costs the same with 10 or 10,000
+    queued; the runs behind that one are not visited and get no reason."""
+    if fairness.aging > 0:
+        raise ValueError("plan_lines: with aging the order changes as runs wait; use plan")
+
+    def merged(blocked: dict[bool, bool]) -> Iterator[Request]:
+        lines = {True: iter(gpu_line), False: iter(cpu_line)}
+        heads: dict[bool, Request | None] = {}  # a line's next run, once read
+        while True:
+            for k in lines:  # read a line's next run only when it may still start one
+                if k not in heads and not blocked[k]:
+                    heads[k] = next(lines[k], None)
+            ready = [(r, k) for k, r in heads.items() if r is not None and not blocked[k]]
+            if not ready:
+                return
+            # the higher priority first; within one, the earlier submitted
+            req, k = min(ready, key=lambda rk: (-rk[0].priority, -rk[0].waited))
+            del heads[k]
+            yield req
+
+    return _plan(merged, free_gpus, free_cpus, free_memory, fairness)
+
+
+def _plan(
+    requests: Callable[[dict[bool, bool]], Iterator[Request]],
+    free_gpus: Sequence[FreeGpu],
+    free_cpus: float,
+    free_memory: int,
+    fairness: Fairness,
+) -> Plan:
+    """The placing itself, over `requests(blocked)` in start order: blocked[True] once the
+    GPU line waits, blocked[False] once the CPU line does (a lazy reader stops there)."""
+    blocked = {True: False, False: False}
     placements: list[Placement] = []
     reasons: dict[str, str] = {}
     gpus = list(free_gpus)
     held = {owner: list(h) for owner, h in fairness.held.items()}
     gpu_line: str | None = None  # the run that blocks a line, once one does
     cpu_line: str | None = None
-    # sorted() is stable: FIFO within a priority
-    for req in sorted(queued, key=lambda r: -effective_priority(r, fairness.aging)):
+    for req in requests(blocked):
         limit = _over_limit(req, fairness.limits.get(req.owner), held.get(req.owner, [0, 0]))
         if limit:
             reasons[req.run_id] = limit
@@ -111,10 +158,12 @@ def plan(
             usable = [g for g in gpus if matches_type(g.name, req.gpu_type)]
             if len(usable) < req.gpus:
                 gpu_line = req.run_id
+                blocked[True] = True
                 reasons[req.run_id] = f"Resources: {req.gpus} GPU(s) asked for, {len(usable)} free"
                 continue
             if not fits_host:
                 gpu_line = cpu_line = req.run_id
+                blocked[True] = blocked[False] = True
                 reasons[req.run_id] = _host_reason(req, free_cpus, free_memory)
                 continue
             chosen = usable[: req.gpus]
@@ -126,6 +175,7 @@ def plan(
                 continue
             if not fits_host:
                 cpu_line = req.run_id
+                blocked[False] = True
                 reasons[req.run_id] = _host_reason(req, free_cpus, free_memory)
                 continue
             placement = Placement(req.run_id, ())

@@ -14,6 +14,7 @@ from dlaasd.scheduler import (
     impossible,
     place,
     plan,
+    plan_lines,
 )
 
 GiB = 1024**3
@@ -303,3 +304,63 @@ def test_no_stream_of_higher_priority_runs_starves_a_waiting_one():
     assert simulate(aging=0) is None
     started_at = simulate(aging=30)
     assert started_at is not None and started_at * 60 <= (10 + 1) * 30 + 60
+
+
+# --- plan_lines: the queue read lazily, line by line ----------------------------------
+
+
+def lines_of(queue: list[Request]) -> tuple[list[Request], list[Request]]:
+    """The two lines as the database gives them: priority, then submit order."""
+    ordered = sorted(queue, key=lambda r: -r.priority)
+    return [r for r in ordered if r.gpus], [r for r in ordered if not r.gpus]
+
+
+def test_plan_lines_places_as_plan_does():
+    """Over many mixed queues, the lazy reading places the same runs on the same GPUs,
+    and gives the same reason to every run it visits."""
+    import random
+
+    rng = random.Random(7)
+    for _ in range(300):
+        queue = [
+            Request(
+                f"r{i}",
+                rng.choice([0, 0, 1, 2]),
+                rng.choice([0.5, 1, 2, 4]),
+                rng.choice([1, 2, 8]) * GiB,
+                owner=rng.choice(["ann", "bob"]),
+                priority=rng.choice([0, 0, 0, 5]),
+                waited=1000 - i,
+            )
+            for i in range(rng.randint(0, 12))
+        ]
+        limits = {"ann": Limits(max_running=rng.choice([0, 1, 2])), "bob": Limits()}
+        fair = Fairness(0, limits, {"ann": (0, rng.choice([0, 1]))})
+        free = gpus(rng.randint(0, 3)), rng.choice([1.0, 2.0, 4.0]), rng.choice([2, 4, 16]) * GiB
+        eager = plan(queue, *free, fair)
+        lazy = plan_lines(*lines_of(queue), *free, fair)
+        assert lazy.placements == eager.placements, queue
+        assert lazy.reasons.items() <= eager.reasons.items()
+
+
+def test_plan_lines_reads_each_line_up_to_its_first_run_that_waits():
+    """10,000 GPU runs waiting for the one GPU a run holds: a decision reads one of them
+    and still starts the CPU-only run behind them all."""
+    read = []
+
+    def line(requests):
+        for r in requests:
+            read.append(r.run_id)
+            yield r
+
+    waiting = [gpu_run(f"g{i}") for i in range(10_000)]
+    decided = plan_lines(line(waiting), line([cpu_run("c")]), [], 2.0, 8 * GiB, Fairness())
+    assert started(decided.placements) == ["c"]
+    assert read == ["g0", "c"] and decided.reasons == {
+        "g0": "Resources: 1 GPU(s) asked for, 0 free"
+    }
+
+
+def test_plan_lines_refuses_aging():
+    with pytest.raises(ValueError, match="aging"):
+        plan_lines([], [], [], 1.0, GiB, Fairness(aging=60))
