@@ -28,6 +28,7 @@ from aiohttp.http_exceptions import BadHttpMessage
 
 from dlaasctl import routes
 from dlaasctl.routes import FLAGS, MAX_LIMIT, MAX_OFFSET, MAX_POSITION, MAX_PRIORITY, Route
+from dlaasctl.ui import views
 
 from . import accounting, buckets, diskspace, openapi, prometheus
 from .codes import FINAL, STATUSES, RunError
@@ -550,8 +551,11 @@ async def run_metrics(request: web.Request) -> web.StreamResponse:
     run = visible_run(request, "metrics")
     after = _int(request, "after", 0, 0, MAX_POSITION)
     name = request.query.get("name") or None
+    most = _int(request, "points", 0, 10, 1_000_000)
     if not _flag(request, "follow"):
         points = d.db.metrics(run["id"], after, name)
+        if most:  # a chart's worth, not the whole series (the dashboard's long runs)
+            points = views.thin(points, most)
         return web.json_response({"id": run["id"], "status": run["status"], "points": points})
     resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
     await resp.prepare(request)

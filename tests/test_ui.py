@@ -238,6 +238,25 @@ def test_a_metric_chart_draws_the_runs_points_as_they_come(daemon, dashboard, br
     assert status == 200 and "test.loss" in body
 
 
+LONG = """
+import json, os
+with open(os.path.join(os.environ["LOG_DIR"], "evaluation-metrics.txt"), "a") as f:
+    for step in range(1, 501):
+        f.write(json.dumps({"grouplabel": "test", "etimes": {"iteration": {"value": step}},
+                            "values": {"loss": {"value": 1.0 / step}}}) + "\\n")
+"""
+
+
+def test_the_metrics_api_thins_a_long_series_for_a_chart(daemon, tmp_path):
+    run_id = daemon.submit(model(tmp_path / "m", manifest("python3 train.py"), {"train.py": LONG}))
+    assert daemon.wait(run_id)["status"] == "COMPLETED"
+    every = daemon.api.json("GET", f"/v1/runs/{run_id}/metrics")["points"]
+    assert len(every) == 500
+    thinned = daemon.api.json("GET", f"/v1/runs/{run_id}/metrics?points=40")["points"]
+    assert len(thinned) <= 40 and thinned[0] == every[0] and thinned[-1] == every[-1]
+    assert all(p in every for p in thinned)
+
+
 def test_the_experiment_page_ranks_trials_and_offers_the_best_config(
     daemon, dashboard, browser, tmp_path
 ):

@@ -175,6 +175,12 @@ METRICS = Route(
         "after": whole("only points after this seq", 0, MAX_POSITION),
         "name": Query("only this metric"),
         "follow": flag("1: stream new points as JSON lines until the run ends"),
+        "points": whole(
+            "at most about this many points a metric, downsampled (each bucket keeps its "
+            "first, lowest, highest and last point; the newest is always kept)",
+            10,
+            1_000_000,
+        ),
     },
 )
 CREATE_EXPERIMENT = Route(

@@ -86,3 +86,19 @@ def test_objective_against_a_number_includes_zero():
     ]
     out = views.objective_vs(trials, "dropout")
     assert (out["x"], out["y"], out["labels"]) == ([0.0, 0.5], [1.0, 2.0], [])
+
+
+def test_thinning_keeps_each_metrics_shape_and_the_newest_point():
+    points = []
+    for i in range(10_000):  # two metrics, interleaved, as a training reports them
+        points.append({"seq": 2 * i + 1, "step": i, "name": "loss", "value": 1 / (i + 1)})
+        points.append({"seq": 2 * i + 2, "step": i, "name": "acc", "value": i % 7})
+    thinned = views.thin(points, 200)
+    assert [p["seq"] for p in thinned] == sorted(p["seq"] for p in thinned)
+    assert thinned[-1] == points[-1]  # where a stream of newer points goes on from
+    for name in ("loss", "acc"):
+        mine = [p for p in thinned if p["name"] == name]
+        assert len(mine) <= 200
+        assert mine[0]["step"] == 0 and mine[-1]["step"] == 9_999
+    assert {p["value"] for p in thinned if p["name"] == "acc"} == set(range(7))  # the extremes
+    assert views.thin(points[:50], 200) == points[:50]

@@ -309,7 +309,7 @@ async def metrics_view(d: Daemon, run_id: str, request: web.Request) -> dict:
         target = min(max(int(request.query.get("points", views.MAX_POINTS)), 10), 20_000)
     except ValueError:
         raise Refused(400, {"error": {"message": "points: a whole number"}}) from None
-    body = await d.get(R.METRICS.url(id=run_id))
+    body = await d.get(R.METRICS.url(id=run_id, points=target))  # thinned by the daemon
     points = body["points"]
     return {
         "id": run_id,

@@ -10,13 +10,13 @@ import yaml
 MAX_POINTS = 2000  # per series sent to a browser; more is downsampled
 
 
-def downsample(xs: list[float], ys: list[float], target: int = MAX_POINTS) -> tuple[list, list]:
-    """At most about `target` points that draw like all of them: the series is cut into
-    buckets and each keeps its first, lowest, highest and last point (spikes survive,
-    unlike with averaging), in order."""
-    n = len(xs)
+def kept(ys: list, target: int = MAX_POINTS) -> list[int]:
+    """The indexes of at most `target` points that draw like all of them: the series is
+    cut into buckets and each keeps its first, lowest, highest and last point (spikes
+    survive, unlike with averaging), in order; the last point is always kept."""
+    n = len(ys)
     if n <= target:
-        return list(xs), list(ys)
+        return list(range(n))
     buckets = max(1, target // 4)
     size = n / buckets
     keep: list[int] = []
@@ -24,14 +24,31 @@ def downsample(xs: list[float], ys: list[float], target: int = MAX_POINTS) -> tu
         lo, hi = int(b * size), min(n, int((b + 1) * size))
         if lo >= hi:
             continue
-        idx = range(lo, hi)
-        finite = [i for i in idx if ys[i] is not None and math.isfinite(ys[i])]
+        finite = [i for i in range(lo, hi) if ys[i] is not None and math.isfinite(ys[i])]
         picks = {lo, hi - 1}
         if finite:
             picks.add(min(finite, key=ys.__getitem__))
             picks.add(max(finite, key=ys.__getitem__))
         keep += sorted(picks)
+    return keep
+
+
+def downsample(xs: list, ys: list, target: int = MAX_POINTS) -> tuple[list, list]:
+    """`kept` applied to a series given as its x and y values."""
+    keep = kept(ys, target)
     return [xs[i] for i in keep], [ys[i] for i in keep]
+
+
+def thin(points: list[dict], target: int) -> list[dict]:
+    """A run's metric points (in the order they came), each metric downsampled to about
+    `target` points; the newest of each stays, so the last `seq` is the same."""
+    by_name: dict[str, list[dict]] = {}
+    for p in points:
+        by_name.setdefault(p["name"], []).append(p)
+    out = []
+    for pts in by_name.values():
+        out += [pts[i] for i in kept([p["value"] for p in pts], target)]
+    return sorted(out, key=lambda p: p["seq"])
 
 
 def series(points: Iterable[dict], target: int = MAX_POINTS) -> dict[str, dict]:
