@@ -13,6 +13,8 @@ import socket
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from .routes import Route
+
 
 class Unreachable(Exception):
     """No daemon answers on the socket (exit code 3)."""
@@ -170,6 +172,10 @@ class Client:
     def json(self, method: str, path: str, timeout: float | None = -1):
         """A request whose answer is JSON."""
         return json.loads(self.request(method, path, timeout=timeout).read() or b"null")
+
+    def call(self, route: Route, **params: str | int | None) -> dict:
+        """A request on a route of the table dlaasd shares (routes.py); its JSON answer."""
+        return self.json(route.method, route.url(**params))
 
     def stream(self, path: str, timeout: float | None = None) -> Iterator[bytes]:
         yield from self.request("GET", path, timeout=timeout).chunks()
