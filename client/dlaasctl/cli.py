@@ -90,6 +90,11 @@ def _command_parser(
     return sp
 
 
+def parser_of(name: str) -> argparse.ArgumentParser:
+    """The parser of one command alone."""
+    return _command_parser(name, None, *_common())
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line: for help and for usage errors."""
     common, jsonflag = _common()
@@ -120,7 +125,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if name not in WHERE or "-h" in argv or "--help" in argv:
         return build_parser().parse_args(argv)
     rest = argv[:i] + argv[i + len(name.split()) :]
-    return _command_parser(name, None, *_common()).parse_args(rest)
+    return parser_of(name).parse_args(rest)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -155,10 +155,11 @@ class Client:
         if resp.status >= 400:
             raw = resp.read()
             try:
-                body = json.loads(raw)
+                answer = json.loads(raw)
             except ValueError:
-                body = {"error": {"message": raw.decode(errors="replace") or f"HTTP {resp.status}"}}
-            raise ApiError(resp.status, body)
+                message = raw.decode(errors="replace") or f"HTTP {resp.status}"
+                answer = {"error": {"message": message}}
+            raise ApiError(resp.status, answer)
         return resp
 
     def _hint(self, exc: OSError) -> str:

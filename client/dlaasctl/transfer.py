@@ -10,6 +10,10 @@ from pathlib import Path
 from .console import Failed, err
 from .http import Client
 
+TYPE_CHECKING = False  # typing itself is not imported: it would slow every command's start
+if TYPE_CHECKING:
+    from typing import IO
+
 IN_MEMORY = 16 * 1024 * 1024  # model folders smaller than this are zipped in memory
 
 
@@ -38,27 +42,30 @@ def send_with_model(
     for dirpath, dirnames, filenames in os.walk(model):
         dirnames[:] = sorted(d for d in dirnames if d not in (".git", "__pycache__"))
         files += [p for p in (Path(dirpath) / f for f in sorted(filenames)) if p.is_file()]
-    small = sum(p.stat().st_size for p in files) < IN_MEMORY
-    if small:
+    if sum(p.stat().st_size for p in files) < IN_MEMORY:
         import io
 
-        target = io.BytesIO()
-    else:
-        import tempfile
+        with io.BytesIO() as buffer:
+            _zip(buffer, model, files, quiet)
+            return c.multipart(path, fields, {"model": buffer.getvalue()})
+    import tempfile
 
-        target = tempfile.NamedTemporaryFile(suffix=".zip", prefix="dlaas-model-")  # noqa: SIM115
-    with target:
-        with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
-            for p in files:
-                zf.write(p, p.relative_to(model).as_posix())
-        size = target.tell()
-        if not quiet:
-            from . import fmt
+    with tempfile.NamedTemporaryFile(suffix=".zip", prefix="dlaas-model-") as tmp:
+        _zip(tmp, model, files, quiet)
+        tmp.flush()
+        return c.multipart(path, fields, {"model": Path(tmp.name)})
 
-            err(f"model code: {model} ({len(files)} files, {fmt.size(size)} zipped)")
-        target.flush()
-        archive = target.getvalue() if small else Path(target.name)
-        return c.multipart(path, fields, {"model": archive})
+
+def _zip(out: IO[bytes], model: Path, files: list[Path], quiet: bool) -> None:
+    import zipfile
+
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        for p in files:
+            zf.write(p, p.relative_to(model).as_posix())
+    if not quiet:
+        from . import fmt
+
+        err(f"model code: {model} ({len(files)} files, {fmt.size(out.tell())} zipped)")
 
 
 def fetch_all(
