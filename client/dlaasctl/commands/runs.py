@@ -9,12 +9,13 @@ from pathlib import Path
 from .. import routes
 from ..console import Failed, err, out_json, warn
 from ..http import Client
-from ..transfer import fetch_all, manifest_file, send_with_model
 from . import RUN, Command, arg
-from .logs import follow
 
 
 def train(c: Client, a: argparse.Namespace) -> int:
+    from ..transfer import manifest_file, send_with_model  # list and show start without them
+    from .logs import follow
+
     manifest = manifest_file(Path(a.manifest))
     model = Path(a.model) if a.model else manifest.parent
     fields = {"manifest": manifest.read_bytes()}
@@ -178,6 +179,8 @@ def priority(c: Client, a: argparse.Namespace) -> int:
 
 
 def download(c: Client, a: argparse.Namespace) -> int:
+    from ..transfer import fetch_all
+
     kind = "definition" if a.definition else "results"
     files, file = (
         (routes.DEFINITION, routes.DEFINITION_FILE)
