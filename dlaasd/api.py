@@ -22,6 +22,7 @@ import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import BadHttpMessage
@@ -32,6 +33,9 @@ from dlaasctl.ui import views
 
 from . import accounting, buckets, diskspace, openapi, prometheus
 from .codes import FINAL, STATUSES, RunError
+
+if TYPE_CHECKING:  # dashboard.py imports this module
+    from .dashboard import Dashboard
 from .daemon import Caller, Daemon, Refused, public_message
 from .database import NotFound
 from .doctor import run_checks
@@ -71,8 +75,8 @@ class Endpoint:
 
 
 ACTING_AS = "dlaas.acting_as"  # set only on the dashboard's private socket (dashboard.py)
-# the app's dashboard.Dashboard, where the config enables one
-DASHBOARD = web.AppKey("dashboard", object)
+# the app's dashboard, where the config enables one
+DASHBOARD: web.AppKey[Dashboard] = web.AppKey("dashboard")
 
 
 def caller_of(request: web.Request) -> Caller:
