@@ -37,6 +37,24 @@ exit $rc
 """
 
 
+# learner 1's port for the torchrun rendezvous where the learners have a network of their own
+MASTER_PORT = 29500
+
+
+def torchrun_env(learner: int, learners: int, master: str, port: int) -> dict[str, str]:
+    """The torchrun convention, one process per learner: beside LEARNER_ID and
+    NUM_LEARNERS, for learners > 1."""
+    if learners <= 1:
+        return {}
+    return {
+        "MASTER_ADDR": master,
+        "MASTER_PORT": str(port),
+        "WORLD_SIZE": str(learners),
+        "RANK": str(learner - 1),
+        "NODE_RANK": str(learner - 1),
+    }
+
+
 def entrypoint(command: str) -> list[str]:
     """The container's entrypoint for a training command."""
     return ["/bin/sh", "-c", SCRIPT_HEAD + command + SCRIPT_TAIL]
@@ -77,6 +95,9 @@ def specs(
             "LOG_DIR": f"{IN_CONTAINER['JOB_STATE_DIR']}/{logs.relative_to(folder.job)}",
             "TRAINING_ID": run_id,
             "GPU_COUNT": str(m.gpus),
+            # learner 1 by its container's name, on the run's own network (the local
+            # executor); a cluster's node program gives its node's address instead
+            **torchrun_env(learner, m.learners, f"dlaas-{run_id}", MASTER_PORT),
             "LEARNER_ID": str(learner),
             "NUM_LEARNERS": str(m.learners),
             "CUDA_VISIBLE_DEVICES": ",".join(mine),

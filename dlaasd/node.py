@@ -49,6 +49,7 @@ from pathlib import Path
 from .codes import DOWNLOADING, PROCESSING, STORING, RunError
 from .executors import Exit, LearnerSpec, Location, Mount
 from .executors.local import LocalExecutor
+from .learners import torchrun_env
 from .objectstore import DataCache, Endpoint, ObjectStore, StoreUnavailable, Transfer
 from .phases.stage_in import prepare_job
 from .runfolder import IN_CONTAINER, RunFolder
@@ -176,19 +177,6 @@ def gpu_uuids(indices: list[str]) -> list[str] | None:
         return None
     by_index = {str(g.index): g.uuid for g in inventory.list()}
     return [by_index[i] for i in indices if i in by_index]
-
-
-def torchrun_env(learner: int, learners: int, master: str, port: int) -> dict[str, str]:
-    """The torchrun convention, one process per node: beside LEARNER_ID and NUM_LEARNERS."""
-    if learners <= 1:
-        return {}
-    return {
-        "MASTER_ADDR": master,
-        "MASTER_PORT": str(port),
-        "WORLD_SIZE": str(learners),
-        "RANK": str(learner - 1),
-        "NODE_RANK": str(learner - 1),
-    }
 
 
 def node_spec(

@@ -30,6 +30,7 @@ from dlaasd.slurm import Request, Site, batch_script
 from dlaasd.slurm import jobs as slurm_jobs
 from dlaasd.slurm import submit as submit_script
 from tests.harness import PYTHON_IMAGE, Dlaasd, manifest, model, short_tmp
+from tests.test_learners import DDP, check_ddp_run, upload_digits
 
 
 def _gone(dc: docker.DockerClient, label: str, timeout: float = 60) -> bool:
@@ -387,3 +388,12 @@ def test_a_daemon_killed_while_jobs_run_loses_and_duplicates_nothing(on_slurm, t
         assert run["status"] == "COMPLETED", _story(d, run)
         assert d.ctl("logs", run_id).stdout.count("ran once") == 1
         assert [j.run_id for j in slurm_jobs()].count(run_id) == 1  # submitted once
+
+
+def test_the_ddp_example_trains_on_two_slurm_nodes(on_slurm, minio, tmp_path):
+    """The same manifest as on the local executor: two learners, gloo, one per node."""
+    upload_digits(minio)
+    d = on_slurm()
+    folder = tmp_path / "ddp"
+    shutil.copytree(DDP, folder)
+    check_ddp_run(d, d.submit(folder), tmp_path)

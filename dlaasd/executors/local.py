@@ -14,6 +14,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import docker
@@ -121,12 +122,32 @@ class LocalExecutor(Executor):
         started: list[str] = []
         try:
             for spec in specs:
+                if spec.learners > 1 and not spec.network_mode:
+                    spec = replace(spec, network_mode=self._run_network(spec))
                 started.append(self._start(spec))
         except RunError:
             for cid in started:
                 self.remove(cid)
             raise
         return started
+
+    def _run_network(self, spec: LearnerSpec) -> str:
+        """The run's own network, where its learners reach each other by container name:
+        internal (no route out) unless the manifest may use the network. Made once per
+        run (Docker would take a second of the same name)."""
+        name = f"dlaas-{spec.run_id}"
+        api = self.client.api
+        try:
+            if not api.networks(filters={"label": f"{LABEL_RUN}={spec.run_id}"}):
+                labels = {LABEL_RUN: spec.run_id, LABEL_DAEMON: self.daemon_label}
+                api.create_network(name, driver="bridge", internal=not spec.network, labels=labels)
+        except docker.errors.APIError as exc:  # before requests' errors: it is one of them
+            raise RunError(
+                "S101", f"the run's network could not be made: {_first_line(exc)}"
+            ) from exc
+        except requests.RequestException as exc:
+            raise DockerUnavailable(_docker_hint(exc)) from exc
+        return name
 
     def _start(self, spec: LearnerSpec) -> str:
         """Create and start a container; return its id. RunError S101 if it cannot start.
@@ -247,8 +268,14 @@ class LocalExecutor(Executor):
             self.client.api.stop(handle, timeout=int(max(grace, 1)))
 
     def remove(self, handle: str) -> None:
+        network = ""
         with engine(), contextlib.suppress(docker.errors.NotFound):
+            info = self.client.api.inspect_container(handle)
+            network = info["HostConfig"].get("NetworkMode", "")
             self.client.api.remove_container(handle, force=True)
+        if network.startswith("dlaas-"):  # the run's own: gone with its last learner
+            with engine(), contextlib.suppress(docker.errors.APIError):
+                self.client.api.remove_network(network)
 
     def phase(self, run_id: str) -> str | None:
         return None  # the daemon stages, so it knows
