@@ -10,7 +10,7 @@ import sys
 
 from benchmarks.common import machine
 
-BENCHMARKS = ("overhead", "throughput", "scale", "staging", "ui", "slurm")
+BENCHMARKS = ("overhead", "throughput", "scale", "queue", "staging", "ui", "slurm")
 
 
 def main() -> int:
