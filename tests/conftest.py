@@ -110,3 +110,19 @@ def slurm():
     else:
         os.environ["SLURM_CONF"] = before
     cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def kube():
+    """A real Kubernetes control plane with Kueue and fake GPU nodes (tests/k8s_testbed.py).
+    Fails, with the command that builds them, where its programs are not built."""
+    from tests.k8s_testbed import KubeTestbed
+
+    root = short_tmp("dlaas-k8s-")
+    try:
+        testbed = KubeTestbed(root).start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    yield testbed
+    testbed.stop()
+    shutil.rmtree(root, ignore_errors=True)
