@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from dlaasctl.routes import MAX_PRIORITY as PRIORITY_BOUND
 
@@ -192,6 +192,23 @@ class Slurm:
 
 
 @dataclass
+class Kubernetes:
+    """The `kubernetes` executor's cluster (README: Running on Kubernetes)."""
+
+    kubeconfig: str
+    context: str
+    namespace: str
+    local_queue: str
+    node_image: str
+    image_pull_policy: Literal["IfNotPresent", "Always", "Never"]
+    node_selector: dict[str, str]
+    tolerations: list[dict[str, Any]]
+    gpu_types: dict[str, dict[str, str]]
+    ttl_after_finished: Duration
+    master_port: PositiveInt
+
+
+@dataclass
 class Config:
     state_dir: str
     socket: str
@@ -215,6 +232,7 @@ class Config:
     prometheus: PrometheusSettings
     notify: NotifySettings
     dashboard: DashboardSettings
+    kubernetes: Kubernetes
     # Where the settings came from, for --print-config and error messages.
     source: str = field(default="embedded defaults", init=False)
 

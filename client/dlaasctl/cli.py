@@ -41,8 +41,13 @@ WHERE = {
     "data download": "data",
     "priority": "runs",
     "usage": "usage",
+    "export k8s": "export",
 }
-GROUPS = {"experiment": "hyperparameter sweeps", "data": "training data in the object store"}
+GROUPS = {
+    "experiment": "hyperparameter sweeps",
+    "data": "training data in the object store",
+    "export": "a run as another system's objects, without the daemon",
+}
 
 TYPE_CHECKING = False  # typing itself is not imported: it would slow every command's start
 if TYPE_CHECKING:

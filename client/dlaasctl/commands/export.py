@@ -1,0 +1,104 @@
+"""`dlaasctl export k8s MANIFEST`: the Kubernetes objects a run would become, as YAML.
+
+Made here, without the daemon, from the manifest and dlaasd's config (the same file
+dlaasd reads, or --config), so an admin can review them or apply them without dlaasd.
+The Secret's store keys are left as placeholders: fill them in to apply it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import secrets
+import string
+import sys
+from pathlib import Path
+
+from ..http import Client
+from . import Command, arg
+
+
+def k8s(c: Client, args: argparse.Namespace) -> int:
+    try:  # the daemon's own parsing and config: the export is what dlaasd would make
+        import yaml
+
+        from dlaasd import admission, config, k8s_objects, manifest
+    except ImportError as exc:
+        print(
+            f"dlaasctl: export needs dlaasd's modules beside the client ({exc}); "
+            "install dlaasd (pip install dlaasd, or scripts/setup in its repository)",
+            file=sys.stderr,
+        )
+        return 1
+
+    path = Path(args.manifest)
+    if path.is_dir():
+        path = path / "manifest.yml"
+    try:
+        m = manifest.parse(path.read_bytes(), str(path))
+        cfg = config.load(args.config)
+        image = admission.resolve_image(m, cfg.frameworks)
+        settings = k8s_objects.settings(cfg.kubernetes, cfg.containers.halt_grace)
+        run_id = args.run_id or _new_id()
+        shape = k8s_objects.manifest_shape(run_id, m, image, cfg.containers.user)
+        objects = k8s_objects.objects(shape, settings, _node_job(run_id, cfg), "")
+    except OSError as exc:
+        print(f"dlaasctl: cannot read {path}: {exc.strerror}", file=sys.stderr)
+        return 1
+    except (manifest.SchemaError, admission.AdmissionError) as exc:
+        print(f"dlaasctl: {exc}", file=sys.stderr)
+        return 1
+    except (k8s_objects.UnknownGpuType, ValueError) as exc:
+        print(f"dlaasctl: {path}: {exc}", file=sys.stderr)
+        return 1
+    sys.stdout.write(yaml.dump_all(objects, Dumper=_dumper(yaml), sort_keys=False))
+    return 0
+
+
+def _dumper(yaml):
+    """YAML's safe dumper, writing text of several lines (the scripts) as blocks."""
+
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    def text(dumper, value: str):
+        style = "|" if "\n" in value else None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+    Dumper.add_representer(str, text)
+    return Dumper
+
+
+def _new_id() -> str:
+    """An id as dlaasd makes them (training- and nine letters or digits)."""
+    alphabet = string.ascii_lowercase + string.digits
+    return "training-" + "".join(secrets.choice(alphabet) for _ in range(9))
+
+
+def _node_job(run_id: str, cfg) -> str:
+    """What the node-side program reads, with the store's keys left out."""
+    return json.dumps(
+        {
+            "run_id": run_id,
+            "store": {
+                "endpoint": cfg.store.endpoint or "<the S3 endpoint the nodes reach>",
+                "access_key": "<access key>",
+                "secret_key": "<secret key>",
+            },
+        },
+        indent=1,
+    )
+
+
+COMMANDS = {
+    "export k8s": Command(
+        k8s,
+        "print the Kubernetes objects (YAML) a manifest's run becomes on the kubernetes executor",
+        [
+            arg("manifest", metavar="MANIFEST", help="a manifest.yml, or the folder holding it"),
+            arg("--config", help="dlaasd's config file (default: the one dlaasd reads)"),
+            arg("--run-id", help="the run's id in the objects (default: a new one)"),
+        ],
+        json=False,
+    ),
+}
