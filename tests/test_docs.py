@@ -48,7 +48,7 @@ def test_readme_names_each_routes_query_parameters(route: routes.Route):
 
 def command_of(synopsis: str) -> str:
     """'data ls [BUCKET[/PREFIX]]' -> 'data ls': the words before the arguments."""
-    words = re.match(r"[a-z ]+?(?= [^a-z]|$)", synopsis)
+    words = re.match(r"[a-z0-9 ]+?(?= [^a-z0-9]|$)", synopsis)  # "export k8s"
     assert words, synopsis
     return words.group(0)
 

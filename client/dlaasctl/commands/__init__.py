@@ -1,7 +1,7 @@
 """dlaasctl's commands, one module a group: runs, logs (and metrics), experiments, data,
-machine (status, gpus, doctor), usage, dashboard (ui). Each module has a COMMANDS table;
-dlaasctl.cli imports only the module of the command at hand (a quick command's time is
-mostly start-up)."""
+machine (status, gpus, doctor), usage, dashboard (ui), export (k8s). Each module has a
+COMMANDS table; dlaasctl.cli imports only the module of the command at hand (a quick
+command's time is mostly start-up)."""
 
 from __future__ import annotations
 
