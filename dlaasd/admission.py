@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .codes import Code
 from .config import Config
 from .manifest import Manifest
 from .scheduler import Request, impossible
@@ -18,7 +19,7 @@ from .schema import Problem, suggest
 
 
 class AdmissionError(ValueError):
-    def __init__(self, code: str, problems: list[Problem]):
+    def __init__(self, code: Code, problems: list[Problem]):
         self.code = code
         self.problems = problems
         super().__init__("; ".join(str(p) for p in problems))
@@ -46,7 +47,7 @@ def resolve_image(m: Manifest, frameworks: dict[str, dict[str, str]]) -> str:
         if versions is None:
             known = ", ".join(sorted(frameworks)) + ", custom"
             raise AdmissionError(
-                "C101",
+                Code.BAD_MANIFEST,
                 [
                     Problem(
                         "framework.name",
@@ -58,7 +59,7 @@ def resolve_image(m: Manifest, frameworks: dict[str, dict[str, str]]) -> str:
         template = versions.get(fw.version) or versions.get("*")
         if template is None:
             raise AdmissionError(
-                "C101",
+                Code.BAD_MANIFEST,
                 [
                     Problem(
                         "framework.version",
@@ -69,7 +70,7 @@ def resolve_image(m: Manifest, frameworks: dict[str, dict[str, str]]) -> str:
             )
         if "{version}" in template and not fw.version:
             raise AdmissionError(
-                "C101",
+                Code.BAD_MANIFEST,
                 [
                     Problem(
                         "framework.version",
@@ -113,7 +114,7 @@ def admit(m: Manifest, config: Config, gpu_names: Sequence[str] | None) -> Admit
                 )
             )
     if problems:
-        raise AdmissionError("C101", problems)
+        raise AdmissionError(Code.BAD_MANIFEST, problems)
     if gpu_names is None:
         return Admitted(image, list(m.notes))
     req = request_of("", m)
@@ -121,7 +122,7 @@ def admit(m: Manifest, config: Config, gpu_names: Sequence[str] | None) -> Admit
     reasons = impossible(req, config.capacity.cpus, config.capacity.memory or 0, gpu_names)
     if reasons:
         per = f" (in all: the manifest's amounts × {m.learners} learners)" if m.learners > 1 else ""
-        raise AdmissionError("C104", [Problem(f, r + per) for f, r in reasons])
+        raise AdmissionError(Code.IMPOSSIBLE_REQUEST, [Problem(f, r + per) for f, r in reasons])
     return Admitted(image, list(m.notes))
 
 

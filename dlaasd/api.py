@@ -32,13 +32,24 @@ from dlaasctl.routes import FLAGS, MAX_LIMIT, MAX_OFFSET, MAX_POSITION, MAX_PRIO
 from dlaasctl.ui import views
 
 from . import accounting, buckets, diskspace, openapi, prometheus
-from .codes import FINAL, STATUSES, RunError
+from .access import Caller, public_message
+from .codes import FINAL, STATUSES, Code
+from .daemon import Daemon
 
 if TYPE_CHECKING:  # dashboard.py imports this module
     from .dashboard import Dashboard
-from .daemon import Caller, Daemon, Refused, public_message
-from .database import NotFound
 from .doctor import run_checks
+from .errors import (
+    Conflict,
+    DlaasError,
+    Forbidden,
+    Internal,
+    Invalid,
+    NotFound,
+    RunError,
+    TooLarge,
+    Unavailable,
+)
 from .experiments import Experiments
 from .objectstore import PART_SIZE, InvalidName, StoreUnavailable, key_problem, safe_relative
 from .runfolder import RunFolder, open_beneath
@@ -109,11 +120,9 @@ def _int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int
     try:
         value = int(raw)
     except ValueError:
-        raise Refused(
-            400, f"query parameter {name!r}: found {raw!r}; expected a whole number"
-        ) from None
+        raise Invalid(f"query parameter {name!r}: found {raw!r}; expected a whole number") from None
     if not lo <= value <= hi:
-        raise Refused(400, f"query parameter {name!r}: found {value}; expected {lo} to {hi}")
+        raise Invalid(f"query parameter {name!r}: found {value}; expected {lo} to {hi}")
     return value
 
 
@@ -122,7 +131,7 @@ def _flag(request: web.Request, name: str, default: bool = False) -> bool:
     if raw is None:
         return default
     if raw not in FLAGS:
-        raise Refused(400, f"query parameter {name!r}: found {raw!r}; expected 1 or 0")
+        raise Invalid(f"query parameter {name!r}: found {raw!r}; expected 1 or 0")
     return FLAGS[raw]
 
 
@@ -155,7 +164,7 @@ async def form(request: web.Request, texts: tuple[str, ...]):
     the model archive streamed to a file (removed afterwards, unless it was taken)."""
     expected = f"the parts {', '.join(repr(t) for t in texts)} and, optionally, 'model' (a zip)"
     if not request.content_type.startswith("multipart/"):
-        raise Refused(400, f"send multipart/form-data with {expected}")
+        raise Invalid(f"send multipart/form-data with {expected}")
     incoming = daemon_of(request).config.state_path / "runs" / ".incoming"
     incoming.mkdir(parents=True, exist_ok=True)
     parts: dict[str, bytes] = {}
@@ -164,8 +173,7 @@ async def form(request: web.Request, texts: tuple[str, ...]):
         try:
             await _read_form(request, texts, incoming, parts, model)
         except (ValueError, BadHttpMessage) as exc:  # aiohttp's word on a malformed body
-            raise Refused(
-                400,
+            raise Invalid(
                 f"the multipart body is malformed ({_first_line(exc)}); send "
                 f"multipart/form-data with a boundary in the Content-Type header and {expected}, "
                 "each part with a Content-Disposition header naming it",
@@ -186,15 +194,15 @@ async def _read_form(
     reader = await request.multipart()
     while (part := await reader.next()) is not None:
         if not isinstance(part, BodyPartReader):
-            raise Refused(400, "a form part is itself multipart; send each part as plain bytes")
+            raise Invalid("a form part is itself multipart; send each part as plain bytes")
         if part.name in texts:
             if part.name in parts:
-                raise Refused(400, f"the {part.name!r} part appears twice; send it once")
+                raise Invalid(f"the {part.name!r} part appears twice; send it once")
             text = bytearray()
             while chunk := await part.read_chunk(64 * 1024):  # never more than the limit held
                 text += chunk
                 if len(text) > MAX_MANIFEST:
-                    raise Refused(413, f"the {part.name} is larger than 1 MiB")
+                    raise TooLarge(f"the {part.name} is larger than 1 MiB")
             parts[part.name] = bytes(text)
         elif part.name == "model" and not model:
             fd, name = tempfile.mkstemp(dir=incoming, suffix=".zip")
@@ -204,8 +212,7 @@ async def _read_form(
                 while chunk := await part.read_chunk(1024 * 1024):
                     size += len(chunk)
                     if size > MAX_MODEL:
-                        raise Refused(
-                            413,
+                        raise TooLarge(
                             "the model archive is larger than 4 GiB; keep "
                             "data in the object store, not in the model code",
                         )
@@ -213,7 +220,7 @@ async def _read_form(
         else:
             expected = ", ".join(repr(t) for t in (*texts, "model"))
             what = "appears twice" if part.name == "model" else "is not expected"
-            raise Refused(400, f"the form part {part.name!r} {what}; send {expected} once each")
+            raise Invalid(f"the form part {part.name!r} {what}; send {expected} once each")
 
 
 def _first_line(exc: Exception) -> str:
@@ -225,7 +232,7 @@ def _first_line(exc: Exception) -> str:
 async def submit(request: web.Request) -> web.Response:
     async with form(request, RUN_PARTS) as (parts, model):
         if "manifest" not in parts:
-            raise Refused(400, "the 'manifest' part is missing")
+            raise Invalid("the 'manifest' part is missing")
         priority = _int(request, "priority", 0, -MAX_PRIORITY, MAX_PRIORITY)
         given = priority if "priority" in request.query else None
         result = await daemon_of(request).submit(
@@ -237,7 +244,7 @@ async def submit(request: web.Request) -> web.Response:
 async def set_priority(request: web.Request) -> web.Response:
     d = daemon_of(request)
     if "priority" not in request.query:
-        raise Refused(400, "query parameter 'priority' is missing; give a whole number")
+        raise Invalid("query parameter 'priority' is missing; give a whole number")
     priority = _int(request, "priority", 0, -MAX_PRIORITY, MAX_PRIORITY)
     run = d.set_priority(request.match_info["id"], caller_of(request), priority)
     return web.json_response(d.describe(run, full=False))
@@ -250,8 +257,7 @@ async def list_runs(request: web.Request) -> web.Response:
     statuses = [s.upper() for s in request.query.getall("status", []) for s in s.split(",") if s]
     bad = [s for s in statuses if s not in STATUSES]
     if bad:
-        raise Refused(
-            400,
+        raise Invalid(
             f"query parameter 'status': {bad[0]!r} is not a status; allowed: {', '.join(STATUSES)}",
         )
     rows, total = d.db.list(
@@ -341,8 +347,7 @@ async def get_artifact(request: web.Request) -> web.StreamResponse:
     run = visible_run(request, kind)
     rel = request.match_info["path"]
     if not safe_relative(rel):
-        raise Refused(
-            400,
+        raise Invalid(
             f"file path {rel!r}: name a file inside the run's {kind}, as "
             f"`GET /v1/runs/{run['id']}/{kind}` lists it (no '..', no leading '/')",
         )
@@ -361,11 +366,11 @@ async def _stream_local(
     try:
         f = await asyncio.to_thread(open_beneath, root, path.relative_to(root))
     except FileNotFoundError:
-        raise Refused(404, f"{root.name} has no {kind} file {path.name!r} (any more)") from None
+        raise NotFound(f"{root.name} has no {kind} file {path.name!r} (any more)") from None
     with f:
         st = os.fstat(f.fileno())
         if not stat.S_ISREG(st.st_mode):
-            raise Refused(404, f"{root.name} has no {kind} file {path.name!r}: not a file")
+            raise NotFound(f"{root.name} has no {kind} file {path.name!r}: not a file")
         left = st.st_size  # what Content-Length says, even if the file grows meanwhile
 
         def chunks():
@@ -383,7 +388,8 @@ async def _stream_object(
     try:
         obj = await asyncio.to_thread(objects.get, bucket, key)
     except RunError as exc:
-        raise Refused(404 if exc.code == "S302" else 403, exc.message) from None
+        gone = exc.code == Code.DOWNLOAD_FAILED
+        raise (NotFound if gone else Forbidden)(exc.message) from None
     try:
         length = obj.headers.get("Content-Length", "")
         return await _send(request, length, obj.stream(1024 * 1024))
@@ -418,7 +424,7 @@ def _key(request: web.Request, write: bool = False) -> str:
     key = request.match_info["key"]
     problem = key_problem(key)
     if problem:
-        raise Refused(400, f"object key {key!r} {problem}")
+        raise Invalid(f"object key {key!r} {problem}")
     _check_run_files(request, key, write)
     return key
 
@@ -438,8 +444,7 @@ def _check_run_files(request: web.Request, key: str, write: bool = False) -> Non
         run = daemon_of(request).db.get(match.group(1))
     except NotFound:
         if not caller.privileged:
-            raise Refused(
-                403,
+            raise Forbidden(
                 f"{key!r} is under {match.group(1)}/, the files of a deleted run; "
                 "only root may reach them",
             ) from None
@@ -462,7 +467,7 @@ def _visible_keys(request: web.Request, objects: list[dict]) -> list[dict]:
             try:
                 _check_run_files(request, key)
                 seen[match.group(1)] = True
-            except Refused:
+            except Forbidden:
                 seen[match.group(1)] = False
         return seen[match.group(1)]
 
@@ -483,12 +488,12 @@ async def data_list(request: web.Request) -> web.Response:
     recursive = _flag(request, "recursive", default=True)
     missing = request.query.get("missing")
     if missing not in (None, "empty"):
-        raise Refused(400, f"query parameter 'missing': found {missing!r}; expected 'empty'")
+        raise Invalid(f"query parameter 'missing': found {missing!r}; expected 'empty'")
     exists = await asyncio.to_thread(d.objects.bucket_exists, bucket)
     if not exists and missing != "empty":
         named = request.match_info["bucket"]
         also = f" (stored as {bucket!r})" if bucket != named else ""
-        raise Refused(404, f"bucket {named!r}{also} does not exist")
+        raise NotFound(f"bucket {named!r}{also} does not exist")
     objects = (
         await asyncio.to_thread(lambda: list(d.objects.list_objects(bucket, prefix, recursive)))
         if exists
@@ -582,7 +587,7 @@ def experiments_of(request: web.Request) -> Experiments:
 async def create_experiment(request: web.Request) -> web.Response:
     async with form(request, EXPERIMENT_PARTS) as (parts, model):
         if "experiment" not in parts:
-            raise Refused(400, "the 'experiment' part is missing")
+            raise Invalid("the 'experiment' part is missing")
         result = await experiments_of(request).create(
             parts["experiment"], parts.get("manifest"), model, caller_of(request)
         )
@@ -624,8 +629,7 @@ def _bound(request: web.Request, name: str) -> str | None:
     try:
         return accounting.parse_bound(raw) if raw else None
     except (ValueError, OverflowError, OSError):
-        raise Refused(
-            400,
+        raise Invalid(
             f"query parameter {name!r}: found {raw!r}; expected a date or time such as "
             "2026-11-30 or 2026-11-30T12:00:00Z, or a duration ago such as 7d or 12h",
         ) from None
@@ -637,8 +641,7 @@ async def usage(request: web.Request) -> web.Response:
     d = daemon_of(request)
     by = request.query.get("by", "owner")
     if by not in accounting.GROUPINGS:
-        raise Refused(
-            400,
+        raise Invalid(
             f"query parameter 'by': found {by!r}; expected one of "
             f"{', '.join(accounting.GROUPINGS)}",
         )
@@ -664,8 +667,7 @@ async def dashboard_url(request: web.Request) -> web.Response:
     """The caller's own URL of the daemon's dashboard (a token of their own)."""
     dashboard = request.app.get(DASHBOARD)
     if dashboard is None:
-        raise Refused(
-            404,
+        raise NotFound(
             "this daemon serves no dashboard (its config has no dashboard.address); "
             "run `dlaasctl ui` for one of your own",
         )
@@ -756,18 +758,13 @@ SERVES = {e.route: e for e in ENDPOINTS}
 async def json_errors(request: web.Request, handler):
     try:
         return await handler(request)
-    except Refused as exc:
-        return web.json_response(exc.to_json(), status=exc.status)
+    except DlaasError as exc:
+        return web.json_response(error_body(exc), status=http_status(exc))
     except InvalidName as exc:  # a name our own checks let through: still the caller's
-        return web.json_response({"error": {"message": str(exc)}}, status=400)
+        return web.json_response(error_body(Invalid(str(exc))), status=400)
     except StoreUnavailable as exc:
-        return web.json_response(
-            {"error": {"message": f"the object store is unavailable: {exc}"}}, status=503
-        )
-    except RunError as exc:
-        status = 507 if exc.code in ("S303", "S304") else 400  # no room: not the request's fault
-        body = {"error": {"message": exc.message, "code": exc.code}}
-        return web.json_response(body, status=status)
+        error = Unavailable(f"the object store is unavailable: {exc}")
+        return web.json_response(error_body(error), status=http_status(error))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -785,10 +782,47 @@ async def json_errors(request: web.Request, handler):
             state = daemon_of(request).config.state_path
             log.error("event=disk_full path=%s error=%r", request.path, str(exc))
             error = diskspace.error(state, f"taking {request.method} {request.path}")
-            body = {"error": {"message": error.message, "code": error.code}}
-            return web.json_response(body, status=507)
+            return web.json_response(error_body(error), status=http_status(error))
         log.exception("event=api_error path=%s", request.path)
-        return web.json_response({"error": {"message": f"internal error: {exc}"}}, status=500)
+        internal = Internal(f"internal error: {exc}")
+        return web.json_response(error_body(internal), status=http_status(internal))
+
+
+# no room: not the request's fault
+NO_SPACE = frozenset({Code.UPLOAD_FAILED, Code.DISK_FULL})
+
+
+def http_status(exc: DlaasError) -> int:
+    """The one place a domain error becomes an HTTP status."""
+    if isinstance(exc, RunError):
+        return 507 if exc.code in NO_SPACE else 400
+    for kind, status in HTTP_STATUS:
+        if isinstance(exc, kind):
+            return status
+    return 500
+
+
+HTTP_STATUS: tuple[tuple[type[DlaasError], int], ...] = (
+    (TooLarge, 413),  # before Invalid, which it is
+    (Invalid, 400),
+    (Forbidden, 403),
+    (NotFound, 404),
+    (Conflict, 409),
+    (Unavailable, 503),
+    (Internal, 500),
+)
+
+
+def error_body(exc: DlaasError) -> dict:
+    """{"error": {"message", "code"?, "problems"?, "warnings"?}}: components/schemas/Error."""
+    body: dict = {"message": exc.message}
+    if exc.code:
+        body["code"] = exc.code
+    if exc.problems:
+        body["problems"] = [p.to_json() for p in exc.problems]
+    if exc.warnings:
+        body["warnings"] = exc.warnings
+    return {"error": body}
 
 
 def make_app(daemon: Daemon, experiments: Experiments) -> web.Application:

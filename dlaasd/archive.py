@@ -14,6 +14,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from .codes import Code
 from .units import format_size
 
 MAX_FILES = 100_000
@@ -21,7 +22,7 @@ MAX_BYTES = 4 * 1024**3
 
 
 class ArchiveError(ValueError):
-    code = "C102"
+    code = Code.BAD_MODEL
 
     def __init__(self, problems: list[str], source: str = "model archive"):
         self.problems = problems

@@ -8,12 +8,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import grp
 import io
 import json
 import logging
 import os
-import pwd
 import secrets
 import shutil
 import string
@@ -32,21 +30,31 @@ from . import (
     manifest,
     notifications,
     secret,
+    sweep,
 )
+from .access import Caller
 from .codes import (
     ACTIVE,
     DOWNLOADING,
-    ERROR_CODES,
-    FAILED,
     FINAL,
     HALTED,
     HOLDING_RESOURCES,
     QUEUED,
     STORING,
-    RunError,
+    Code,
 )
 from .config import PRIORITY_BOUND, Config
-from .database import Database, NotFound
+from .database import Database
+from .errors import (
+    Ambiguous,
+    Conflict,
+    DlaasError,
+    Forbidden,
+    Invalid,
+    NotFound,
+    RunError,
+    Unavailable,
+)
 from .executors import ExecutorUnavailable
 from .gpus import GpuInventory
 from .lifecycle import Lifecycle
@@ -54,113 +62,14 @@ from .minio_server import BundledMinio
 from .objectstore import DataCache, Endpoint, ObjectStore, StoreUnavailable, key_problem
 from .runfolder import RunFolder
 from .scheduler import Fairness, FreeGpu, Limits, plan, plan_lines
-from .schema import Problem, SchemaError
+from .schema import Problem
 from .started import started_file
 
 log = logging.getLogger(__name__)
 
 
-class Refused(Exception):
-    """A request the daemon will not carry out; becomes a 4xx with this body."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        code: str | None = None,
-        problems: list[Problem] | None = None,
-    ):
-        self.status = status
-        self.message = message
-        self.code = code
-        self.problems = problems or []
-        self.warnings: list[str] = []  # what submit would have said had it accepted
-        super().__init__(message)
-
-    def to_json(self) -> dict:
-        body = {"message": self.message}
-        if self.code:
-            body["code"] = self.code
-        if self.problems:
-            body["problems"] = [p.to_json() for p in self.problems]
-        if self.warnings:
-            body["warnings"] = self.warnings
-        return {"error": body}
-
-
 class StoreRefused(RuntimeError):
     """The configured object store refused dlaasd's credentials."""
-
-
-@dataclass
-class Caller:
-    uid: int
-    gid: int
-    admin_group: str = ""  # the config's: its members see and change every run
-    lab: bool = False  # `visibility: lab`: every caller sees every run
-
-    @property
-    def name(self) -> str:
-        try:
-            return pwd.getpwuid(self.uid).pw_name
-        except KeyError:
-            return str(self.uid)
-
-    @property
-    def privileged(self) -> bool:
-        """Root, dlaasd's own user, or a member of the admin group."""
-        return self.uid in (0, os.geteuid()) or in_group(self.uid, self.gid, self.admin_group)
-
-    def owns(self, row: dict) -> bool:
-        return self.uid == row.get("owner_uid") or self.privileged
-
-    def sees(self, row: dict) -> bool:
-        return self.lab or self.owns(row)
-
-    def _who(self) -> str:
-        return "its owner or root" + (
-            f" (or members of the group {self.admin_group!r})" if self.admin_group else ""
-        )
-
-    def check_may(self, row: dict, verb: str) -> None:
-        """Only a run's (or experiment's) owner, root, dlaasd's own user and the admin
-        group change it."""
-        if not self.owns(row):
-            raise Refused(
-                403,
-                f"{row['id']} belongs to {row.get('owner_name') or row.get('owner_uid')}; "
-                f"only {self._who()} may {verb} it",
-            )
-
-    def check_sees(self, row: dict, what: str) -> None:
-        """A run's (or experiment's) contents: its owner's, unless `visibility: lab`."""
-        if not self.sees(row):
-            kind = "experiment" if row["id"].startswith("experiment-") else "run"
-            raise Refused(
-                403,
-                f"{row['id']} belongs to {row.get('owner_name') or row.get('owner_uid')}; "
-                f"only {self._who()} may see its {what} (visibility: queue); "
-                f"`dlaasctl list` shows every {kind}'s status",
-            )
-
-
-def in_group(uid: int, gid: int, group: str) -> bool:
-    """Whether a user is a member of `group` (as primary group or by /etc/group)."""
-    if not group:
-        return False
-    try:
-        wanted = grp.getgrnam(group).gr_gid
-        return wanted == gid or wanted in os.getgrouplist(pwd.getpwuid(uid).pw_name, gid)
-    except KeyError:
-        return False
-
-
-def public_message(run: dict) -> str:
-    """What others see of a run's status message: a failure's own words may quote its
-    training log, so they see only what the code means."""
-    if run["status"] == FAILED and run.get("error_code"):
-        return f"failed: {ERROR_CODES.get(run['error_code'], run['error_code'])}"
-    return run.get("status_message") or ""
 
 
 @dataclass
@@ -171,10 +80,14 @@ class Held:
     by_owner: dict[str, tuple[int, int]]  # owner -> (GPUs, runs) held
 
 
-def refused(exc: SchemaError | admission.AdmissionError, message: str, at: str = "") -> Refused:
-    """A 400 listing every problem of a document; `at` places them inside a larger one."""
+def refused(
+    exc: manifest.ManifestError | sweep.ExperimentError | admission.AdmissionError,
+    message: str,
+    at: str = "",
+) -> Invalid:
+    """Every problem of a document; `at` places them inside a larger one."""
     problems = [Problem(at + p.path, p.message, p.line) for p in exc.problems]
-    return Refused(400, message, exc.code, problems)
+    return Invalid(message, exc.code, problems)
 
 
 def parse_manifest(text: bytes, what: str = "the manifest", at: str = "") -> manifest.Manifest:
@@ -193,14 +106,15 @@ def _buckets_of(manifest_text: str) -> list[dict[str, str]]:
 
 
 def resolve(db: Database, ref: str, table: str, noun: str, listing: str) -> str:
-    """The full id `ref` names (a unique prefix will do), or a 404/400 that says why not."""
+    """The full id `ref` names (a unique prefix will do), or why not."""
     try:
         return db.resolve(ref, table)
     except NotFound:
-        raise Refused(404, f"no {noun} {ref!r}; `{listing}` shows them") from None
-    except KeyError as exc:  # Ambiguous
-        raise Refused(
-            400, f"{ref!r} matches several {noun}s ({', '.join(exc.args[0])}); give more of the id"
+        raise NotFound(f"no {noun} {ref!r}; `{listing}` shows them") from None
+    except Ambiguous as exc:
+        raise Ambiguous(
+            f"{ref!r} matches several {noun}s ({', '.join(exc.matches)}); give more of the id",
+            exc.matches,
         ) from None
 
 
@@ -342,7 +256,7 @@ class Daemon:
             except NotFound:
                 pass  # deleted meanwhile
             except (RunError, StoreUnavailable) as exc:
-                if getattr(exc, "code", "") == "S302":
+                if isinstance(exc, RunError) and exc.code == Code.DOWNLOAD_FAILED:
                     continue  # no bucket: nothing stored to redact
                 log.warning("event=definition_redact_failed run=%s error=%r", run_id, str(exc))
                 left.append(run_id)  # tried again at the next start
@@ -549,8 +463,7 @@ class Daemon:
             return min(max(0, lo), hi)
         if not lo <= priority <= hi:
             allowed = f"from {lo} to {hi}" if lo != hi else f"only {lo}"
-            raise Refused(
-                400,
+            raise Invalid(
                 f"priority {priority} is not allowed for {caller.name}: {allowed} "
                 "(the config's fair_share.priority_min/priority_max); nothing was queued",
                 problems=[Problem("priority", f"found {priority}; allowed {allowed}")],
@@ -563,14 +476,13 @@ class Daemon:
         if not caller.privileged:
             group = self.config.admin_group
             who = f"root or members of the group {group!r}" if group else "root"
-            raise Refused(
-                403,
+            raise Forbidden(
                 f"only {who} may change a run's priority; "
                 "give yours at submit (dlaasctl train --priority N)",
             )
         if run["status"] != QUEUED:
-            raise Refused(
-                409, f"{run['id']} is {run['status']}: only a waiting run has a priority to change"
+            raise Conflict(
+                f"{run['id']} is {run['status']}: only a waiting run has a priority to change"
             )
         self.db.update(run["id"], priority=priority)
         log.info("event=priority run=%s priority=%d by=%s", run["id"], priority, caller.uid)
@@ -585,7 +497,7 @@ class Daemon:
         refusal also carries the manifest's notes, so that one attempt says everything."""
         try:
             return await self._check(m, model_zip, refusal)
-        except Refused as exc:
+        except DlaasError as exc:
             exc.warnings = [*m.notes, *exc.warnings]
             raise
 
@@ -596,8 +508,7 @@ class Daemon:
             try:
                 await asyncio.to_thread(archive.check, model_zip)
             except archive.ArchiveError as exc:
-                raise Refused(
-                    400,
+                raise Invalid(
                     "the model archive has problems; nothing was queued",
                     exc.code,
                     [Problem("model", p) for p in exc.problems],
@@ -608,7 +519,7 @@ class Daemon:
         except admission.AdmissionError as exc:
             what = (
                 "it asks for more than this machine has"
-                if exc.code == "C104"
+                if exc.code == Code.IMPOSSIBLE_REQUEST
                 else "it cannot run here"
             )
             raise refused(exc, f"{refusal}: {what}; nothing was queued") from None
@@ -630,7 +541,7 @@ class Daemon:
             if not notifications.allowed(url, allowed)
         ]
         if problems:
-            raise Refused(400, f"{refusal}: a webhook the config does not allow", None, problems)
+            raise Invalid(f"{refusal}: a webhook the config does not allow", problems=problems)
 
     async def _check_image(self, m: manifest.Manifest, image: str, refusal: str) -> list[str]:
         """An image not on this machine: refused now when pulling is off (S103, where
@@ -651,10 +562,9 @@ class Daemon:
                 "(the config's frameworks table)"
             )
             where = "framework.image" if m.framework.image else "framework.version"
-            raise Refused(
-                400,
+            raise Invalid(
                 f"{refusal}: {message}; nothing was queued",
-                "S103",
+                Code.IMAGE_MISSING,
                 [Problem(where, f"{message}; {fix}")],
             )
         return [f"image {image!r} is not on this machine: it is pulled when the run starts"]
@@ -734,17 +644,16 @@ class Daemon:
                 "the run is queued and the download will be retried"
             ]
         except RunError as exc:  # C103: the store refused the credentials
-            raise Refused(
-                400, exc.message, exc.code, [Problem("data_stores[0].connection", exc.message)]
+            raise Invalid(
+                exc.message, exc.code, [Problem("data_stores[0].connection", exc.message)]
             ) from None
         if not exists:
             where = "" if objects is self.objects else f" at {objects.endpoint.label}"
             named = repr(bucket) + (f" ({written!r} in the manifest)" if bucket != written else "")
-            raise Refused(
-                400,
+            raise Invalid(
                 f"the training data bucket {named} does not exist{where}; "
                 f"upload the data first: dlaasctl data upload {written} PATH...",
-                "C101",
+                Code.BAD_MANIFEST,
                 [
                     Problem(
                         "data_stores[0].training_data.container",
@@ -764,9 +673,9 @@ class Daemon:
         caller.check_may(run, "halt")
         run_id, status = run["id"], run["status"]
         if status in FINAL:
-            raise Refused(409, f"{run_id} has already ended ({status})")
+            raise Conflict(f"{run_id} has already ended ({status})")
         if status == STORING:
-            raise Refused(409, f"{run_id} has finished training and is storing its results")
+            raise Conflict(f"{run_id} has finished training and is storing its results")
         reason = reason or f"halted by {caller.name}"
         if status == QUEUED and run_id not in self.tasks:  # not handed to a cluster yet
             message = f"{reason} before it started"
@@ -782,8 +691,8 @@ class Daemon:
         run = self.get_run(ref)
         caller.check_may(run, "delete")
         if run["status"] not in FINAL:
-            raise Refused(
-                409, f"{run['id']} is {run['status']}; halt it first (dlaasctl halt {run['id']})"
+            raise Conflict(
+                f"{run['id']} is {run['status']}; halt it first (dlaasctl halt {run['id']})"
             )
         removed = 0
         if purge and run.get("results"):
@@ -793,9 +702,9 @@ class Daemon:
             try:
                 removed = await asyncio.to_thread(objects.remove_prefix, bucket, prefix)
             except StoreUnavailable as exc:
-                raise Refused(503, f"could not remove the results from the store: {exc}") from None
+                raise Unavailable(f"could not remove the results from the store: {exc}") from None
             except RunError as exc:
-                if exc.code != "S302":  # a bucket that is gone holds nothing to remove
+                if exc.code != Code.DOWNLOAD_FAILED:  # a bucket that is gone holds nothing
                     raise
         await asyncio.to_thread(RunFolder.of(self.config.state_path, run["id"]).remove)
         self.db.delete(run["id"])
@@ -949,7 +858,7 @@ class Daemon:
         if rel in local:
             return "local", local[rel]
         if stored is None or key_problem(rel):  # no object can have that name
-            raise Refused(404, f"{run['id']} has no {kind} file {rel!r}")
+            raise NotFound(f"{run['id']} has no {kind} file {rel!r}")
         objects, bucket, prefix = stored
         return "store", (objects, bucket, prefix + rel)
 

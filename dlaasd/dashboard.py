@@ -21,7 +21,8 @@ from aiohttp import web
 from dlaasctl.ui.server import ACTING_AS_HEADER, Access, Daemon, User, new_token, start
 
 from . import api
-from .daemon import Caller, Refused
+from .access import Caller
+from .errors import Invalid
 from .prometheus import parse_address
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,7 @@ async def acting_as(request: web.Request, handler):
     raw = request.headers.get(ACTING_AS_HEADER, "")
     uid, _, gid = raw.partition(":")
     if not (uid.isdigit() and gid.isdigit()):
-        raise Refused(400, f"the dashboard's socket needs {ACTING_AS_HEADER}: UID:GID")
+        raise Invalid(f"the dashboard's socket needs {ACTING_AS_HEADER}: UID:GID")
     request[api.ACTING_AS] = api.daemon_of(request).caller(int(uid), int(gid))
     return await handler(request)
 

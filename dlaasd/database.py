@@ -18,6 +18,7 @@ import sqlite_utils
 
 from . import accounting
 from .codes import FINAL
+from .errors import Ambiguous, NotFound
 from .scheduler import Request
 
 log = logging.getLogger(__name__)
@@ -139,14 +140,6 @@ def parse_time(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
 
 
-class NotFound(KeyError):
-    pass
-
-
-class Ambiguous(KeyError):
-    pass
-
-
 class Database:
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -218,14 +211,14 @@ class Database:
     def get(self, run_id: str) -> dict:
         rows = list(self.db.query("select * from runs where id = ?", [run_id]))
         if not rows:
-            raise NotFound(run_id)
+            raise NotFound(f"no run {run_id!r}")
         return _decode(rows[0])
 
     def value(self, run_id: str, column: str):
         """One plain column of a run: what a loop that polls needs, without the whole row."""
         row = self.db.execute(f"select {column} from runs where id = ?", [run_id]).fetchone()
         if row is None:
-            raise NotFound(run_id)
+            raise NotFound(f"no run {run_id!r}")
         return row[0]
 
     def resolve(self, ref: str, table: str = "runs") -> str:
@@ -239,9 +232,9 @@ class Database:
             sql = f"select id from {table} where substr(id, 1, ?) = ? limit 5"
             found.update(r[0] for r in self.db.execute(sql, [len(prefix), prefix]))
         if not found:
-            raise NotFound(ref)
+            raise NotFound(f"no {kind} {ref!r}")
         if len(found) > 1:
-            raise Ambiguous(sorted(found))
+            raise Ambiguous(f"{ref!r} names several: {', '.join(sorted(found))}", sorted(found))
         return found.pop()
 
     def list(
@@ -530,7 +523,7 @@ class Database:
     def experiment(self, exp_id: str) -> dict:
         rows = list(self.db.query("select * from experiments where id = ?", [exp_id]))
         if not rows:
-            raise NotFound(exp_id)
+            raise NotFound(f"no experiment {exp_id!r}")
         return rows[0]
 
     def experiments(self, limit: int = 50) -> list[dict]:

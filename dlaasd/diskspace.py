@@ -15,7 +15,8 @@ import os
 import sqlite3
 from pathlib import Path
 
-from .codes import RunError
+from .codes import Code
+from .errors import RunError
 from .units import format_size
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ def sentence(path: Path, doing: str) -> str:
 
 
 def error(path: Path, doing: str) -> RunError:
-    return RunError("S304", sentence(path, doing))
+    return RunError(Code.DISK_FULL, sentence(path, doing))
 
 
 class Reserve:

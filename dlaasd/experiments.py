@@ -12,8 +12,10 @@ import tempfile
 from pathlib import Path
 
 from . import schema, sweep
-from .codes import COMPLETED, FINAL, HALTED, PROCESSING, QUEUED
-from .daemon import Caller, Daemon, Refused, new_id, parse_manifest, refused, resolve
+from .access import Caller
+from .codes import COMPLETED, FINAL, HALTED, PROCESSING, QUEUED, Code
+from .daemon import Daemon, new_id, parse_manifest, refused, resolve
+from .errors import DlaasError, Invalid
 from .metrics import resolve_name
 from .secret import redact
 
@@ -45,11 +47,10 @@ class Experiments:
             manifest_text = schema.dump_yaml(spec.manifest).encode()
             at = "manifest."
         elif manifest_text is None:
-            raise Refused(
-                400,
+            raise Invalid(
                 f"the experiment names the manifest {spec.manifest!r}: send it as "
                 "the 'manifest' part (dlaasctl experiment run does)",
-                "C101",
+                Code.BAD_MANIFEST,
             )
         base = parse_manifest(manifest_text, "the experiment's manifest", at)
         # the trials differ only in name and environment: what they ask for is checked once
@@ -217,7 +218,7 @@ class Experiments:
     async def _stop(self, run_id: str, reason: str) -> None:
         try:
             await self.daemon.halt(run_id, ROOT, reason)
-        except Refused as exc:  # it ended on its own meanwhile
+        except DlaasError as exc:  # it ended on its own meanwhile
             log.info("event=asha_stop_skipped run=%s reason=%r", run_id, exc.message)
 
 

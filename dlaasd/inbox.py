@@ -38,7 +38,8 @@ from watchdog.observers import Observer
 
 from . import archive, filemodes
 from .buckets import store_name
-from .daemon import Daemon, Refused
+from .daemon import Daemon
+from .errors import DlaasError, Internal, Invalid
 from .runfolder import RunFolder, open_beneath
 
 log = logging.getLogger(__name__)
@@ -275,12 +276,12 @@ class Inbox:
         if run_id is None:
             try:
                 run_id = await self._submit_drop(drop, owner, source)
-            except Refused as exc:
+            except DlaasError as exc:
                 self._reject(holder, name, owner, exc)
                 return
             except Exception as exc:  # whatever went wrong, the drop must not stay stuck
                 log.exception("event=drop_error name=%r", name)
-                self._reject(holder, name, owner, Refused(500, f"dlaasd could not take it: {exc}"))
+                self._reject(holder, name, owner, Internal(f"dlaasd could not take it: {exc}"))
                 return
         target = self.root / ".accepted" / run_id
         target.mkdir(parents=True, exist_ok=True)
@@ -301,7 +302,7 @@ class Inbox:
         finally:
             Path(tmp).unlink(missing_ok=True)
 
-    def _reject(self, holder: Path, name: str, owner: int, exc: Refused) -> None:
+    def _reject(self, holder: Path, name: str, owner: int, exc: DlaasError) -> None:
         rejected = self.root / ".rejected"
         target = rejected / name
         if target.exists():
@@ -390,8 +391,7 @@ def read_drop(drop: Path, zip_path: Path) -> tuple[bytes, bool]:
     or read as it was, never followed (dlaasd may be root; the drop is someone else's)."""
     st = drop.lstat()
     if stat.S_ISLNK(st.st_mode):
-        raise Refused(
-            400,
+        raise Invalid(
             f"{drop.name!r} is a symbolic link; drop the folder or file itself "
             "(links are not followed)",
         )
@@ -399,13 +399,10 @@ def read_drop(drop: Path, zip_path: Path) -> tuple[bytes, bool]:
         try:
             archive.pack_dir(drop, zip_path)
         except archive.ArchiveError as exc:
-            raise Refused(
-                400, f"the folder has problems: {'; '.join(exc.problems)}", exc.code
-            ) from None
+            raise Invalid(f"the folder has problems: {'; '.join(exc.problems)}", exc.code) from None
         text = _top_manifest(zip_path)  # as packed: read once, with the code
         if text is None:
-            raise Refused(
-                400,
+            raise Invalid(
                 f"the folder has no manifest.yml; put the manifest at "
                 f"{drop.name}/manifest.yml, beside the code",
             )
@@ -416,20 +413,16 @@ def read_drop(drop: Path, zip_path: Path) -> tuple[bytes, bool]:
         try:
             info = archive.check(zip_path)
         except archive.ArchiveError as exc:
-            raise Refused(
-                400, f"the zip has problems: {'; '.join(exc.problems)}", exc.code
-            ) from None
+            raise Invalid(f"the zip has problems: {'; '.join(exc.problems)}", exc.code) from None
         if info.manifest is None:
-            raise Refused(
-                400,
+            raise Invalid(
                 "the zip has no manifest.yml at its top (or in its one top folder); "
                 "add one beside the code",
             )
         return info.manifest, True
     if suffix in (".yml", ".yaml"):
         return _read_regular(drop), False
-    raise Refused(
-        400,
+    raise Invalid(
         f"{drop.name!r} is not a drop: drop a folder with manifest.yml and the code, "
         "a .zip of such a folder, or a manifest .yml",
     )
@@ -442,12 +435,12 @@ def _open_regular(path: Path, root: Path | None = None) -> BinaryIO:
     try:
         f = open_beneath(root, path.relative_to(root))
     except FileNotFoundError:
-        raise Refused(
-            400, f"{path.name!r} is (or is reached through) a symbolic link, or is gone"
+        raise Invalid(
+            f"{path.name!r} is (or is reached through) a symbolic link, or is gone"
         ) from None
     if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
         f.close()
-        raise Refused(400, f"{path.name!r} is not a regular file; drop the file itself")
+        raise Invalid(f"{path.name!r} is not a regular file; drop the file itself")
     return f
 
 
@@ -459,7 +452,7 @@ def _readable_zip(path: Path) -> bool:
             return True
     except (zipfile.BadZipFile, EOFError, ValueError):
         return False
-    except (Refused, OSError):
+    except (DlaasError, OSError):
         return True
 
 

@@ -17,8 +17,9 @@ import logging
 from collections.abc import Awaitable
 
 from . import diskspace
-from .codes import DOWNLOADING, FAILED, HALTED, PROCESSING, STORING, RunError
+from .codes import DOWNLOADING, FAILED, HALTED, PROCESSING, STORING, Code
 from .database import now
+from .errors import RunError
 from .manifest import Manifest
 from .phases import Context
 from .phases.stage_in import stage_in
@@ -45,7 +46,9 @@ class Lifecycle(Context):
                 if not diskspace.is_disk_full(exc):
                     log.exception("event=run_error run=%s", run_id)
                     self.handles.pop(run_id, None)
-                    self.to(run_id, FAILED, f"dlaasd internal error: {exc}", error_code="S101")
+                    self.to(
+                        run_id, FAILED, f"dlaasd internal error: {exc}", error_code=Code.INTERNAL
+                    )
                     return
                 log.error("event=disk_full run=%s error=%r", run_id, str(exc))
                 if not self.reserve.release():  # nothing left to give: wait for space

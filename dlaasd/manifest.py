@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from . import buckets, schema
+from .codes import Code
 from .schema import Parse, Problem, Rule, SchemaError
 from .units import parse_duration, parse_size
 
@@ -195,7 +196,7 @@ class Manifest:
 
 
 class ManifestError(SchemaError):
-    code = "C101"
+    code = Code.BAD_MANIFEST
 
 
 def parse(text: str | bytes, source: str = "manifest.yml") -> Manifest:

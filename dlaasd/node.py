@@ -46,7 +46,8 @@ import threading
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from .codes import DOWNLOADING, PROCESSING, STORING, RunError
+from .codes import DOWNLOADING, PROCESSING, STORING, Code
+from .errors import RunError
 from .executors import Exit, LearnerSpec, Location, Mount
 from .executors.local import LocalExecutor
 from .learners import torchrun_env
@@ -225,7 +226,9 @@ def stage_in(job: NodeJob, dest: Path, stop=lambda: False) -> Transfer:
     try:
         store.stage_in(job.data.bucket, job.data.prefix, dest, cache, stats, stop=stop)
     except StoreUnavailable as exc:
-        raise RunError("S302", f"downloading the training data on this node failed: {exc}") from exc
+        raise RunError(
+            Code.DOWNLOAD_FAILED, f"downloading the training data on this node failed: {exc}"
+        ) from exc
     dest.mkdir(parents=True, exist_ok=True)  # an empty prefix still makes a DATA_DIR
     with contextlib.suppress(OSError):
         cache.evict()
@@ -293,7 +296,7 @@ def train(job: NodeJob, learner: int, env: dict[str, str]) -> Report:
     except Exception as exc:  # noqa: BLE001 - whatever it was, dlaasd must hear of it
         log.exception("event=node_error run=%s learner=%d", job.run_id, learner)
         report.error = {
-            "code": "S101",
+            "code": Code.CONTAINER_NOT_STARTED,
             "message": f"the node could not run learner {learner}: {exc}",
         }
     finally:

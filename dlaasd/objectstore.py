@@ -32,8 +32,9 @@ import urllib3
 from minio import Minio
 from minio.error import S3Error, ServerError
 
-from .codes import RunError
+from .codes import Code
 from .diskspace import is_disk_full
+from .errors import RunError
 from .units import format_size
 
 log = logging.getLogger(__name__)
@@ -117,21 +118,23 @@ def classify(exc: BaseException, what: str) -> BaseException:
     if isinstance(exc, S3Error):
         if exc.code in AUTH_ERRORS:
             return RunError(
-                "C103",
+                Code.BAD_CREDENTIALS,
                 f"the object store refused the credentials for {what} "
                 f"({exc.code}); check the access key and secret key",
             )
         if exc.code == "NoSuchBucket":
             return RunError(
-                "S302",
+                Code.DOWNLOAD_FAILED,
                 f"bucket {exc.bucket_name!r} does not exist ({what}); "
                 f"create it or upload data with `dlaasctl data upload`",
             )
         if exc.code == "NoSuchKey":
-            return RunError("S302", f"object {exc.object_name!r} does not exist ({what})")
+            return RunError(
+                Code.DOWNLOAD_FAILED, f"object {exc.object_name!r} does not exist ({what})"
+            )
         if exc.code in FULL_ERRORS:
             message = f"the object store is full ({exc.code}: {exc.message}); it cannot take {what}"
-            return RunError("S303", message)
+            return RunError(Code.UPLOAD_FAILED, message)
         if exc.code in NAME_ERRORS:
             return InvalidName(f"{what}: the store refused the name ({exc.code}: {exc.message})")
         return StoreUnavailable(f"{exc.code}: {exc.message}")
@@ -271,7 +274,9 @@ class ObjectStore:
         for obj in objects:  # hits are a few system calls each: no thread needed
             rel = obj["key"][len(prefix) :].lstrip("/")
             if not safe_relative(rel):
-                raise RunError("S302", f"object key {obj['key']!r} is not a usable file path")
+                raise RunError(
+                    Code.DOWNLOAD_FAILED, f"object key {obj['key']!r} is not a usable file path"
+                )
             target = os.path.join(base, rel)
             blob = cache.blob(self.endpoint.cache_id, bucket, obj["key"], obj["etag"])
             if cache.link(blob, target, made):
@@ -371,7 +376,7 @@ class ObjectStore:
                 try:
                     self.put_file(bucket, key, Path(f"/proc/self/fd/{f.fileno()}"))
                 except RunError as exc:
-                    if exc.code != "S302":
+                    if exc.code != Code.DOWNLOAD_FAILED:
                         raise
                     self._buckets.discard(bucket)  # removed behind our back: make it again
                     raise StoreUnavailable(exc.message) from exc

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from . import __version__
-from .codes import ERROR_CODES, STATUSES
+from .codes import Code, Status
 
 if TYPE_CHECKING:  # api imports this module
     from .api import Endpoint
@@ -53,8 +53,8 @@ def _array(items: dict) -> dict:
 
 _str, _int, _num, _bool = ({"type": t} for t in ("string", "integer", "number", "boolean"))
 _time = {**_nullable("string"), "description": "UTC, ISO 8601"}
-_status = {"type": "string", "enum": list(STATUSES)}
-_error_code = {"type": ["string", "null"], "enum": [*sorted(ERROR_CODES), None]}
+_status = {"type": "string", "enum": [s.value for s in Status]}
+_error_code = {"type": ["string", "null"], "enum": [*sorted(c.value for c in Code), None]}
 
 _run_summary = {
     "id": {"type": "string", "examples": ["training-a1b2c3d4e"]},
@@ -180,7 +180,7 @@ SCHEMAS = {
             "error": _object(
                 {"message": _str},
                 {
-                    "code": {"type": "string", "enum": sorted(ERROR_CODES)},
+                    "code": {"type": "string", "enum": sorted(c.value for c in Code)},
                     "problems": _array(_ref("Problem")),
                     "warnings": {
                         **_array(_str),

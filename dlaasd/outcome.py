@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .codes import COMPLETED, FAILED, HALTED
+from .codes import COMPLETED, FAILED, HALTED, Code
 from .executors import Exit
 from .records import Outcome
 from .units import format_duration, format_size
@@ -51,14 +51,14 @@ def decide(ended: Ended) -> Outcome:
             FAILED,
             f"the container of learner {unstarted[0]} was created but never started; "
             "nothing was trained: submit the run again",
-            "S101",
+            Code.CONTAINER_NOT_STARTED,
         )
     if ended.timed_out or any(e.timed_out for _, e in ended.exits):
         return Outcome(
             FAILED,
             f"timed out after {format_duration(ended.timeout)} (the "
             "manifest's timeout); raise it or make the training shorter",
-            "C203",
+            Code.TIMED_OUT,
             code,
         )
     if failed is None or cause is None:
@@ -68,7 +68,7 @@ def decide(ended: Ended) -> Outcome:
         return Outcome(
             FAILED,
             f"{lost} (exit {code}); its log and what it wrote are kept; submit it again",
-            "C201",
+            Code.PLACE_LOST,
             code,
         )
     if failed.oom_killed or ended.oom_marked:
@@ -76,12 +76,12 @@ def decide(ended: Ended) -> Outcome:
             FAILED,
             f"killed for using more than its {format_size(ended.memory)} "
             "of memory; ask for more with `memory` in the manifest",
-            "C202",
+            Code.OUT_OF_MEMORY,
             code,
         )
     last = ended.last_line or failed.error
     who = f"learner {cause}: " if ended.learners > 1 else ""
     message = f"{who}the training command exited with code {code}" + (f": {last}" if last else "")
     if ended.disk_full:  # likely why it failed
-        return Outcome(FAILED, f"{message}; {ended.disk_full}", "S304", code)
-    return Outcome(FAILED, message, "C201", code)
+        return Outcome(FAILED, f"{message}; {ended.disk_full}", Code.DISK_FULL, code)
+    return Outcome(FAILED, message, Code.TRAINING_FAILED, code)

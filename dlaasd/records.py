@@ -17,7 +17,7 @@ class Outcome:
 
     status: str  # COMPLETED, FAILED or HALTED
     message: str  # the sentence users read: what happened, and what to do about it
-    error_code: str | None = None  # an ERROR_CODES key when FAILED
+    error_code: str | None = None  # a codes.Code's value when FAILED
     exit_code: int | None = None  # the training command's, when it ran
 
     def to_json(self) -> dict[str, Any]:

@@ -14,6 +14,8 @@ import shlex
 import subprocess
 from dataclasses import dataclass
 
+from .codes import Code
+
 JOB_PREFIX = "dlaas-"
 
 # Slurm's states of a job that has ended (squeue's %T)
@@ -36,14 +38,20 @@ WAITING = frozenset({"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV
 
 # How Slurm's own failures end a run: error code and a sentence (the job id goes first)
 FAILURES = {
-    "TIMEOUT": ("C203", "Slurm ended it at its time limit"),
-    "DEADLINE": ("C203", "Slurm ended it at its deadline"),
-    "OUT_OF_MEMORY": ("C202", "Slurm killed it for using more memory than it asked for"),
-    "NODE_FAIL": ("S105", "a node it ran on failed; submit it again"),
-    "BOOT_FAIL": ("S105", "a node it was given failed to boot; submit it again"),
-    "PREEMPTED": ("S105", "Slurm preempted it for another job; submit it again"),
-    "CANCELLED": ("S105", "it was cancelled in Slurm (scancel, or an administrator)"),
-    "REVOKED": ("S105", "Slurm revoked it (a federated sibling ran it)"),
+    "TIMEOUT": (Code.TIMED_OUT, "Slurm ended it at its time limit"),
+    "DEADLINE": (Code.TIMED_OUT, "Slurm ended it at its deadline"),
+    "OUT_OF_MEMORY": (
+        Code.OUT_OF_MEMORY,
+        "Slurm killed it for using more memory than it asked for",
+    ),
+    "NODE_FAIL": (Code.CLUSTER_ENDED_JOB, "a node it ran on failed; submit it again"),
+    "BOOT_FAIL": (Code.CLUSTER_ENDED_JOB, "a node it was given failed to boot; submit it again"),
+    "PREEMPTED": (Code.CLUSTER_ENDED_JOB, "Slurm preempted it for another job; submit it again"),
+    "CANCELLED": (
+        Code.CLUSTER_ENDED_JOB,
+        "it was cancelled in Slurm (scancel, or an administrator)",
+    ),
+    "REVOKED": (Code.CLUSTER_ENDED_JOB, "Slurm revoked it (a federated sibling ran it)"),
 }
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 from . import schema
+from .codes import Code
 from .manifest import ENV_NAME, RESERVED_ENV, PositiveInt
 from .schema import Parse, Problem, Rule, SchemaError
 
@@ -81,7 +82,7 @@ class Experiment:
 
 
 class ExperimentError(SchemaError):
-    code = "C101"
+    code = Code.BAD_MANIFEST
 
 
 def parse(text: str | bytes, source: str = "experiment.yml") -> Experiment:

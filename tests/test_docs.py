@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from dlaasctl import cli, routes
+from dlaasd.codes import Code
 
 README = (Path(__file__).parent.parent / "README.md").read_text()
 
@@ -82,3 +83,24 @@ def test_readme_gives_each_commands_arguments_and_options(name: str):
     options = set(re.findall(r"\[(--[a-z-]+)[^\]]*\]", written))
     positional = re.sub(r"\[--[a-z-]+[^\]]*\]", "", written).split()
     assert (positional, options) == synopsis(cli.parser_of(name)), COMMAND_ROWS[name]
+
+
+# --- error codes ------------------------------------------------------------------------
+
+ERROR_ROWS = {row[0]: row[1] for row in table_under("## Statuses and error codes")}
+
+
+def test_every_error_code_is_in_readme_and_no_other():
+    assert sorted(ERROR_ROWS) == sorted(c.value for c in Code)
+
+
+@pytest.mark.parametrize("code", list(Code), ids=lambda c: c.value)
+def test_readme_says_what_each_code_means(code: Code):
+    """Each row starts with the meaning others see of a failure (`dlaasctl list`)."""
+    assert ERROR_ROWS[code.value].startswith(code.meaning), (code, ERROR_ROWS[code.value])
+
+
+def test_each_code_has_one_meaning():
+    meanings = [c.meaning for c in Code]
+    assert len(set(meanings)) == len(meanings)
+    assert all(re.fullmatch(r"[CS]\d{3}", c.value) for c in Code)

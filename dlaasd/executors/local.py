@@ -23,7 +23,8 @@ import requests
 from docker.types import DeviceRequest, Mount
 
 from .. import measure
-from ..codes import RunError
+from ..codes import Code
+from ..errors import RunError
 from ..learners import entrypoint
 from . import (
     LABEL_DAEMON,
@@ -98,7 +99,7 @@ class LocalExecutor(Executor):
             return
         if not pull:
             raise RunError(
-                "S103",
+                Code.IMAGE_MISSING,
                 f"image {image!r} is not on this machine and pulling is off "
                 "(containers.pull_missing_images); build or pull it first",
             )
@@ -110,7 +111,7 @@ class LocalExecutor(Executor):
             self.client.images.pull(repo, tag=tag)
         except (docker.errors.DockerException, requests.RequestException) as exc:
             raise RunError(
-                "S103",
+                Code.IMAGE_MISSING,
                 f"image {image!r} is not on this machine and could not be "
                 f"pulled ({_first_line(exc)}); build it (scripts/build-images) or map "
                 "the framework to an image you have in the config",
@@ -203,11 +204,12 @@ class LocalExecutor(Executor):
                 cid = api.create_container(**create)["Id"]
         except docker.errors.ImageNotFound as exc:
             raise RunError(
-                "S103", f"image {spec.image!r} is not available: {_first_line(exc)}"
+                Code.IMAGE_MISSING, f"image {spec.image!r} is not available: {_first_line(exc)}"
             ) from exc
         except docker.errors.APIError as exc:
             raise RunError(
-                "S101", f"the container could not be created: {_first_line(exc)}"
+                Code.CONTAINER_NOT_STARTED,
+                f"the container could not be created: {_first_line(exc)}",
             ) from exc
         except requests.RequestException as exc:
             raise DockerUnavailable(_docker_hint(exc)) from exc
@@ -217,7 +219,9 @@ class LocalExecutor(Executor):
         except docker.errors.APIError as exc:
             with engine():
                 api.remove_container(cid, force=True)
-            raise RunError("S101", f"the container could not start: {_first_line(exc)}") from exc
+            raise RunError(
+                Code.CONTAINER_NOT_STARTED, f"the container could not start: {_first_line(exc)}"
+            ) from exc
         log.info("event=container_start run=%s container=%s", spec.run_id, cid[:12])
         return cid
 

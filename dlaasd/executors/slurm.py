@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import slurm
-from ..codes import DOWNLOADING, PROCESSING, STORING, RunError
+from ..codes import DOWNLOADING, PROCESSING, STORING, Code
+from ..errors import RunError
 from ..node import NodeJob, Report, report_path, store, stored_path
 from ..runfolder import RunFolder
 from . import Executor, ExecutorUnavailable, Exit, Found, Health, LearnerSpec, Location
@@ -134,7 +135,7 @@ class SlurmExecutor(Executor):
             stale.unlink(missing_ok=True)
         staging = first.staging
         if staging is None:
-            raise RunError("S101", "dlaasd gave the Slurm executor no staging (a bug)")
+            raise RunError(Code.INTERNAL, "dlaasd gave the Slurm executor no staging (a bug)")
         job = NodeJob(
             run_id=run_id,
             run_folder=str(folder.root),
@@ -364,7 +365,7 @@ def _slurm_exit(
             + (f": {tail}" if tail else "")
             + "; check that the nodes have dlaasd's Python (slurm.python) and Docker"
         ),
-        error_code="S101",
+        error_code=Code.CONTAINER_NOT_STARTED,
     )
 
 
@@ -380,9 +381,9 @@ def _refused(exc: slurm.SlurmError) -> Exception:
     text = str(exc)
     if "not available" in text or "Invalid" in text or "exceed" in text.lower():
         return RunError(
-            "C104",
+            Code.IMPOSSIBLE_REQUEST,
             f"Slurm refused the job: {text}; ask for what a node of the partition has",
         )
     if "Unable to contact" in text or "did not answer" in text or "not installed" in text:
         return SlurmUnavailable(text)
-    return RunError("S101", f"sbatch failed: {text}")
+    return RunError(Code.CONTAINER_NOT_STARTED, f"sbatch failed: {text}")

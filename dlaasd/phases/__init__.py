@@ -20,9 +20,10 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from .. import diskspace, manifest
-from ..codes import RunError
+from ..codes import Code
 from ..config import Config
 from ..database import Database
+from ..errors import RunError
 from ..executors import Executor, ExecutorUnavailable
 from ..manifest import Manifest
 from ..objectstore import DataCache, Endpoint, ObjectStore, StoreUnavailable, Transfer
@@ -177,7 +178,7 @@ class Context:
         stats: Transfer,
         verb: str,
         retry_for: float,
-        code: str,
+        code: Code,
     ) -> None:
         """Run a blocking transfer `fn(attempt)` in a thread, showing progress; retry while
         the store is unavailable, with backoff, for `retry_for` seconds, then fail with `code`."""

@@ -9,7 +9,8 @@ import shutil
 from pathlib import Path
 
 from .. import archive, diskspace
-from ..codes import RunError
+from ..codes import Code
+from ..errors import RunError
 from ..learners import HELPERS
 from ..manifest import Manifest
 from ..objectstore import Transfer
@@ -47,7 +48,12 @@ async def _stage_in(ctx: Context, run: dict, m: Manifest, folder: RunFolder) -> 
             )
 
         await ctx.with_retries(
-            run_id, transfer, stats, "downloading", ctx.config.store.download_retry_for, "S302"
+            run_id,
+            transfer,
+            stats,
+            "downloading",
+            ctx.config.store.download_retry_for,
+            Code.DOWNLOAD_FAILED,
         )
         ctx.add_staging(
             run_id,
@@ -87,4 +93,4 @@ def _fresh_unpack(zip_path: Path, dest: Path) -> None:
     try:
         archive.unpack(zip_path, dest)
     except archive.ArchiveError as exc:
-        raise RunError("C102", "; ".join(exc.problems)) from None
+        raise RunError(Code.BAD_MODEL, "; ".join(exc.problems)) from None

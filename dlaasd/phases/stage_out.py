@@ -8,7 +8,8 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from ..codes import FAILED, RunError
+from ..codes import FAILED, Code
+from ..errors import RunError
 from ..manifest import Manifest
 from ..objectstore import Transfer
 from ..records import Outcome
@@ -46,7 +47,7 @@ async def stage_out(
     outcome = (
         Outcome.from_json(run["outcome"])
         if run.get("outcome")
-        else Outcome(FAILED, "the run ended without an outcome", "S101")
+        else Outcome(FAILED, "the run ended without an outcome", Code.INTERNAL)
     )
     objects, bucket, prefix = ctx.results_location(run_id, m)
     outputs = [(p, f"{run_id}/{rel}") for p, rel in folder.outputs()]
@@ -81,7 +82,12 @@ async def stage_out(
 
     try:
         await ctx.with_retries(
-            run_id, upload, stats, "uploading", ctx.config.store.upload_retry_for, "S303"
+            run_id,
+            upload,
+            stats,
+            "uploading",
+            ctx.config.store.upload_retry_for,
+            Code.UPLOAD_FAILED,
         )
     except RunError as exc:
         kept = f"the results stay in {folder.job}"

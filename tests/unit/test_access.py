@@ -7,7 +7,9 @@ import os
 
 import pytest
 
-from dlaasd.daemon import Caller, Refused, public_message
+from dlaasd.access import Caller, public_message
+from dlaasd.api import http_status
+from dlaasd.errors import Forbidden
 
 ALICES = {"id": "training-aaaaaaaaa", "owner_uid": 51001, "owner_name": "alice"}
 
@@ -16,12 +18,12 @@ def test_the_owner_sees_and_changes_others_do_not():
     alice, bob = Caller(51001, 51001), Caller(51002, 51002)
     assert alice.sees(ALICES) and alice.owns(ALICES)
     assert not bob.sees(ALICES) and not bob.owns(ALICES)
-    with pytest.raises(Refused) as exc:
+    with pytest.raises(Forbidden) as exc:
         bob.check_sees(ALICES, "logs")
-    assert exc.value.status == 403
+    assert http_status(exc.value) == 403
     assert "training-aaaaaaaaa belongs to alice" in exc.value.message
     assert "may see its logs (visibility: queue)" in exc.value.message
-    with pytest.raises(Refused, match="only its owner or root may halt it"):
+    with pytest.raises(Forbidden, match="only its owner or root may halt it"):
         bob.check_may(ALICES, "halt")
 
 
@@ -37,7 +39,7 @@ def test_root_and_the_admin_group_see_and_change_everything():
     assert admin.privileged and admin.sees(ALICES) and admin.owns(ALICES)
     carol = Caller(51004, 51004, admin_group=group)
     assert not carol.privileged
-    with pytest.raises(Refused, match=f"or members of the group '{group}'"):
+    with pytest.raises(Forbidden, match=f"or members of the group '{group}'"):
         carol.check_sees(ALICES, "results")
 
 

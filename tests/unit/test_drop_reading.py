@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dlaasd.daemon import Refused
+from dlaasd.errors import Invalid
 from dlaasd.inbox import _link_or_copy, _open_regular, read_drop
 
 ROUNDS = 5000  # reads at least, and until the reader met the link MET times
@@ -62,7 +62,7 @@ def read_all(drop: Path, tmp_path: Path, secret: bytes, rounds: int = ROUNDS) ->
         out = tmp_path / f"packed-{i}.zip"
         try:
             text, packed = read_drop(drop, out)
-        except Refused as exc:
+        except Invalid as exc:
             assert secret.decode().strip() not in str(exc.message)
             seen["refused"] += 1
             continue
@@ -118,7 +118,7 @@ def test_links_and_fifos_in_a_folder_drop_are_refused_or_left_out(tmp_path):
     with zipfile.ZipFile(tmp_path / "out.zip") as zf:
         assert zf.namelist() == ["manifest.yml"]
     (drop / "stolen").symlink_to(tmp_path / "out.zip")
-    with pytest.raises(Refused, match="'stolen' is a symbolic link"):
+    with pytest.raises(Invalid, match="'stolen' is a symbolic link"):
         read_drop(drop, tmp_path / "again.zip")
 
 
@@ -158,7 +158,7 @@ def test_a_data_file_reached_through_a_folder_swapped_for_a_link_is_never_read(t
                 with _open_regular(target / "w.bin", data) as f:
                     assert f.read() == b"weights"
                 seen["read"] += 1
-            except (Refused, FileNotFoundError):
+            except (Invalid, FileNotFoundError):
                 seen["refused"] += 1
     finally:
         proc.kill()

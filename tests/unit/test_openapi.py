@@ -8,8 +8,9 @@ import re
 import jsonschema_rs
 import pytest
 
-from dlaasd.api import ENDPOINTS
-from dlaasd.daemon import Refused
+from dlaasd.api import ENDPOINTS, error_body
+from dlaasd.codes import Code
+from dlaasd.errors import Invalid, NotFound
 from dlaasd.openapi import ERRORS, SCHEMAS, document
 from dlaasd.schema import Problem
 
@@ -49,9 +50,9 @@ def test_uploads_and_submissions_declare_201():
 
 
 def test_error_bodies_fit_the_error_schema():
-    validate(Refused(404, "no run 'x'").to_json(), "Error")
-    refused = Refused(400, "the manifest has problems", "C101", [Problem("gpus", "a number", 3)])
-    validate(refused.to_json(), "Error")
+    validate(error_body(NotFound("no run 'x'")), "Error")
+    invalid = Invalid("the manifest has problems", Code("C101"), [Problem("gpus", "a number", 3)])
+    validate(error_body(invalid), "Error")
     with pytest.raises(jsonschema_rs.ValidationError):
         validate({"error": {"code": "C101"}}, "Error")  # no message
 

@@ -59,7 +59,7 @@ def test_a_lost_place_fails_a_failing_training_with_what_happened():
         "FAILED",
         "the Docker Engine stopped while the training ran (exit 137); its log and what it "
         "wrote are kept; submit it again",
-        "C201",
+        "S102",
         137,
     )
 
@@ -70,7 +70,7 @@ def test_a_lost_place_does_not_fail_a_training_that_completed():
 
 def test_a_learner_lost_by_its_executor_says_why():
     out = decide(ended((1, Exit(-1, lost="node2 failed"))))
-    assert out.error_code == "C201" and out.message.startswith("node2 failed (exit -1)")
+    assert out.error_code == "S102" and out.message.startswith("node2 failed (exit -1)")
 
 
 def test_the_engines_oom_kill_is_c202_with_the_limit():
