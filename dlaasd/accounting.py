@@ -17,7 +17,12 @@ from datetime import UTC, datetime
 from .codes import DOWNLOADING, FINAL, PROCESSING, QUEUED, STORING
 
 GIB = 1024**3
-PHASES = {QUEUED: "waiting", DOWNLOADING: "staging_in", PROCESSING: "training", STORING: "storing"}
+PHASES: dict[str, str] = {
+    QUEUED: "waiting",
+    DOWNLOADING: "staging_in",
+    PROCESSING: "training",
+    STORING: "storing",
+}
 GROUPINGS = ("owner", "day", "experiment", "framework")
 # the figures a report adds up
 SUMS = (

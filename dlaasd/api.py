@@ -1,4 +1,4 @@
-"""The REST API: aiohttp on the Unix socket. Thin handlers over `Daemon`.
+"""The REST API: aiohttp on the Unix socket. Thin handlers over the verbs (verbs/).
 
 Every client mistake gets a 4xx with a JSON body {"error": {"message", "code"?,
 "problems"?}}; bad input never gets a 500. The socket is 0600 (0660 with a group).
@@ -13,7 +13,6 @@ import io
 import json
 import logging
 import os
-import re
 import shutil
 import socket
 import stat
@@ -31,9 +30,9 @@ from dlaasctl import routes
 from dlaasctl.routes import FLAGS, MAX_LIMIT, MAX_OFFSET, MAX_POSITION, MAX_PRIORITY, Route
 from dlaasctl.ui import views
 
-from . import accounting, buckets, diskspace, openapi, prometheus
-from .access import Caller, public_message
-from .codes import FINAL, STATUSES, Code
+from . import accounting, diskspace, openapi, prometheus
+from .access import Caller
+from .codes import STATUSES, Code, Status
 from .daemon import Daemon
 
 if TYPE_CHECKING:  # dashboard.py imports this module
@@ -50,14 +49,18 @@ from .errors import (
     TooLarge,
     Unavailable,
 )
-from .experiments import Experiments
-from .objectstore import PART_SIZE, InvalidName, StoreUnavailable, key_problem, safe_relative
+from .objectstore import InvalidName, StoreUnavailable
 from .runfolder import RunFolder, open_beneath
+from .verbs import artifacts, data, delete, describe, experiments, halt
+from .verbs import priority as priority_verb
+from .verbs import status as status_verb
+from .verbs import submit as submit_verb
+from .verbs import usage as usage_verb
+from .verbs.context import Context, visible_run
 
 log = logging.getLogger(__name__)
 
 DAEMON = web.AppKey("daemon", Daemon)
-EXPERIMENTS = web.AppKey("experiments", Experiments)
 PROMETHEUS = web.AppKey("prometheus", prometheus.CollectorRegistry)
 MAX_MANIFEST = 1024 * 1024
 MAX_MODEL = 4 * 1024**3
@@ -106,11 +109,9 @@ def caller_of(request: web.Request) -> Caller:
     return daemon_of(request).caller(uid, gid)
 
 
-def visible_run(request: web.Request, what: str) -> dict:
-    """The run the path names, if the caller may see its `what` (else a 403)."""
-    run = daemon_of(request).get_run(request.match_info["id"])
-    caller_of(request).check_sees(run, what)
-    return run
+def context_of(request: web.Request) -> Context:
+    """What the verbs need to serve this request, its caller included."""
+    return daemon_of(request).context(caller_of(request))
 
 
 def _int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
@@ -147,25 +148,25 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def status(request: web.Request) -> web.Response:
-    return web.json_response(await daemon_of(request).status())
+    return web.json_response(await status_verb.status(context_of(request)))
 
 
 async def doctor(request: web.Request) -> web.Response:
-    return web.json_response({"checks": await run_checks(daemon_of(request))})
+    return web.json_response({"checks": await run_checks(context_of(request))})
 
 
 async def gpus(request: web.Request) -> web.Response:
-    return web.json_response({"gpus": daemon_of(request).gpu_list()})
+    return web.json_response({"gpus": status_verb.gpu_list(context_of(request))})
 
 
 @contextlib.asynccontextmanager
-async def form(request: web.Request, texts: tuple[str, ...]):
+async def form(request: web.Request, texts: tuple[str, ...], incoming: Path):
     """A multipart form: small text parts (a manifest, an experiment file) in memory, and
-    the model archive streamed to a file (removed afterwards, unless it was taken)."""
+    the model archive streamed to a file in `incoming` (removed afterwards, unless it was
+    taken)."""
     expected = f"the parts {', '.join(repr(t) for t in texts)} and, optionally, 'model' (a zip)"
     if not request.content_type.startswith("multipart/"):
         raise Invalid(f"send multipart/form-data with {expected}")
-    incoming = daemon_of(request).config.state_path / "runs" / ".incoming"
     incoming.mkdir(parents=True, exist_ok=True)
     parts: dict[str, bytes] = {}
     model: list[Path] = []  # where the archive is being written, once it is
@@ -182,6 +183,11 @@ async def form(request: web.Request, texts: tuple[str, ...]):
     finally:
         for path in model:
             path.unlink(missing_ok=True)
+
+
+def _incoming(ctx: Context) -> Path:
+    """Where uploaded model archives are written, beside the runs they are moved into."""
+    return ctx.config.state_path / "runs" / ".incoming"
 
 
 async def _read_form(
@@ -230,28 +236,26 @@ def _first_line(exc: Exception) -> str:
 
 
 async def submit(request: web.Request) -> web.Response:
-    async with form(request, RUN_PARTS) as (parts, model):
+    ctx = context_of(request)
+    async with form(request, RUN_PARTS, _incoming(ctx)) as (parts, model):
         if "manifest" not in parts:
             raise Invalid("the 'manifest' part is missing")
         priority = _int(request, "priority", 0, -MAX_PRIORITY, MAX_PRIORITY)
         given = priority if "priority" in request.query else None
-        result = await daemon_of(request).submit(
-            parts["manifest"], model, caller_of(request), priority=given
-        )
+        result = await submit_verb.submit(ctx, parts["manifest"], model, priority=given)
     return web.json_response(result, status=201)
 
 
 async def set_priority(request: web.Request) -> web.Response:
-    d = daemon_of(request)
     if "priority" not in request.query:
         raise Invalid("query parameter 'priority' is missing; give a whole number")
     priority = _int(request, "priority", 0, -MAX_PRIORITY, MAX_PRIORITY)
-    run = d.set_priority(request.match_info["id"], caller_of(request), priority)
-    return web.json_response(d.describe(run, full=False))
+    ctx = context_of(request)
+    run = priority_verb.set_priority(ctx, request.match_info["id"], priority)
+    return web.json_response(describe.describe(ctx, run, full=False))
 
 
 async def list_runs(request: web.Request) -> web.Response:
-    d = daemon_of(request)
     limit = _int(request, "limit", 50, 1, MAX_LIMIT)
     offset = _int(request, "offset", 0, 0, MAX_OFFSET)
     statuses = [s.upper() for s in request.query.getall("status", []) for s in s.split(",") if s]
@@ -260,63 +264,47 @@ async def list_runs(request: web.Request) -> web.Response:
         raise Invalid(
             f"query parameter 'status': {bad[0]!r} is not a status; allowed: {', '.join(STATUSES)}",
         )
-    rows, total = d.db.list(
-        limit=limit,
-        offset=offset,
-        status=statuses or None,
-        experiment_id=request.query.get("experiment"),
+    runs, total = describe.runs(
+        context_of(request),
+        limit,
+        offset,
+        [Status(s) for s in statuses],
+        request.query.get("experiment"),
     )
-    caller = caller_of(request)
-    runs = []
-    for r in rows:  # the queue is everyone's; what a run says about itself, its owner's
-        if not caller.sees(r):
-            r = {**r, "status_message": public_message(r)}
-        runs.append(d.describe(r, full=False))
-    return web.json_response(
-        {
-            "runs": runs,
-            "total": total,
-            "limit": limit,
-            "offset": offset,
-        }
-    )
+    return web.json_response({"runs": runs, "total": total, "limit": limit, "offset": offset})
 
 
 async def show_run(request: web.Request) -> web.Response:
-    d = daemon_of(request)
-    return web.json_response(d.describe(visible_run(request, "manifest and history")))
+    return web.json_response(describe.show(context_of(request), request.match_info["id"]))
 
 
 async def delete_run(request: web.Request) -> web.Response:
-    d = daemon_of(request)
-    return web.json_response(
-        await d.delete(request.match_info["id"], caller_of(request), purge=_flag(request, "purge"))
-    )
+    ctx, purge = context_of(request), _flag(request, "purge")
+    return web.json_response(await delete.delete(ctx, request.match_info["id"], purge=purge))
 
 
 async def halt_run(request: web.Request) -> web.Response:
-    d = daemon_of(request)
-    run = await d.halt(request.match_info["id"], caller_of(request))
-    return web.json_response(d.describe(run, full=False))
+    ctx = context_of(request)
+    run = await halt.halt(ctx, request.match_info["id"])
+    return web.json_response(describe.describe(ctx, run, full=False))
 
 
 async def logs(request: web.Request) -> web.StreamResponse:
     """The training log; with follow=1, streamed until the run ends."""
-    d = daemon_of(request)
-    run = visible_run(request, "logs")
+    ctx = context_of(request)
+    run = visible_run(ctx, request.match_info["id"], "logs")
     learner = _int(request, "learner", 1, 1, max(run["learners"] or 1, 1))
     follow = _flag(request, "follow")
     pos = _int(request, "offset", 0, 0, MAX_POSITION)  # where a dropped stream left off
-    folder = d.lifecycle.folder(run["id"])
-    path = folder.learner_log(learner)
+    folder, path = artifacts.log_file(ctx, run, learner)
     resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
     await resp.prepare(request)
     while True:
-        ended = d.db.value(run["id"], "status") in FINAL  # read before the file: nothing is missed
+        ended = describe.ended(ctx, run["id"])  # read before the file: nothing is missed
         pos = await _send_from(resp, folder, path, pos)
         if not follow or ended:
             break
-        await d.wait_change(run["id"], 0.2)
+        await ctx.wait_change(run["id"], 0.2)
     await resp.write_eof()
     return resp
 
@@ -334,28 +322,18 @@ async def _send_from(resp: web.StreamResponse, folder: RunFolder, path: Path, po
 
 
 async def list_artifacts(request: web.Request) -> web.Response:
-    d = daemon_of(request)
     kind = "definition" if request.path.rstrip("/").endswith("/definition") else "results"
-    run = visible_run(request, kind)
-    where, files = await asyncio.to_thread(d.artifacts, run, kind)
-    return web.json_response({"id": run["id"], "location": where, "files": files})
+    ctx = context_of(request)
+    return web.json_response(await artifacts.listing(ctx, request.match_info["id"], kind))
 
 
 async def get_artifact(request: web.Request) -> web.StreamResponse:
-    d = daemon_of(request)
     kind = "definition" if "/definition/" in request.path else "results"
-    run = visible_run(request, kind)
-    rel = request.match_info["path"]
-    if not safe_relative(rel):
-        raise Invalid(
-            f"file path {rel!r}: name a file inside the run's {kind}, as "
-            f"`GET /v1/runs/{run['id']}/{kind}` lists it (no '..', no leading '/')",
-        )
-    source, ref = await asyncio.to_thread(d.artifact_source, run, kind, rel)
-    if source == "local":
-        return await _stream_local(request, d.lifecycle.folder(run["id"]).root, ref, kind)
-    objects, bucket, key = ref
-    return await _stream_object(request, objects, bucket, key)
+    ctx = context_of(request)
+    where = await artifacts.file(ctx, request.match_info["id"], kind, request.match_info["path"])
+    if isinstance(where, artifacts.Local):
+        return await _stream_local(request, where.root, where.path, kind)
+    return await _stream_object(request, where.objects, where.bucket, where.prefix)
 
 
 async def _stream_local(
@@ -413,103 +391,21 @@ async def _send(request: web.Request, length: str, chunks) -> web.StreamResponse
 # --- data in the object store ----------------------------------------------------------
 
 
-def _bucket(request: web.Request) -> tuple[str, list[str]]:
-    """The bucket a request names, as the bucket-name rule maps it, and a note if mapped."""
-    name = request.match_info["bucket"]
-    note = buckets.mapped(name)
-    return buckets.store_name(name), [note] if note else []
-
-
-def _key(request: web.Request, write: bool = False) -> str:
-    key = request.match_info["key"]
-    problem = key_problem(key)
-    if problem:
-        raise Invalid(f"object key {key!r} {problem}")
-    _check_run_files(request, key, write)
-    return key
-
-
-# Keys under <run-id>/, in any bucket, are that run's results or definition.
-RUN_PREFIX = re.compile(r"^(training-[a-z0-9]{9})(?:/|$)")
-
-
-def _check_run_files(request: web.Request, key: str, write: bool = False) -> None:
-    """A run's files in the store are as private as the run: the object API is no way
-    around `download`'s rule."""
-    match = RUN_PREFIX.match(key)
-    if not match:
-        return
-    caller = caller_of(request)
-    try:
-        run = daemon_of(request).db.get(match.group(1))
-    except NotFound:
-        if not caller.privileged:
-            raise Forbidden(
-                f"{key!r} is under {match.group(1)}/, the files of a deleted run; "
-                "only root may reach them",
-            ) from None
-        return
-    if write:
-        caller.check_may(run, "write into the files of")
-    else:
-        caller.check_sees(run, "results and definition")
-
-
-def _visible_keys(request: web.Request, objects: list[dict]) -> list[dict]:
-    """The objects of a listing the caller may see (others' runs' files left out)."""
-    seen: dict[str, bool] = {}
-
-    def visible(key: str) -> bool:
-        match = RUN_PREFIX.match(key)
-        if not match:
-            return True
-        if match.group(1) not in seen:
-            try:
-                _check_run_files(request, key)
-                seen[match.group(1)] = True
-            except Forbidden:
-                seen[match.group(1)] = False
-        return seen[match.group(1)]
-
-    return [o for o in objects if visible(o["key"])]
-
-
 async def data_buckets(request: web.Request) -> web.Response:
-    d = daemon_of(request)
-    return web.json_response({"buckets": await asyncio.to_thread(d.objects.list_buckets)})
+    return web.json_response({"buckets": await data.list_buckets(context_of(request))})
 
 
 async def data_list(request: web.Request) -> web.Response:
     """The objects under a prefix; with missing=empty, a bucket not there yet lists none."""
-    d = daemon_of(request)
-    bucket, notes = _bucket(request)
     prefix = request.query.get("prefix", "")
-    _check_run_files(request, prefix)
     recursive = _flag(request, "recursive", default=True)
     missing = request.query.get("missing")
     if missing not in (None, "empty"):
         raise Invalid(f"query parameter 'missing': found {missing!r}; expected 'empty'")
-    exists = await asyncio.to_thread(d.objects.bucket_exists, bucket)
-    if not exists and missing != "empty":
-        named = request.match_info["bucket"]
-        also = f" (stored as {bucket!r})" if bucket != named else ""
-        raise NotFound(f"bucket {named!r}{also} does not exist")
-    objects = (
-        await asyncio.to_thread(lambda: list(d.objects.list_objects(bucket, prefix, recursive)))
-        if exists
-        else []
-    )
-    objects = _visible_keys(request, objects)
-    return web.json_response(
-        {
-            "bucket": bucket,
-            "exists": exists,
-            "prefix": prefix,
-            "objects": objects,
-            "part_size": PART_SIZE,
-            "warnings": notes,
-        }
-    )
+    name = request.match_info["bucket"]
+    ctx = context_of(request)
+    listed = await data.list_objects(ctx, name, prefix, recursive, missing_ok=missing == "empty")
+    return web.json_response(listed)
 
 
 class _BodyReader(io.RawIOBase):
@@ -522,102 +418,78 @@ class _BodyReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def read(self, n: int = -1) -> bytes:
+    def read(self, n: int = -1) -> bytes:  # type: ignore[override]
         coro = self.content.read(n if n and n > 0 else 1024 * 1024)
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
 
 
 async def data_put(request: web.Request) -> web.Response:
-    d = daemon_of(request)
-    (bucket, notes), key = _bucket(request), _key(request, write=True)
+    ctx = context_of(request)
+    key = data.checked_key(ctx, request.match_info["key"], write=True)
     if request.content_length is None:
         raise web.HTTPLengthRequired(text="send a Content-Length")
-    await asyncio.to_thread(d.objects.ensure_bucket, bucket)
     reader = _BodyReader(request.content, asyncio.get_running_loop())
-    etag = await asyncio.to_thread(
-        d.objects.put_stream, bucket, key, reader, request.content_length
-    )
-    return web.json_response(
-        {
-            "bucket": bucket,
-            "key": key,
-            "size": request.content_length,
-            "etag": etag,
-            "warnings": notes,
-        },
-        status=201,
-    )
+    name, size = request.match_info["bucket"], request.content_length
+    return web.json_response(await data.put(ctx, name, key, reader, size), status=201)
 
 
 async def data_get(request: web.Request) -> web.StreamResponse:
-    d = daemon_of(request)
-    return await _stream_object(request, d.objects, _bucket(request)[0], _key(request))
+    ctx = context_of(request)
+    where = data.locate(ctx, request.match_info["bucket"], request.match_info["key"])
+    return await _stream_object(request, where.objects, where.bucket, where.prefix)
 
 
 async def run_metrics(request: web.Request) -> web.StreamResponse:
     """A run's metric points; with follow=1, new ones as JSON lines until the run ends."""
-    d = daemon_of(request)
-    run = visible_run(request, "metrics")
+    ctx = context_of(request)
+    run = visible_run(ctx, request.match_info["id"], "metrics")
     after = _int(request, "after", 0, 0, MAX_POSITION)
     name = request.query.get("name") or None
     most = _int(request, "points", 0, 10, 1_000_000)
     if not _flag(request, "follow"):
-        points = d.db.metrics(run["id"], after, name)
+        points = describe.metrics(ctx, run["id"], after, name)
         if most:  # a chart's worth, not the whole series (the dashboard's long runs)
             points = views.thin(points, most)
         return web.json_response({"id": run["id"], "status": run["status"], "points": points})
     resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
     await resp.prepare(request)
     while True:
-        ended = d.db.value(run["id"], "status") in FINAL  # before reading: nothing is missed
-        for point in d.db.metrics(run["id"], after, name):
+        ended = describe.ended(ctx, run["id"])  # before reading: nothing is missed
+        for point in describe.metrics(ctx, run["id"], after, name):
             await resp.write(json.dumps(point).encode() + b"\n")
             after = point["seq"]
         if ended:
             break
-        await d.wait_change(run["id"], 0.5)
+        await ctx.wait_change(run["id"], 0.5)
     await resp.write_eof()
     return resp
 
 
-def experiments_of(request: web.Request) -> Experiments:
-    return request.app[EXPERIMENTS]
+# --- experiments -----------------------------------------------------------------------
 
 
 async def create_experiment(request: web.Request) -> web.Response:
-    async with form(request, EXPERIMENT_PARTS) as (parts, model):
+    ctx = context_of(request)
+    async with form(request, EXPERIMENT_PARTS, _incoming(ctx)) as (parts, model):
         if "experiment" not in parts:
             raise Invalid("the 'experiment' part is missing")
-        result = await experiments_of(request).create(
-            parts["experiment"], parts.get("manifest"), model, caller_of(request)
-        )
+        result = await experiments.create(ctx, parts["experiment"], parts.get("manifest"), model)
     return web.json_response(result, status=201)
 
 
 async def list_experiments(request: web.Request) -> web.Response:
     limit = _int(request, "limit", 50, 1, MAX_LIMIT)
-    caller = caller_of(request)
-    experiments = [
-        e if caller.sees(e) else {k: e[k] for k in QUEUE_FIELDS if k in e}
-        for e in experiments_of(request).summaries(limit)
-    ]
-    return web.json_response({"experiments": experiments})
-
-
-# What everyone sees of another's experiment: the queue's part, not how it fares.
-QUEUE_FIELDS = ("id", "name", "status", "owner", "owner_uid", "trials", "counts", "submitted")
+    return web.json_response({"experiments": experiments.summaries(context_of(request), limit)})
 
 
 async def show_experiment(request: web.Request) -> web.Response:
-    e = experiments_of(request)
-    row = e.resolve(request.match_info["id"])
-    caller_of(request).check_sees(row, "trials")
-    return web.json_response(e.describe(row, curves=_flag(request, "curves")))
+    ctx, curves = context_of(request), _flag(request, "curves")
+    return web.json_response(experiments.show(ctx, request.match_info["id"], curves))
 
 
 async def halt_experiment(request: web.Request) -> web.Response:
-    e = experiments_of(request)
-    return web.json_response(await e.halt(request.match_info["id"], caller_of(request)))
+    ctx = context_of(request)
+    return web.json_response(await experiments.halt(ctx, request.match_info["id"]))
 
 
 async def prometheus_metrics(request: web.Request) -> web.Response:
@@ -638,29 +510,9 @@ def _bound(request: web.Request, name: str) -> str | None:
 async def usage(request: web.Request) -> web.Response:
     """Usage of the runs that ended in a period: the caller's own, everyone's for root
     and the admin group."""
-    d = daemon_of(request)
     by = request.query.get("by", "owner")
-    if by not in accounting.GROUPINGS:
-        raise Invalid(
-            f"query parameter 'by': found {by!r}; expected one of "
-            f"{', '.join(accounting.GROUPINGS)}",
-        )
-    bounds = {"since": _bound(request, "since"), "until": _bound(request, "until")}
-    caller = caller_of(request)
-    rows = d.db.usage_rows(
-        bounds["since"], bounds["until"], None if caller.privileged else caller.uid
-    )
-    groups, total = accounting.summarize(rows, by)
-    return web.json_response(
-        {
-            **bounds,
-            "by": by,
-            "everyone": caller.privileged,
-            "groups": groups,
-            "total": total,
-            "runs": rows,
-        }
-    )
+    since, until = _bound(request, "since"), _bound(request, "until")
+    return web.json_response(usage_verb.usage(context_of(request), since, until, by))
 
 
 async def dashboard_url(request: web.Request) -> web.Response:
@@ -763,8 +615,8 @@ async def json_errors(request: web.Request, handler):
     except InvalidName as exc:  # a name our own checks let through: still the caller's
         return web.json_response(error_body(Invalid(str(exc))), status=400)
     except StoreUnavailable as exc:
-        error = Unavailable(f"the object store is unavailable: {exc}")
-        return web.json_response(error_body(error), status=http_status(error))
+        down = Unavailable(f"the object store is unavailable: {exc}")
+        return web.json_response(error_body(down), status=http_status(down))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -825,10 +677,9 @@ def error_body(exc: DlaasError) -> dict:
     return {"error": body}
 
 
-def make_app(daemon: Daemon, experiments: Experiments) -> web.Application:
+def make_app(daemon: Daemon) -> web.Application:
     app = web.Application(middlewares=[json_errors], client_max_size=MAX_MANIFEST * 2)
     app[DAEMON] = daemon
-    app[EXPERIMENTS] = experiments
     app[PROMETHEUS] = prometheus.registry(daemon)
     for route in routes.ROUTES:  # a route without a handler fails here, at start
         app.router.add_route(route.method, route.path, SERVES[route].handler)

@@ -69,7 +69,8 @@ class Code(StrEnum):
 
 def meaning(code: str) -> str:
     """What a stored code means (a code no longer known: itself)."""
-    try:
-        return Code(code).meaning
-    except ValueError:
-        return code
+    known = _BY_VALUE.get(code)
+    return known.meaning if known else code
+
+
+_BY_VALUE = {c.value: c for c in Code}

@@ -11,8 +11,10 @@ from pathlib import Path
 
 from .buckets import problem, store_name
 from .executors.local import LocalExecutor
+from .gpus import Gpu
 from .minio_server import MinioError, find_binary
 from .units import format_size
+from .verbs.context import Context
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 
@@ -25,23 +27,23 @@ class Check:
     fix: str = ""
 
 
-async def run_checks(daemon) -> list[dict]:
-    checks = await asyncio.to_thread(_checks, daemon)
+async def run_checks(ctx: Context) -> list[dict]:
+    checks = await asyncio.to_thread(_checks, ctx)
     return [asdict(c) for c in checks]
 
 
-def _checks(daemon) -> list[Check]:
-    checks = [_docker(daemon)]
-    gpus = daemon.gpus.list()
-    checks.append(_nvml(daemon, gpus))
-    if gpus and not any(g.simulated for g in gpus) and isinstance(daemon.executor, LocalExecutor):
-        checks.append(_nvidia_runtime(daemon.executor))
-    checks += [_store(daemon), _disk(daemon), _socket(daemon), *_images(daemon), *_drop(daemon)]
+def _checks(ctx: Context) -> list[Check]:
+    checks = [_docker(ctx)]
+    gpus = ctx.gpus.list()
+    checks.append(_nvml(ctx, gpus))
+    if gpus and not any(g.simulated for g in gpus) and isinstance(ctx.executor, LocalExecutor):
+        checks.append(_nvidia_runtime(ctx.executor))
+    checks += [_store(ctx), _disk(ctx), _socket(ctx), *_images(ctx), *_drop(ctx)]
     return checks
 
 
-def _docker(daemon) -> Check:
-    health = daemon.executor.health()
+def _docker(ctx: Context) -> Check:
+    health = ctx.executor.health()
     if health.ok:
         return Check("docker", OK, f"Docker Engine {health.message} answers")
     return Check(
@@ -53,8 +55,8 @@ def _docker(daemon) -> Check:
     )
 
 
-def _nvml(daemon, gpus) -> Check:
-    inv = daemon.gpus
+def _nvml(ctx: Context, gpus: list[Gpu]) -> Check:
+    inv = ctx.gpus
     if inv.simulate is not None:
         return Check(
             "gpus",
@@ -92,16 +94,16 @@ def _nvidia_runtime(executor: LocalExecutor) -> Check:
     )
 
 
-def _store(daemon) -> Check:
-    ok, detail = daemon.objects.healthy()
-    mode = "bundled MinIO" if daemon.minio else "external store"
-    where = f"{mode} at {daemon.objects.endpoint.url}"
+def _store(ctx: Context) -> Check:
+    ok, detail = ctx.objects.healthy()
+    mode = "bundled MinIO" if ctx.minio else "external store"
+    where = f"{mode} at {ctx.objects.endpoint.url}"
     if ok:
         return Check("store", OK, f"{where} answers")
-    if daemon.minio:
+    if ctx.minio:
         try:
-            find_binary(daemon.config.store.minio_binary)
-            fix = f"see its log: {daemon.minio.dir / 'minio.log'}"
+            find_binary(ctx.config.store.minio_binary)
+            fix = f"see its log: {ctx.minio.dir / 'minio.log'}"
         except MinioError as exc:
             fix = str(exc)
     else:
@@ -109,10 +111,10 @@ def _store(daemon) -> Check:
     return Check("store", FAIL, f"{where}: {detail}", fix)
 
 
-def _disk(daemon) -> Check:
-    usage = shutil.disk_usage(daemon.config.state_path)
+def _disk(ctx: Context) -> Check:
+    usage = shutil.disk_usage(ctx.config.state_path)
     free = usage.free
-    detail = f"{format_size(free)} free of {format_size(usage.total)} in {daemon.config.state_dir}"
+    detail = f"{format_size(free)} free of {format_size(usage.total)} in {ctx.config.state_dir}"
     if free < 2 * 1024**3 or free < usage.total * 0.02:
         return Check(
             "disk",
@@ -125,8 +127,8 @@ def _disk(daemon) -> Check:
     return Check("disk", OK, detail)
 
 
-def _socket(daemon) -> Check:
-    path = daemon.config.socket_path
+def _socket(ctx: Context) -> Check:
+    path = ctx.config.socket_path
     try:
         mode = stat.S_IMODE(os.stat(path).st_mode)
     except OSError as exc:
@@ -138,26 +140,24 @@ def _socket(daemon) -> Check:
             f"{path} is open to everyone ({oct(mode)})",
             "restart dlaasd; it sets 0600, or 0660 with socket_group",
         )
-    who = (
-        f"group {daemon.config.socket_group!r}" if daemon.config.socket_group else "its owner only"
-    )
+    who = f"group {ctx.config.socket_group!r}" if ctx.config.socket_group else "its owner only"
     return Check("socket", OK, f"{path} ({oct(mode)}, {who})")
 
 
-def _images(daemon) -> list[Check]:
+def _images(ctx: Context) -> list[Check]:
     """The image of every framework version the config maps (templates need a version)."""
     checks = []
     images = sorted(
         {
             img
-            for versions in daemon.config.frameworks.values()
+            for versions in ctx.config.frameworks.values()
             for img in versions.values()
             if "{version}" not in img
         }
     )
     for image in images:
         try:
-            present = daemon.executor.image_present(image)
+            present = ctx.executor.image_present(image)
         except Exception as exc:
             checks.append(Check(f"image {image}", FAIL, f"cannot ask Docker: {exc}"))
             continue
@@ -170,7 +170,7 @@ def _images(daemon) -> list[Check]:
         else:
             pull = (
                 "pulled when a run needs it"
-                if daemon.config.containers.pull_missing_images
+                if ctx.config.containers.pull_missing_images
                 else ("missing and pulling is off")
             )
             checks.append(
@@ -181,10 +181,10 @@ def _images(daemon) -> list[Check]:
     return checks
 
 
-def _drop(daemon) -> list[Check]:
+def _drop(ctx: Context) -> list[Check]:
     """Folders under the drop folder's data/ whose name S3 refuses: said, with the bucket
     they fill; two that fill the same bucket are a failure."""
-    data = daemon.config.drop_path / "data"
+    data = ctx.config.drop_path / "data"
     names = sorted(p.name for p in data.iterdir() if p.is_dir()) if data.exists() else []
     by_bucket: dict[str, list[str]] = {}
     for name in names:

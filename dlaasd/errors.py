@@ -72,7 +72,7 @@ class RunError(DlaasError):
     code: Code
 
     def __init__(self, code: Code, message: str):
-        super().__init__(message, Code(code))
+        super().__init__(message, code)
 
     def __str__(self) -> str:
         return f"{self.code}: {self.message}"

@@ -41,6 +41,7 @@ from .buckets import store_name
 from .daemon import Daemon
 from .errors import DlaasError, Internal, Invalid
 from .runfolder import RunFolder, open_beneath
+from .verbs import submit
 
 log = logging.getLogger(__name__)
 
@@ -297,7 +298,8 @@ class Inbox:
         try:
             text, packed = await asyncio.to_thread(read_drop, drop, Path(tmp))
             zip_path = Path(tmp) if packed else None
-            result = await self.daemon.submit(text, zip_path, caller, source=source)
+            ctx = self.daemon.context(caller)
+            result = await submit.submit(ctx, text, zip_path, source=source)
             return result["id"]
         finally:
             Path(tmp).unlink(missing_ok=True)

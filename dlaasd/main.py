@@ -15,10 +15,12 @@ from . import __version__, notifications, started
 from . import config as configuration
 from .api import DASHBOARD, PROMETHEUS, make_app, serve
 from .daemon import Daemon, StoreRefused
-from .experiments import Experiments
 from .inbox import Inbox, InboxError
 from .minio_server import MinioError
 from .sdnotify import Notifier
+from .verbs import experiments
+from .verbs.describe import describe
+from .verbs.experiments import ROOT
 
 log = logging.getLogger("dlaasd")
 
@@ -90,14 +92,14 @@ async def run(config: configuration.Config) -> None:
     loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(max_workers=256))
     daemon = Daemon(config)
     inbox = Inbox(daemon)
-    experiments = Experiments(daemon)
     if config.results.mirror_to_drop_dir:
         daemon.lifecycle.after_store.append(inbox.mirror_results)
+    told = daemon.context(ROOT)  # what a notification says of a run or an experiment
     daemon.db.on_final.append(
         notifications.final_hook(
             config,
-            lambda run: {**daemon.describe(run, full=False), "usage": daemon.db.usage(run["id"])},
-            lambda exp_id: experiments.describe(daemon.db.experiment(exp_id)),
+            lambda run: {**describe(told, run, full=False), "usage": daemon.db.usage(run["id"])},
+            lambda exp_id: experiments.describe(told, daemon.db.experiment(exp_id)),
         )
     )
     outbox = notifications.Outbox(daemon.db, config.notify)
@@ -107,12 +109,12 @@ async def run(config: configuration.Config) -> None:
     await daemon.start()
     outbox.start()  # what a killed daemon left to send, too
     await inbox.start()
-    app = make_app(daemon, experiments)
+    app = make_app(daemon)
     dashboard = None
     if config.dashboard.address:
         from .dashboard import serve as serve_dashboard
 
-        private = make_app(daemon, experiments)
+        private = make_app(daemon)
         dashboard = await serve_dashboard(private, config.state_path, config.dashboard.address)
         app[DASHBOARD] = dashboard
     web_runner = await serve(app, config.socket_path, config.socket_group)

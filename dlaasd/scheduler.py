@@ -62,6 +62,16 @@ class FreeGpu:
 
 
 @dataclass(frozen=True)
+class Held:
+    """What the placed runs hold in all."""
+
+    gpus: dict[str, str]  # uuid -> the run holding it
+    cpus: float
+    memory: int
+    by_owner: dict[str, tuple[int, int]]  # owner -> (GPUs, runs) held
+
+
+@dataclass(frozen=True)
 class Placement:
     run_id: str
     gpus: tuple[str, ...]

@@ -181,7 +181,7 @@ async def _collect_metrics(
 
 
 # what a run's status says when a node reports the phase it is in
-PHASES = {
+PHASES: dict[str, str] = {
     DOWNLOADING: "staging the training data in",
     PROCESSING: "training",
     STORING: "uploading results and logs",
@@ -191,7 +191,7 @@ PHASES = {
 async def _follow(ctx: Context, run_id: str, status: str, ended: asyncio.Event) -> None:
     """Move the run's status on as the executor reports the phase its learners are in
     (never back), until they end."""
-    order = [QUEUED, *PHASES]
+    order: list[str] = [QUEUED, *PHASES]
     while not ended.is_set():
         phase = await ctx.call(run_id, ctx.executor.phase, run_id)
         if phase in PHASES and status in order and order.index(phase) > order.index(status):

@@ -51,7 +51,9 @@ def test_uploads_and_submissions_declare_201():
 
 def test_error_bodies_fit_the_error_schema():
     validate(error_body(NotFound("no run 'x'")), "Error")
-    invalid = Invalid("the manifest has problems", Code("C101"), [Problem("gpus", "a number", 3)])
+    invalid = Invalid(
+        "the manifest has problems", Code.BAD_MANIFEST, [Problem("gpus", "a number", 3)]
+    )
     validate(error_body(invalid), "Error")
     with pytest.raises(jsonschema_rs.ValidationError):
         validate({"error": {"code": "C101"}}, "Error")  # no message

@@ -141,7 +141,7 @@ def test_every_route_is_served_once_and_names_are_unique():
 
 
 def test_registered_routes_are_the_table():
-    app = api.make_app(None, None)  # nothing is served: only the router is read
+    app = api.make_app(None)  # nothing is served: only the router is read
     registered = {
         (r.method, r.resource.canonical)
         for r in app.router.routes()
