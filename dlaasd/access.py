@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from .codes import FAILED, meaning
 from .errors import Forbidden
+from .records import Owned, RunSummary
 
 
 @dataclass
@@ -32,10 +33,10 @@ class Caller:
         """Root, dlaasd's own user, or a member of the admin group."""
         return self.uid in (0, os.geteuid()) or in_group(self.uid, self.gid, self.admin_group)
 
-    def owns(self, row: dict) -> bool:
-        return self.uid == row.get("owner_uid") or self.privileged
+    def owns(self, row: Owned) -> bool:
+        return self.uid == row.owner_uid or self.privileged
 
-    def sees(self, row: dict) -> bool:
+    def sees(self, row: Owned) -> bool:
         return self.lab or self.owns(row)
 
     def _who(self) -> str:
@@ -43,21 +44,21 @@ class Caller:
             f" (or members of the group {self.admin_group!r})" if self.admin_group else ""
         )
 
-    def check_may(self, row: dict, verb: str) -> None:
+    def check_may(self, row: Owned, verb: str) -> None:
         """Only a run's (or experiment's) owner, root, dlaasd's own user and the admin
         group change it."""
         if not self.owns(row):
             raise Forbidden(
-                f"{row['id']} belongs to {row.get('owner_name') or row.get('owner_uid')}; "
+                f"{row.id} belongs to {row.owner_name or row.owner_uid}; "
                 f"only {self._who()} may {verb} it",
             )
 
-    def check_sees(self, row: dict, what: str) -> None:
+    def check_sees(self, row: Owned, what: str) -> None:
         """A run's (or experiment's) contents: its owner's, unless `visibility: lab`."""
         if not self.sees(row):
-            kind = "experiment" if row["id"].startswith("experiment-") else "run"
+            kind = "experiment" if row.id.startswith("experiment-") else "run"
             raise Forbidden(
-                f"{row['id']} belongs to {row.get('owner_name') or row.get('owner_uid')}; "
+                f"{row.id} belongs to {row.owner_name or row.owner_uid}; "
                 f"only {self._who()} may see its {what} (visibility: queue); "
                 f"`dlaasctl list` shows every {kind}'s status",
             )
@@ -74,9 +75,9 @@ def in_group(uid: int, gid: int, group: str) -> bool:
         return False
 
 
-def public_message(run: dict) -> str:
+def public_message(run: RunSummary) -> str:
     """What others see of a run's status message: a failure's own words may quote its
     training log, so they see only what the code means."""
-    if run["status"] == FAILED and run.get("error_code"):
-        return f"failed: {meaning(run['error_code'])}"
-    return run.get("status_message") or ""
+    if run.status == FAILED and run.error_code:
+        return f"failed: {meaning(run.error_code)}"
+    return run.status_message

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
 from .codes import DOWNLOADING, FINAL, PROCESSING, QUEUED, STORING
+from .records import Run, RunSummary, StagingFigures
 
 GIB = 1024**3
 PHASES: dict[str, str] = {
@@ -107,15 +108,17 @@ def phase_seconds(
     return seconds, allocated, ended
 
 
-def usage_of(run: dict, events: Sequence[tuple[str, str]], now: datetime | None = None) -> Usage:
+def usage_of(
+    run: RunSummary, events: Sequence[tuple[str, str]], now: datetime | None = None
+) -> Usage:
     """A run's usage from its row (resources, `measured`) and its status events."""
     now = now or datetime.now(UTC)
     seconds, allocated, ended = phase_seconds(events, now)
     held = seconds["staging_in"] + seconds["training"] + seconds["storing"]
-    learners = max(1, run.get("learners") or 1)
-    gpus, cpus, memory = run.get("gpu_count") or 0, run.get("cpus") or 0.0, run.get("memory") or 0
-    measured = run.get("measured") or {}
-    staging = run.get("staging") or {}
+    learners = max(1, run.learners or 1)
+    gpus, cpus, memory = run.gpu_count or 0, run.cpus or 0.0, run.memory or 0
+    measured = (run.measured if isinstance(run, Run) else None) or {}
+    staging = run.staging if isinstance(run, Run) else StagingFigures()
     rows = []
     for n in range(1, learners + 1):
         m = measured.get(str(n)) or {}
@@ -135,19 +138,19 @@ def usage_of(run: dict, events: Sequence[tuple[str, str]], now: datetime | None 
     peaks = [r.memory_peak_bytes for r in rows if r.memory_peak_bytes is not None]
     utils = [r.gpu_utilization for r in rows if r.gpu_utilization is not None]
     return Usage(
-        run_id=run["id"],
-        name=run.get("name") or "",
-        owner_uid=run.get("owner_uid") or 0,
-        owner_name=run.get("owner_name") or str(run.get("owner_uid") or 0),
-        experiment_id=run.get("experiment_id") or None,
-        framework=run.get("framework") or "",
-        status=run["status"],
-        error_code=run.get("error_code") or None,
+        run_id=run.id,
+        name=run.name or "",
+        owner_uid=run.owner_uid or 0,
+        owner_name=run.owner_name or str(run.owner_uid or 0),
+        experiment_id=run.experiment_id or None,
+        framework=run.framework or "",
+        status=run.status,
+        error_code=run.error_code or None,
         final=ended is not None,
         gpus=gpus,
         cpus=cpus,
         memory=memory,
-        submitted=run.get("submitted"),
+        submitted=run.submitted,
         allocated=allocated,
         ended=ended,
         waiting_seconds=_r(seconds["waiting"]),
@@ -161,8 +164,8 @@ def usage_of(run: dict, events: Sequence[tuple[str, str]], now: datetime | None 
         cpu_used_seconds=_r(sum(used)) if used else None,
         memory_peak_bytes=sum(peaks) if peaks else None,  # learners run side by side
         gpu_utilization=_r(sum(utils) / len(utils)) if utils else None,
-        bytes_staged_in=int(staging.get("bytes_downloaded") or 0),
-        bytes_staged_out=int(staging.get("bytes_uploaded") or 0),
+        bytes_staged_in=staging.bytes_downloaded,
+        bytes_staged_out=staging.bytes_uploaded,
         learners=rows,
     )
 

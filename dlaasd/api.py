@@ -293,18 +293,18 @@ async def logs(request: web.Request) -> web.StreamResponse:
     """The training log; with follow=1, streamed until the run ends."""
     ctx = context_of(request)
     run = visible_run(ctx, request.match_info["id"], "logs")
-    learner = _int(request, "learner", 1, 1, max(run["learners"] or 1, 1))
+    learner = _int(request, "learner", 1, 1, max(run.learners or 1, 1))
     follow = _flag(request, "follow")
     pos = _int(request, "offset", 0, 0, MAX_POSITION)  # where a dropped stream left off
     folder, path = artifacts.log_file(ctx, run, learner)
     resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
     await resp.prepare(request)
     while True:
-        ended = describe.ended(ctx, run["id"])  # read before the file: nothing is missed
+        ended = describe.ended(ctx, run.id)  # read before the file: nothing is missed
         pos = await _send_from(resp, folder, path, pos)
         if not follow or ended:
             break
-        await ctx.wait_change(run["id"], 0.2)
+        await ctx.wait_change(run.id, 0.2)
     await resp.write_eof()
     return resp
 
@@ -418,7 +418,7 @@ class _BodyReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def read(self, n: int = -1) -> bytes:  # type: ignore[override]
+    def read(self, n: int = -1) -> bytes:
         coro = self.content.read(n if n and n > 0 else 1024 * 1024)
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
 
@@ -447,20 +447,20 @@ async def run_metrics(request: web.Request) -> web.StreamResponse:
     name = request.query.get("name") or None
     most = _int(request, "points", 0, 10, 1_000_000)
     if not _flag(request, "follow"):
-        points = describe.metrics(ctx, run["id"], after, name)
+        points = describe.metrics(ctx, run.id, after, name)
         if most:  # a chart's worth, not the whole series (the dashboard's long runs)
             points = views.thin(points, most)
-        return web.json_response({"id": run["id"], "status": run["status"], "points": points})
+        return web.json_response({"id": run.id, "status": run.status, "points": points})
     resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
     await resp.prepare(request)
     while True:
-        ended = describe.ended(ctx, run["id"])  # before reading: nothing is missed
-        for point in describe.metrics(ctx, run["id"], after, name):
+        ended = describe.ended(ctx, run.id)  # before reading: nothing is missed
+        for point in describe.metrics(ctx, run.id, after, name):
             await resp.write(json.dumps(point).encode() + b"\n")
             after = point["seq"]
         if ended:
             break
-        await ctx.wait_change(run["id"], 0.5)
+        await ctx.wait_change(run.id, 0.5)
     await resp.write_eof()
     return resp
 

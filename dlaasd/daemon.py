@@ -153,7 +153,7 @@ class Daemon:
     def owners(self, unfinished: bool = False) -> dict[str, tuple[int, int]]:
         """run id -> the (uid, gid) its containers run as, which owns its job folder."""
         owners = self.db.owners(unfinished)
-        users = {u: self.lifecycle.container_user({"owner_uid": u}) for u in set(owners.values())}
+        users = {u: self.lifecycle.container_user(u) for u in set(owners.values())}
         return {run_id: users[uid] for run_id, uid in owners.items()}
 
     def _redact_old_runs(self) -> None:
@@ -260,7 +260,7 @@ class Daemon:
     def recover(self) -> None:
         """Resume every run that was under way when the daemon stopped or died, and remove
         containers of runs that ended (left when the daemon died while tidying up)."""
-        active = {r["id"] for r in self.db.in_status(ACTIVE)}
+        active = {r.id for r in self.db.in_status(ACTIVE)}
         try:
             for run_id, handle in self.executor.leftovers():
                 if run_id not in active:
@@ -270,10 +270,10 @@ class Daemon:
         # a cluster's executor was handed its QUEUED runs already: follow them again too
         following = ACTIVE | {QUEUED} if self.executor.places_runs else ACTIVE
         for run in self.db.in_status(following):
-            log.info("event=recover run=%s status=%s", run["id"], run["status"])
-            if run["halt_requested"]:
-                self.lifecycle.request_halt(run["id"])
-            self._drive(run["id"])
+            log.info("event=recover run=%s status=%s", run.id, run.status)
+            if run.halt_requested:
+                self.lifecycle.request_halt(run.id)
+            self._drive(run.id)
         self._wake.set()
 
     async def stop(self) -> None:
@@ -387,12 +387,12 @@ class Daemon:
         holding = self.db.in_status(HOLDING_RESOURCES)
         by_owner: dict[str, tuple[int, int]] = {}
         for r in holding:
-            gpus, runs = by_owner.get(r["owner_name"], (0, 0))
-            by_owner[r["owner_name"]] = (gpus + len(r["gpus"] or []), runs + 1)
+            gpus, runs = by_owner.get(r.owner_name, (0, 0))
+            by_owner[r.owner_name] = (gpus + len(r.gpus or []), runs + 1)
         return Held(
-            {g: r["id"] for r in holding for g in (r["gpus"] or [])},
-            sum(r["cpus"] for r in holding),
-            sum(r["memory"] for r in holding),
+            {g: r.id for r in holding for g in r.gpus},
+            sum(r.cpus for r in holding),
+            sum(r.memory for r in holding),
             by_owner,
         )
 

@@ -17,8 +17,9 @@ from pathlib import Path
 import sqlite_utils
 
 from . import accounting
-from .codes import FINAL
+from .codes import FINAL, Status
 from .errors import Ambiguous, NotFound
+from .records import Event, Experiment, Run, RunSummary, from_row
 from .scheduler import Request
 
 log = logging.getLogger(__name__)
@@ -140,6 +141,10 @@ def parse_time(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
 
 
+def _time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
 class Database:
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -156,7 +161,7 @@ class Database:
         self.db.enable_wal()
         self.db.execute("PRAGMA synchronous=NORMAL")  # WAL keeps this crash-safe
         self.db.execute("PRAGMA busy_timeout=5000")
-        runs = self.db["runs"]
+        runs = self.db.table("runs")
         if not runs.exists():
             runs.create(RUN_COLUMNS, pk="id", defaults={"halt_requested": 0})
         else:  # a database from an older dlaasd: add the columns it lacks
@@ -171,21 +176,21 @@ class Database:
         )
         runs.create_index(["experiment_id"], if_not_exists=True)
         runs.create_index(["source"], if_not_exists=True)
-        metrics = self.db["metrics"]  # time series of every run's metrics
+        metrics = self.db.table("metrics")  # time series of every run's metrics
         if not metrics.exists():
             metrics.create({"run_id": str, "step": int, "name": str, "value": float, "time": float})
         metrics.create_index(["run_id", "name", "step"], if_not_exists=True)
-        experiments = self.db["experiments"]
+        experiments = self.db.table("experiments")
         if not experiments.exists():
             experiments.create(EXPERIMENT_COLUMNS, pk="id", defaults={"halt_requested": 0})
-        mirrored = self.db["mirrored"]  # files of the drop folder's data/ already uploaded
+        mirrored = self.db.table("mirrored")  # files of the drop folder's data/ already uploaded
         if not mirrored.exists():
             mirrored.create({"path": str, "size": int, "mtime_ns": int}, pk="path")
-        events = self.db["events"]
+        events = self.db.table("events")
         if not events.exists():
             events.create({"run_id": str, "time": str, "status": str, "message": str})
         events.create_index(["run_id"], if_not_exists=True)
-        usage = self.db["usage"]
+        usage = self.db.table("usage")
         if not usage.exists():  # a database from before accounting: its ended runs too
             usage.create(USAGE_COLUMNS, pk="run_id")
             finals = list(FINAL)
@@ -198,21 +203,21 @@ class Database:
             if name not in usage.columns_dict:
                 usage.add_column(name, kind)
         usage.create_index(["ended"], if_not_exists=True)
-        outbox = self.db["outbox"]  # notices of final statuses still to deliver
+        outbox = self.db.table("outbox")  # notices of final statuses still to deliver
         if not outbox.exists():
             outbox.create(OUTBOX_COLUMNS, pk="id")
         outbox.create_index(["key"], unique=True, if_not_exists=True)
         outbox.create_index(["delivered", "next_try"], if_not_exists=True)
         # called in the transaction of a final status: the outbox rows it makes
-        self.on_final: list[Callable[[Database, dict], list[dict]]] = []
+        self.on_final: list[Callable[[Database, Run], list[dict]]] = []
 
     # --- reading ---------------------------------------------------------------
 
-    def get(self, run_id: str) -> dict:
+    def get(self, run_id: str) -> Run:
         rows = list(self.db.query("select * from runs where id = ?", [run_id]))
         if not rows:
             raise NotFound(f"no run {run_id!r}")
-        return _decode(rows[0])
+        return from_row(Run, _decode(rows[0]))
 
     def value(self, run_id: str, column: str):
         """One plain column of a run: what a loop that polls needs, without the whole row."""
@@ -237,7 +242,7 @@ class Database:
             raise Ambiguous(f"{ref!r} names several: {', '.join(sorted(found))}", sorted(found))
         return found.pop()
 
-    def list(
+    def runs(
         self,
         limit: int = 50,
         offset: int = 0,
@@ -245,8 +250,9 @@ class Database:
         experiment_id: str | None = None,
         owner_uid: int | None = None,
         newest_first: bool = True,
-    ) -> tuple[list[dict], int]:
-        where, params = [], []
+    ) -> tuple[list[RunSummary], int]:
+        where: list[str] = []
+        params: list[str | int] = []
         if status:
             status = list(status)
             where.append(f"status in ({', '.join('?' * len(status))})")
@@ -264,7 +270,7 @@ class Database:
             f"select {SUMMARY} from runs{clause} order by rowid {order} limit ? offset ?",
             [*params, limit, offset],
         )
-        return [_decode(r) for r in rows], total
+        return [from_row(RunSummary, _decode(r)) for r in rows], total
 
     def any_queued(self) -> bool:
         return (
@@ -280,7 +286,7 @@ class Database:
         )
         at = datetime.now(UTC)
         return [
-            Request(i, g, c, m, t or "", o or "", p or 0, (at - parse_time(s)).total_seconds())
+            Request(i, g, c, m, t or "", o or "", p or 0, (at - _time(s)).total_seconds())
             for i, g, c, m, t, o, p, s in self.db.execute(sql)
         ]
 
@@ -296,16 +302,16 @@ class Database:
         cursor = self.db.execute(sql, [int(gpus)])
         try:
             for i, g, c, m, t, o, p, s in cursor:
-                waited = (at - parse_time(s)).total_seconds()
+                waited = (at - _time(s)).total_seconds()
                 yield Request(i, g, c, m, t or "", o or "", p or 0, waited)
         finally:
             cursor.close()
 
-    def in_status(self, statuses: Iterable[str]) -> list[dict]:
-        statuses = list(statuses)
-        marks = ", ".join("?" * len(statuses))
+    def in_status(self, statuses: Iterable[str]) -> list[RunSummary]:
+        wanted = list(statuses)
+        marks = ", ".join("?" * len(wanted))
         sql = f"select {SUMMARY} from runs where status in ({marks}) order by rowid"
-        return [_decode(r) for r in self.db.query(sql, statuses)]
+        return [from_row(RunSummary, _decode(r)) for r in self.db.query(sql, wanted)]
 
     def owners(self, unfinished: bool = False) -> dict[str, int]:
         """run id -> the owner's uid, of every run (`unfinished`: of those not ended)."""
@@ -340,17 +346,17 @@ class Database:
         return row[0] if row else None
 
     def mirrored(self) -> dict[str, tuple[int, int]]:
-        return {r["path"]: (r["size"], r["mtime_ns"]) for r in self.db["mirrored"].rows}
+        rows = self.db.table("mirrored").rows
+        return {r["path"]: (r["size"], r["mtime_ns"]) for r in rows}
 
     def mark_mirrored(self, path: str, size: int, mtime_ns: int) -> None:
-        self.db["mirrored"].upsert({"path": path, "size": size, "mtime_ns": mtime_ns}, pk="path")
-
-    def events(self, run_id: str) -> list[dict]:
-        return list(
-            self.db.query(
-                "select time, status, message from events where run_id = ? order by rowid", [run_id]
-            )
+        self.db.table("mirrored").upsert(
+            {"path": path, "size": size, "mtime_ns": mtime_ns}, pk="path"
         )
+
+    def events(self, run_id: str) -> list[Event]:
+        sql = "select time, status, message from events where run_id = ? order by rowid"
+        return [Event(t, Status(s), m) for t, s, m in self.db.execute(sql, [run_id])]
 
     def counts(self) -> dict[str, int]:
         return dict(self.db.execute("select status, count(*) from runs group by status").fetchall())
@@ -364,11 +370,11 @@ class Database:
             "status": row.get("status", "QUEUED"),
         }
         with self.db.conn:
-            self.db["runs"].insert(_encode(row))
+            self.db.table("runs").insert(_encode(row))
             self._event(row["id"], row["status"], row.get("status_message", ""))
 
     def update(self, run_id: str, **fields) -> None:
-        self.db["runs"].update(run_id, _encode(fields))
+        self.db.table("runs").update(run_id, _encode(fields))
 
     def transition(self, run_id: str, status: str, message: str = "", **fields) -> None:
         """Move a run to `status`, recording the event; final statuses stamp `completed`."""
@@ -376,10 +382,10 @@ class Database:
         if status in FINAL and "completed" not in fields:
             fields["completed"] = now()
         with self.db.conn:
-            self.db["runs"].update(run_id, _encode(fields))
+            self.db.table("runs").update(run_id, _encode(fields))
             self._event(run_id, status, message)
             if status in FINAL:  # in the same transaction: no ended run without its usage
-                self.db["usage"].upsert(_usage_row(self.usage_now(run_id)), pk="run_id")
+                self.db.table("usage").upsert(_usage_row(self.usage_now(run_id)), pk="run_id")
                 run = self.get(run_id)  # nor without its notices (at least once)
                 for hook in self.on_final:
                     try:
@@ -388,14 +394,14 @@ class Database:
                         log.exception("event=on_final_failed run=%s", run_id)
                         continue
                     for row in rows:
-                        self.db["outbox"].insert(row, ignore=True)  # a key once
+                        self.db.table("outbox").insert(row, ignore=True)  # a key once
 
     def note(self, run_id: str, message: str) -> None:
         """Update the status message without a status change (retries, progress)."""
-        self.db["runs"].update(run_id, {"status_message": message})
+        self.db.table("runs").update(run_id, {"status_message": message})
 
     def _event(self, run_id: str, status: str, message: str) -> None:
-        self.db["events"].insert(
+        self.db.table("events").insert(
             {"run_id": run_id, "time": now(), "status": status, "message": message}
         )
 
@@ -423,7 +429,8 @@ class Database:
         self, since: str | None = None, until: str | None = None, owner_uid: int | None = None
     ) -> list[dict]:
         """The usage of runs that ended in [since, until), oldest first."""
-        where, params = [], []
+        where: list[str] = []
+        params: list[str | int] = []
         if since:
             where.append("ended >= ?")
             params.append(since)
@@ -451,17 +458,17 @@ class Database:
 
     def outbox_delivered(self, row_id: int) -> None:
         with self.db.conn:
-            self.db["outbox"].update(row_id, {"delivered": datetime.now(UTC).timestamp()})
+            self.db.table("outbox").update(row_id, {"delivered": datetime.now(UTC).timestamp()})
 
     def outbox_retry(self, row_id: int, attempts: int, next_try: float, error: str) -> None:
         with self.db.conn:
-            self.db["outbox"].update(
+            self.db.table("outbox").update(
                 row_id, {"attempts": attempts, "next_try": next_try, "last_error": error}
             )
 
     def outbox_gave_up(self, row_id: int, attempts: int, error: str) -> None:
         with self.db.conn:
-            self.db["outbox"].update(
+            self.db.table("outbox").update(
                 row_id,
                 {
                     "attempts": attempts,
@@ -518,19 +525,20 @@ class Database:
 
     def insert_experiment(self, row: dict) -> None:
         with self.db.conn:
-            self.db["experiments"].insert({**row, "submitted": row.get("submitted") or now()})
+            self.db.table("experiments").insert({**row, "submitted": row.get("submitted") or now()})
 
-    def experiment(self, exp_id: str) -> dict:
+    def experiment(self, exp_id: str) -> Experiment:
         rows = list(self.db.query("select * from experiments where id = ?", [exp_id]))
         if not rows:
             raise NotFound(f"no experiment {exp_id!r}")
-        return rows[0]
+        return from_row(Experiment, rows[0])
 
-    def experiments(self, limit: int = 50) -> list[dict]:
-        return list(self.db.query("select * from experiments order by rowid desc limit ?", [limit]))
+    def experiments(self, limit: int = 50) -> list[Experiment]:
+        sql = "select * from experiments order by rowid desc limit ?"
+        return [from_row(Experiment, r) for r in self.db.query(sql, [limit])]
 
     def update_experiment(self, exp_id: str, **fields) -> None:
-        self.db["experiments"].update(exp_id, fields)
+        self.db.table("experiments").update(exp_id, fields)
 
 
 def _usage_row(u: accounting.Usage) -> dict:

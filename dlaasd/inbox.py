@@ -35,11 +35,13 @@ from typing import BinaryIO
 
 from watchdog.events import FileSystemEventHandler
 from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
 
 from . import archive, filemodes
 from .buckets import store_name
 from .daemon import Daemon
 from .errors import DlaasError, Internal, Invalid
+from .records import Run
 from .runfolder import RunFolder, open_beneath
 from .verbs import submit
 
@@ -143,7 +145,7 @@ class Inbox:
         self._mirrored = daemon.db.mirrored()
         self._data_seen: dict[str, tuple[tuple | None, float]] = {}
         self._kick = asyncio.Event()
-        self._observer: Observer | None = None
+        self._observer: BaseObserver | None = None
         self._task: asyncio.Task | None = None
 
     async def start(self) -> None:
@@ -361,9 +363,9 @@ class Inbox:
         with _open_regular(path, self.root / "data") as f:
             self.daemon.objects.put_file(bucket, key, Path(f"/proc/self/fd/{f.fileno()}"))
 
-    def mirror_results(self, run: dict, folder: RunFolder) -> None:
+    def mirror_results(self, run: Run, folder: RunFolder) -> None:
         """Copy a run's results and logs to results/<run-id>/ (hard links where possible)."""
-        run_id = run["id"]
+        run_id = run.id
         target = self.root / "results" / run_id
         for path, rel in folder.outputs():
             try:  # the job folder is its owner's: a file may be a link by now
@@ -379,10 +381,10 @@ class Inbox:
                 _link_or_copy(src, dest)
         if not target.exists():
             return
-        if os.geteuid() == 0 and run.get("owner_uid"):
+        if os.geteuid() == 0 and run.owner_uid:
             for dirpath, dirnames, filenames in os.walk(target):
                 for n in [dirpath, *(os.path.join(dirpath, x) for x in dirnames + filenames)]:
-                    os.lchown(n, run["owner_uid"], -1)
+                    os.lchown(n, run.owner_uid, -1)
         os.chmod(target, 0o700)  # the owner's alone, whatever the visibility
 
 

@@ -25,7 +25,7 @@ from .phases import Context
 from .phases.stage_in import stage_in
 from .phases.stage_out import remove_learners, stage_out, upload_definition_early
 from .phases.train import train
-from .records import Outcome
+from .records import Outcome, Run
 from .runfolder import RunFolder
 
 log = logging.getLogger(__name__)
@@ -64,8 +64,8 @@ class Lifecycle(Context):
             return
         # a run found past DOWNLOADING after a restart may have learners to find again,
         # and one found in STORING may have some of its results uploaded already
-        found = run["status"]
-        if run["status"] == DOWNLOADING:
+        found = run.status
+        if run.status == DOWNLOADING:
             outcome = await _guard(stage_in(self, run, m, folder))
             if outcome is None and self.halted(run_id):
                 outcome = Outcome(HALTED, "halted while the data was downloading")
@@ -74,7 +74,7 @@ class Lifecycle(Context):
                 upload_definition_early(self, run_id, folder)
             else:
                 run = self.to(run_id, STORING, "uploading logs", outcome=outcome.to_json())
-        if run["status"] == PROCESSING:
+        if run.status == PROCESSING:
             trained = await _guard(train(self, run, m, folder, found != DOWNLOADING))
             assert trained is not None  # a training always ends with an outcome
             run = self.to(
@@ -84,18 +84,18 @@ class Lifecycle(Context):
                 outcome=trained.to_json(),
                 exit_code=trained.exit_code,
             )
-        if run["status"] == STORING:
+        if run.status == STORING:
             await stage_out(self, run, m, folder, resume=found == STORING)
 
-    async def _follow(self, run: dict, m: Manifest, folder: RunFolder) -> None:
+    async def _follow(self, run: Run, m: Manifest, folder: RunFolder) -> None:
         """A run whose learners stage their own data (on a cluster's nodes), from
         wherever it stands: start them unless they exist (a cluster's queue may hold
         them: the run stays QUEUED until it starts them), follow the phase they report,
         and record the outcome once they end: they stored the results themselves."""
-        run_id = run["id"]
+        run_id = run.id
         outcome = await _guard(train(self, run, m, folder, resumed=True))
         assert outcome is not None  # a training always ends with an outcome
-        if self.db.get(run_id)["started"]:
+        if self.db.get(run_id).started:
             objects, bucket, prefix = self.results_location(run_id, m)
             self.db.update(run_id, results=f"s3://{bucket}/{prefix}")
         self.to(

@@ -98,7 +98,7 @@ async def run(config: configuration.Config) -> None:
     daemon.db.on_final.append(
         notifications.final_hook(
             config,
-            lambda run: {**describe(told, run, full=False), "usage": daemon.db.usage(run["id"])},
+            lambda run: {**describe(told, run, full=False), "usage": daemon.db.usage(run.id)},
             lambda exp_id: experiments.describe(told, daemon.db.experiment(exp_id)),
         )
     )

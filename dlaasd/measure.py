@@ -140,7 +140,7 @@ async def follow(
     read: Callable[[str], dict] = cgroup_reading,
 ) -> None:
     """Sample a run's learners until `ended` is set, keeping the figures in the database."""
-    measured = db.get(run_id).get("measured") or {}
+    measured = db.get(run_id).measured or {}
     count = 0
     while not ended.is_set():
         try:
@@ -154,5 +154,5 @@ async def follow(
         measured = latest
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(ended.wait(), INTERVAL)
-    if measured != (db.get(run_id).get("measured") or {}):
+    if measured != (db.get(run_id).measured or {}):
         db.update(run_id, measured=measured)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from . import __version__
 from .codes import FINAL
+from .records import Run
 
 log = logging.getLogger(__name__)
 
@@ -239,21 +240,21 @@ def _say(exc: BaseException) -> str:
 
 
 def final_hook(
-    config, describe: Callable[[dict], dict], describe_experiment: Callable[[str], dict | None]
-) -> Callable[[object, dict], list[dict]]:
+    config, describe: Callable[[Run], dict], describe_experiment: Callable[[str], dict | None]
+) -> Callable[[object, Run], list[dict]]:
     """What Database.on_final calls in the transaction of a final status: the outbox rows
     for the run, and for its experiment if that was its last trial to end."""
     settings = config.notify
 
-    def rows(db, run: dict) -> list[dict]:
+    def rows(db, run: Run) -> list[dict]:
         if not settings.command and not settings.webhooks and not settings.allowed_webhooks:
             return []
         now = time.time()
         facts = describe(run)
         hooks = [*settings.webhooks, *manifest_webhooks(run, settings.allowed_webhooks)]
         out = [n.row(now) for n in notices("run", facts, settings.command, hooks)]
-        if run.get("experiment_id"):
-            exp = describe_experiment(run["experiment_id"])
+        if run.experiment_id:
+            exp = describe_experiment(run.experiment_id)
             if exp and exp["status"] in FINAL:
                 out += [
                     n.row(now)
@@ -264,12 +265,12 @@ def final_hook(
     return rows
 
 
-def manifest_webhooks(run: dict, prefixes: list[str]) -> list[str]:
+def manifest_webhooks(run: Run, prefixes: list[str]) -> list[str]:
     """The manifest's `notify.webhooks` the config (still) allows."""
     from . import manifest
 
     try:
-        m = manifest.parse(run.get("manifest") or "")
+        m = manifest.parse(run.manifest or "")
     except manifest.ManifestError:
         return []
     return [u for u in (m.notify.webhooks if m.notify else []) if allowed(u, prefixes)]

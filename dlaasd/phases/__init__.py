@@ -27,7 +27,7 @@ from ..errors import RunError
 from ..executors import Executor, ExecutorUnavailable
 from ..manifest import Manifest
 from ..objectstore import DataCache, Endpoint, ObjectStore, StoreUnavailable, Transfer
-from ..records import StagingFigures
+from ..records import Run, StagingFigures
 from ..runfolder import RunFolder
 from ..secret import Vault
 from ..units import format_duration
@@ -55,7 +55,7 @@ class Context:
         self.notify = notify
         # run in a thread once a run's outputs are stored (the drop folder's mirror): they
         # get the run as it stands, and must not use the database themselves
-        self.after_store: list[Callable[[dict, RunFolder], None]] = []
+        self.after_store: list[Callable[[Run, RunFolder], None]] = []
         self.on_metrics: list[Callable[[str], None]] = []  # told when a run reports points
         # the definition is uploaded while the training runs; STORING only waits for it
         self.definitions: dict[str, asyncio.Task[bool]] = {}
@@ -105,9 +105,9 @@ class Context:
 
     # --- a run's places ---------------------------------------------------------------
 
-    def manifest_of(self, run: dict) -> Manifest:
+    def manifest_of(self, run: Run) -> Manifest:
         """The run's manifest as submitted: the kept text, with its secrets put back."""
-        return self.vault.get(run["id"]).apply(manifest.parse(run["manifest"]))
+        return self.vault.get(run.id).apply(manifest.parse(run.manifest))
 
     def folder(self, run_id: str) -> RunFolder:
         return RunFolder.of(self.config.state_path, run_id)
@@ -128,12 +128,12 @@ class Context:
             return self.store_for(m), store.training_results.bucket, f"{run_id}/"
         return self.objects, self.config.store.results_bucket, f"{run_id}/"
 
-    def container_user(self, run: dict) -> tuple[int, int]:
+    def container_user(self, owner_uid: int) -> tuple[int, int]:
         """The daemon's own user in user mode; the submitter, or the configured user for
         root's runs, in system mode. Never root."""
         if os.geteuid() != 0:
             return os.geteuid(), os.getegid()
-        uid = run.get("owner_uid") or 0
+        uid = owner_uid or 0
         if uid:
             try:
                 return uid, pwd.getpwuid(uid).pw_gid
@@ -144,7 +144,7 @@ class Context:
 
     # --- recording --------------------------------------------------------------------
 
-    def to(self, run_id: str, status: str, message: str = "", **fields: Any) -> dict:
+    def to(self, run_id: str, status: str, message: str = "", **fields: Any) -> Run:
         self.db.transition(run_id, status, message, **fields)
         log.info("event=status run=%s status=%s message=%r", run_id, status, message)
         self.notify(run_id)
@@ -152,7 +152,7 @@ class Context:
 
     def add_staging(self, run_id: str, **values: int | float) -> None:
         """Record staging figures beside those the run has already."""
-        figures = StagingFigures.from_json(self.db.get(run_id).get("staging"))
+        figures = self.db.get(run_id).staging
         merged = {**figures.to_json(), **values}
         self.db.update(run_id, staging=StagingFigures(**merged).to_json())
 

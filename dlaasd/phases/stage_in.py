@@ -14,11 +14,12 @@ from ..errors import RunError
 from ..learners import HELPERS
 from ..manifest import Manifest
 from ..objectstore import Transfer
+from ..records import Run
 from ..runfolder import RunFolder
 from . import Context
 
 
-async def stage_in(ctx: Context, run: dict, m: Manifest, folder: RunFolder) -> None:
+async def stage_in(ctx: Context, run: Run, m: Manifest, folder: RunFolder) -> None:
     try:
         await _stage_in(ctx, run, m, folder)
     except OSError as exc:  # the code unpacked, the data linked or fetched: no room
@@ -27,10 +28,10 @@ async def stage_in(ctx: Context, run: dict, m: Manifest, folder: RunFolder) -> N
         raise
 
 
-async def _stage_in(ctx: Context, run: dict, m: Manifest, folder: RunFolder) -> None:
-    run_id = run["id"]
-    owner = ctx.container_user(run) if os.geteuid() == 0 else None
-    await asyncio.to_thread(prepare_job, folder, run["hyperparameters"], owner)
+async def _stage_in(ctx: Context, run: Run, m: Manifest, folder: RunFolder) -> None:
+    run_id = run.id
+    owner = ctx.container_user(run.owner_uid) if os.geteuid() == 0 else None
+    await asyncio.to_thread(prepare_job, folder, run.hyperparameters, owner)
     store = m.data_store
     if store and store.type != "mount_volume" and store.training_data:
         bucket, prefix = store.training_data.bucket, store.training_data.prefix

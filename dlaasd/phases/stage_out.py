@@ -12,7 +12,7 @@ from ..codes import FAILED, Code
 from ..errors import RunError
 from ..manifest import Manifest
 from ..objectstore import Transfer
-from ..records import Outcome
+from ..records import Outcome, Run
 from ..runfolder import RunFolder
 from . import Context
 
@@ -41,14 +41,10 @@ async def _upload_definition(ctx: Context, run_id: str, folder: RunFolder) -> bo
 
 
 async def stage_out(
-    ctx: Context, run: dict, m: Manifest, folder: RunFolder, resume: bool = True
+    ctx: Context, run: Run, m: Manifest, folder: RunFolder, resume: bool = True
 ) -> None:
-    run_id = run["id"]
-    outcome = (
-        Outcome.from_json(run["outcome"])
-        if run.get("outcome")
-        else Outcome(FAILED, "the run ended without an outcome", Code.INTERNAL)
-    )
+    run_id = run.id
+    outcome = run.outcome or Outcome(FAILED, "the run ended without an outcome", Code.INTERNAL)
     objects, bucket, prefix = ctx.results_location(run_id, m)
     outputs = [(p, f"{run_id}/{rel}") for p, rel in folder.outputs()]
     early = ctx.definitions.pop(run_id, None)

@@ -23,7 +23,7 @@ from ..executors import ExecutorUnavailable, Exit, LearnerSpec, Location, Stagin
 from ..manifest import Manifest
 from ..metrics import MetricsReader
 from ..outcome import Ended, decide, first_failure
-from ..records import Outcome
+from ..records import Outcome, Run
 from ..runfolder import OOM_MARK, RunFolder
 from . import Context
 
@@ -44,9 +44,9 @@ class Waited:
 
 
 async def train(
-    ctx: Context, run: dict, m: Manifest, folder: RunFolder, resumed: bool = True
+    ctx: Context, run: Run, m: Manifest, folder: RunFolder, resumed: bool = True
 ) -> Outcome:
-    run_id = run["id"]
+    run_id = run.id
     found = await ctx.call(run_id, ctx.executor.find, run_id) if resumed else {}
     # a stranded learner (the daemon created it and died before starting it) never
     # trained: it is made again (the start removes it); the others are waited on again
@@ -59,12 +59,12 @@ async def train(
     missing = [s for s in specs if s.learner not in running]
     if missing:
         await ctx.call(
-            run_id, ctx.executor.prepare, run["image"], ctx.config.containers.pull_missing_images
+            run_id, ctx.executor.prepare, run.image, ctx.config.containers.pull_missing_images
         )
         handles = await ctx.call(run_id, ctx.executor.start, missing)
         running.update(zip((s.learner for s in missing), handles, strict=True))
     learner_of = {running[n]: n for n in sorted(running)}  # learner 1 first
-    started = parse_time(run["started"])  # None: a cluster's queued run (its limit serves)
+    started = parse_time(run.started)  # None: a cluster's queued run (its limit serves)
     deadline = started.timestamp() + m.timeout if m.timeout and started else None
     ctx.handles[run_id] = list(learner_of)
     reader = MetricsReader(folder, m.evaluation_metrics)
@@ -73,12 +73,12 @@ async def train(
     collector = asyncio.create_task(_collect_metrics(ctx, run_id, reader, ended))
     # learners that stage their own data: their status follows the phase they report
     follower = (
-        asyncio.create_task(_follow(ctx, run_id, run["status"], ended))
+        asyncio.create_task(_follow(ctx, run_id, run.status, ended))
         if ctx.executor.stages_data
         else None
     )
     # what the learners use (usage accounting), sampled from their cgroups meanwhile
-    gpus = run.get("gpus") or []
+    gpus = run.gpus or []
     per_learner = [gpus[(n - 1) * m.gpus : n * m.gpus] for n in learner_of.values()]
     sampler = asyncio.create_task(
         measure.follow(ctx.db, run_id, list(learner_of), per_learner, ended, ctx.executor.usage)
@@ -100,14 +100,14 @@ async def train(
     return decide(_facts(ctx, run_id, m, folder, waited))
 
 
-def specs_of(ctx: Context, run: dict, m: Manifest, folder: RunFolder) -> list[LearnerSpec]:
+def specs_of(ctx: Context, run: Run, m: Manifest, folder: RunFolder) -> list[LearnerSpec]:
     specs = learners.specs(
-        run["id"],
+        run.id,
         m,
-        run["image"],
+        run.image,
         folder,
-        ctx.container_user(run),
-        run.get("gpus") or [],
+        ctx.container_user(run.owner_uid),
+        run.gpus or [],
         ctx.config.containers,
         volume_path(m),
     )
@@ -117,23 +117,23 @@ def specs_of(ctx: Context, run: dict, m: Manifest, folder: RunFolder) -> list[Le
     return [replace(s, staging=staging) for s in specs]
 
 
-def staging_of(ctx: Context, run: dict, m: Manifest) -> Staging:
+def staging_of(ctx: Context, run: Run, m: Manifest) -> Staging:
     """Where the learners that stage their own data take it from and put results."""
     data = None
     store = m.data_store
     if store and store.type != "mount_volume" and store.training_data:
         objects = ctx.store_for(m)
         data = Location(objects.endpoint, store.training_data.bucket, store.training_data.prefix)
-    objects, bucket, prefix = ctx.results_location(run["id"], m)
-    owner = ctx.container_user(run) if os.geteuid() == 0 else None
-    return Staging(data, Location(objects.endpoint, bucket, prefix), run["hyperparameters"], owner)
+    objects, bucket, prefix = ctx.results_location(run.id, m)
+    owner = ctx.container_user(run.owner_uid) if os.geteuid() == 0 else None
+    return Staging(data, Location(objects.endpoint, bucket, prefix), run.hyperparameters, owner)
 
 
 def _facts(ctx: Context, run_id: str, m: Manifest, folder: RunFolder, waited: Waited) -> Ended:
     """What the decision needs, read from the database and the failing learner's logs."""
     halt_reason = None
     if ctx.halted(run_id):
-        halt_reason = ctx.db.get(run_id)["halt_reason"] or ""
+        halt_reason = ctx.db.get(run_id).halt_reason or ""
     cause = first_failure(waited.exits)
     oom_marked, last_line, disk_full = False, "", ""
     if cause is not None:

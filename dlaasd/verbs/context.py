@@ -15,6 +15,7 @@ from ..gpus import GpuInventory
 from ..lifecycle import Lifecycle
 from ..minio_server import BundledMinio
 from ..objectstore import ObjectStore
+from ..records import Run
 from ..scheduler import Held
 
 
@@ -72,12 +73,12 @@ def resolve(db: Database, ref: str, table: str, noun: str, listing: str) -> str:
         ) from None
 
 
-def get_run(ctx: Context, ref: str) -> dict:
+def get_run(ctx: Context, ref: str) -> Run:
     """The run `ref` names, whoever owns it (the queue is everyone's)."""
     return ctx.db.get(resolve(ctx.db, ref, "runs", "run", "dlaasctl list"))
 
 
-def visible_run(ctx: Context, ref: str, what: str) -> dict:
+def visible_run(ctx: Context, ref: str, what: str) -> Run:
     """The run `ref` names, if the caller may see its `what`."""
     run = get_run(ctx, ref)
     ctx.caller.check_sees(run, what)

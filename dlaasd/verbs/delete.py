@@ -16,12 +16,12 @@ async def delete(ctx: Context, ref: str, purge: bool = False) -> dict:
     results in the object store."""
     run = get_run(ctx, ref)
     ctx.caller.check_may(run, "delete")
-    if run["status"] not in FINAL:
-        raise Conflict(f"{run['id']} is {run['status']}; halt it first (dlaasctl halt {run['id']})")
+    if run.status not in FINAL:
+        raise Conflict(f"{run.id} is {run.status}; halt it first (dlaasctl halt {run.id})")
     removed = 0
-    if purge and run.get("results"):
+    if purge and run.results:
         objects, bucket, prefix = ctx.lifecycle.results_location(
-            run["id"], ctx.lifecycle.manifest_of(run)
+            run.id, ctx.lifecycle.manifest_of(run)
         )
         try:
             removed = await asyncio.to_thread(objects.remove_prefix, bucket, prefix)
@@ -30,7 +30,7 @@ async def delete(ctx: Context, ref: str, purge: bool = False) -> dict:
         except RunError as exc:
             if exc.code != Code.DOWNLOAD_FAILED:  # a bucket that is gone holds nothing
                 raise
-    await asyncio.to_thread(RunFolder.of(ctx.config.state_path, run["id"]).remove)
-    ctx.db.delete(run["id"])
-    ctx.lifecycle.vault.remove(run["id"])
-    return {"id": run["id"], "deleted": True, "objects_removed": removed}
+    await asyncio.to_thread(RunFolder.of(ctx.config.state_path, run.id).remove)
+    ctx.db.delete(run.id)
+    ctx.lifecycle.vault.remove(run.id)
+    return {"id": run.id, "deleted": True, "objects_removed": removed}

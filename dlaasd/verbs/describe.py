@@ -4,10 +4,13 @@ points. The queue is everyone's; what a run says about itself is its owner's."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
 
 from .. import manifest
 from ..access import public_message
 from ..codes import FINAL, Status
+from ..records import Run, RunSummary
 from .context import Context, visible_run
 
 
@@ -24,13 +27,13 @@ def runs(
 ) -> tuple[list[dict], int]:
     """(runs newest first, how many in all); another's status message says only what
     its failure code means."""
-    rows, total = ctx.db.list(
+    rows, total = ctx.db.runs(
         limit=limit, offset=offset, status=statuses or None, experiment_id=experiment_id
     )
     out = []
     for r in rows:
         if not ctx.caller.sees(r):
-            r = {**r, "status_message": public_message(r)}
+            r = replace(r, status_message=public_message(r))
         out.append(describe(ctx, r, full=False))
     return out, total
 
@@ -45,31 +48,32 @@ def ended(ctx: Context, run_id: str) -> bool:
     return ctx.db.value(run_id, "status") in FINAL
 
 
-def describe(ctx: Context, run: dict, full: bool = True) -> dict:
-    """The public shape of a run (what `show --json` prints)."""
-    out = {
-        "id": run["id"],
-        "name": run["name"],
-        "status": run["status"],
-        "error_code": run["error_code"] or None,
-        "status_message": run["status_message"] or "",
-        "owner": run["owner_name"],
-        "owner_uid": run["owner_uid"],
-        "gpus": run["gpus"] or [],
-        "cpus": run["cpus"],
-        "memory": run["memory"],
-        "learners": run["learners"],
-        "framework": run["framework"],
-        "image": run["image"],
-        "exit_code": run["exit_code"],
-        "submitted": run["submitted"],
-        "started": run["started"],
-        "completed": run["completed"],
-        "results": run["results"],
-        "experiment_id": run["experiment_id"],
-        "priority": run.get("priority") or 0,
+def describe(ctx: Context, run: RunSummary, full: bool = True) -> dict:
+    """The public shape of a run (what `show --json` prints); `full` (a whole Run) adds
+    its manifest, staging figures, history and usage."""
+    out: dict[str, Any] = {
+        "id": run.id,
+        "name": run.name,
+        "status": run.status,
+        "error_code": run.error_code or None,
+        "status_message": run.status_message or "",
+        "owner": run.owner_name,
+        "owner_uid": run.owner_uid,
+        "gpus": run.gpus,
+        "cpus": run.cpus,
+        "memory": run.memory,
+        "learners": run.learners,
+        "framework": run.framework,
+        "image": run.image,
+        "exit_code": run.exit_code,
+        "submitted": run.submitted,
+        "started": run.started,
+        "completed": run.completed,
+        "results": run.results,
+        "experiment_id": run.experiment_id,
+        "priority": run.priority,
     }
-    if full:
+    if full and isinstance(run, Run):
         staging = {
             "bytes_downloaded": 0,
             "files_downloaded": 0,
@@ -79,14 +83,14 @@ def describe(ctx: Context, run: dict, full: bool = True) -> dict:
             "files_uploaded": 0,
             "upload_seconds": 0.0,
         }
-        out["staging"] = {**staging, **(run["staging"] or {})}
-        out["description"] = run["description"]
-        out["hyperparameters"] = run["hyperparameters"]
-        out["manifest"] = run["manifest"]
-        out["buckets"] = _buckets_of(run["manifest"])
-        out["warnings"] = run["warnings"] or []
-        out["history"] = ctx.db.events(run["id"])
-        out["usage"] = ctx.db.usage(run["id"]) or ctx.db.usage_now(run["id"]).to_json()
+        out["staging"] = {**staging, **run.staging.to_json()}
+        out["description"] = run.description
+        out["hyperparameters"] = run.hyperparameters
+        out["manifest"] = run.manifest
+        out["buckets"] = _buckets_of(run.manifest)
+        out["warnings"] = run.warnings
+        out["history"] = [e.to_json() for e in ctx.db.events(run.id)]
+        out["usage"] = ctx.db.usage(run.id) or ctx.db.usage_now(run.id).to_json()
     return out
 
 

@@ -10,12 +10,14 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from .. import schema, sweep
 from ..access import Caller
 from ..codes import COMPLETED, FINAL, HALTED, PROCESSING, QUEUED, Code
 from ..errors import DlaasError, Invalid
 from ..metrics import resolve_name
+from ..records import Experiment
 from ..secret import redact
 from .context import Context, resolve
 from .halt import halt as halt_run
@@ -96,7 +98,7 @@ async def create(
 # --- reading -----------------------------------------------------------------------
 
 
-def get(ctx: Context, ref: str) -> dict:
+def get(ctx: Context, ref: str) -> Experiment:
     exp_id = resolve(ctx.db, ref, "experiments", "experiment", "dlaasctl experiment list")
     return ctx.db.experiment(exp_id)
 
@@ -117,62 +119,62 @@ def summaries(ctx: Context, limit: int) -> list[dict]:
     for row in ctx.db.experiments(limit):
         d = describe(ctx, row)
         d.pop("runs")
-        out.append(d if ctx.caller.sees(d) else {k: d[k] for k in QUEUE_FIELDS if k in d})
+        out.append(d if ctx.caller.sees(row) else {k: d[k] for k in QUEUE_FIELDS if k in d})
     return out
 
 
-def describe(ctx: Context, row: dict, curves: bool = False) -> dict:
+def describe(ctx: Context, row: Experiment, curves: bool = False) -> dict:
     """The experiment with its trials ranked by the objective, best first."""
-    runs, _ = ctx.db.list(limit=100_000, experiment_id=row["id"], newest_first=False)
-    ids = [r["id"] for r in runs]
-    metric = resolve_name(row["objective"], ctx.db.metric_names(ids)) if ids else None
+    runs, _ = ctx.db.runs(limit=100_000, experiment_id=row.id, newest_first=False)
+    ids = [r.id for r in runs]
+    metric = resolve_name(row.objective, ctx.db.metric_names(ids)) if ids else None
     series = ctx.db.curves(ids, metric) if metric else {i: [] for i in ids}
     value = {i: (series[i][-1][1] if series[i] else None) for i in ids}
-    maximize = row["goal"] == "maximize"
+    maximize = row.goal == "maximize"
     order = sweep.rank(value, maximize)
-    by_id = {r["id"]: r for r in runs}
-    done = [i for i in order if by_id[i]["status"] == COMPLETED and value[i] is not None]
+    by_id = {r.id: r for r in runs}
+    done = [i for i in order if by_id[i].status == COMPLETED and value[i] is not None]
     best = done[0] if done else next((i for i in order if value[i] is not None), None)
     trials = []
     for i in order:
         r = by_id[i]
-        trial = {
+        trial: dict[str, Any] = {
             "id": i,
-            "status": r["status"],
-            "error_code": r["error_code"] or None,
-            "status_message": r["status_message"] or "",
-            "hyperparameters": r["hyperparameters"] or {},
+            "status": r.status,
+            "error_code": r.error_code or None,
+            "status_message": r.status_message or "",
+            "hyperparameters": r.hyperparameters or {},
             "objective_value": value[i],
             "last_step": series[i][-1][0] if series[i] else None,
-            "halted_early": r["status"] == HALTED
-            and (r["halt_reason"] or "").startswith("stopped early"),
+            "halted_early": r.status == HALTED
+            and (r.halt_reason or "").startswith("stopped early"),
         }
         if curves:
             trial["curve"] = series[i]
         trials.append(trial)
-    statuses = {r["status"] for r in runs}
+    statuses = {r.status for r in runs}
     if statuses <= FINAL:
         status = (
-            HALTED if row["halt_requested"] else (COMPLETED if COMPLETED in statuses else "FAILED")
+            HALTED if row.halt_requested else (COMPLETED if COMPLETED in statuses else "FAILED")
         )
     else:
         status = QUEUED if statuses == {QUEUED} else PROCESSING
-    ended = [r["completed"] for r in runs if r["completed"]]
+    ended = [r.completed for r in runs if r.completed]
     return {
-        "id": row["id"],
-        "name": row["name"],
-        "description": row["description"],
+        "id": row.id,
+        "name": row.name,
+        "description": row.description,
         "status": status,
-        "owner": row["owner_name"],
-        "owner_uid": row["owner_uid"],
-        "objective": {"name": row["objective"], "goal": row["goal"], "metric": metric},
-        "method": row["method"],
-        "trials": row["trials"],
-        "counts": {s: sum(1 for r in runs if r["status"] == s) for s in sorted(statuses)},
+        "owner": row.owner_name,
+        "owner_uid": row.owner_uid,
+        "objective": {"name": row.objective, "goal": row.goal, "metric": metric},
+        "method": row.method,
+        "trials": row.trials,
+        "counts": {s: sum(1 for r in runs if r.status == s) for s in sorted(statuses)},
         "best_run": best,
-        "best_hyperparameters": by_id[best]["hyperparameters"] if best else None,
+        "best_hyperparameters": by_id[best].hyperparameters if best else None,
         "best_value": value[best] if best else None,
-        "submitted": row["submitted"],
+        "submitted": row.submitted,
         "completed": max(ended) if statuses <= FINAL and ended else None,
         "runs": trials,
     }
@@ -185,12 +187,12 @@ async def halt(ctx: Context, ref: str) -> dict:
     """Halt every trial still running; the experiment ends HALTED."""
     row = get(ctx, ref)
     ctx.caller.check_may(row, "halt")
-    ctx.db.update_experiment(row["id"], halt_requested=1)
-    runs, _ = ctx.db.list(limit=100_000, experiment_id=row["id"])
+    ctx.db.update_experiment(row.id, halt_requested=1)
+    runs, _ = ctx.db.runs(limit=100_000, experiment_id=row.id)
     for r in runs:
-        if r["status"] not in FINAL and r["status"] != "STORING":
-            await halt_run(ctx, r["id"], f"the experiment was halted by {ctx.caller.name}")
-    return describe(ctx, ctx.db.experiment(row["id"]))
+        if r.status not in FINAL and r.status != "STORING":
+            await halt_run(ctx, r.id, f"the experiment was halted by {ctx.caller.name}")
+    return describe(ctx, ctx.db.experiment(row.id))
 
 
 ROOT = Caller(0, 0)  # dlaasd itself, stopping a trial early
@@ -210,18 +212,18 @@ class EarlyStopping:
         if not exp_id:
             return
         row = self.ctx.db.experiment(exp_id)
-        if row["method"] != "asha" or row["halt_requested"]:
+        if row.method != "asha" or row.halt_requested:
             return
         asha = self._asha.get(exp_id)
         if asha is None:
-            spec = sweep.parse(row["spec"])
+            spec = sweep.parse(row.spec)
             asha = self._asha[exp_id] = sweep.Asha(spec.method, spec.maximize)
-        runs, _ = self.ctx.db.list(limit=100_000, experiment_id=exp_id)
-        ids = [r["id"] for r in runs]
-        metric = resolve_name(row["objective"], self.ctx.db.metric_names(ids))
+        runs, _ = self.ctx.db.runs(limit=100_000, experiment_id=exp_id)
+        ids = [r.id for r in runs]
+        metric = resolve_name(row.objective, self.ctx.db.metric_names(ids))
         if metric is None:
             return
-        active = {r["id"] for r in runs if r["status"] == PROCESSING and not r["halt_requested"]}
+        active = {r.id for r in runs if r.status == PROCESSING and not r.halt_requested}
         for stop in asha.stops(self.ctx.db.curves(ids, metric), active):
             log.info(
                 "event=asha_stop experiment=%s run=%s rung=%d value=%s cutoff=%s",

@@ -5,15 +5,16 @@ from __future__ import annotations
 
 from ..codes import FINAL, HALTED, QUEUED, STORING
 from ..errors import Conflict
+from ..records import Run
 from .context import Context, get_run
 
 
-async def halt(ctx: Context, ref: str, reason: str = "") -> dict:
+async def halt(ctx: Context, ref: str, reason: str = "") -> Run:
     """SIGTERM, then SIGKILL after the grace period. `reason` becomes the run's final
     message (an experiment's early stop says why)."""
     run = get_run(ctx, ref)
     ctx.caller.check_may(run, "halt")
-    run_id, status = run["id"], run["status"]
+    run_id, status = run.id, run.status
     if status in FINAL:
         raise Conflict(f"{run_id} has already ended ({status})")
     if status == STORING:

@@ -8,6 +8,7 @@ import logging
 from ..codes import QUEUED
 from ..config import PRIORITY_BOUND
 from ..errors import Conflict, Forbidden, Invalid
+from ..records import Run
 from ..schema import Problem
 from .context import Context, get_run
 
@@ -33,7 +34,7 @@ def check(ctx: Context, priority: int | None) -> int:
     return priority
 
 
-def set_priority(ctx: Context, ref: str, priority: int) -> dict:
+def set_priority(ctx: Context, ref: str, priority: int) -> Run:
     """Move a waiting run up or down the queue: root and the admin group only."""
     run = get_run(ctx, ref)
     caller = ctx.caller
@@ -44,11 +45,9 @@ def set_priority(ctx: Context, ref: str, priority: int) -> dict:
             f"only {who} may change a run's priority; "
             "give yours at submit (dlaasctl train --priority N)",
         )
-    if run["status"] != QUEUED:
-        raise Conflict(
-            f"{run['id']} is {run['status']}: only a waiting run has a priority to change"
-        )
-    ctx.db.update(run["id"], priority=priority)
-    log.info("event=priority run=%s priority=%d by=%s", run["id"], priority, caller.uid)
+    if run.status != QUEUED:
+        raise Conflict(f"{run.id} is {run.status}: only a waiting run has a priority to change")
+    ctx.db.update(run.id, priority=priority)
+    log.info("event=priority run=%s priority=%d by=%s", run.id, priority, caller.uid)
     ctx.wake()
-    return ctx.db.get(run["id"])
+    return ctx.db.get(run.id)

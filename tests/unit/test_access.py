@@ -9,9 +9,11 @@ import pytest
 
 from dlaasd.access import Caller, public_message
 from dlaasd.api import http_status
+from dlaasd.codes import Status
 from dlaasd.errors import Forbidden
+from dlaasd.records import Owned, RunSummary
 
-ALICES = {"id": "training-aaaaaaaaa", "owner_uid": 51001, "owner_name": "alice"}
+ALICES = Owned("training-aaaaaaaaa", owner_uid=51001, owner_name="alice")
 
 
 def test_the_owner_sees_and_changes_others_do_not():
@@ -44,7 +46,12 @@ def test_root_and_the_admin_group_see_and_change_everything():
 
 
 def test_others_see_what_a_failure_code_means_not_its_words():
-    failed = {"status": "FAILED", "error_code": "C201", "status_message": "exited 1: secret"}
+    alices = {"id": "training-aaaaaaaaa", "owner_uid": 51001, "owner_name": "alice"}
+    failed = RunSummary(
+        **alices, status=Status.FAILED, error_code="C201", status_message="exited 1: secret"
+    )
     assert public_message(failed) == "failed: the training command exited non-zero"
-    queued = {"status": "QUEUED", "error_code": None, "status_message": "waiting for resources"}
+    queued = RunSummary(
+        **alices, status=Status.QUEUED, error_code=None, status_message="waiting for resources"
+    )
     assert public_message(queued) == "waiting for resources"

@@ -8,6 +8,7 @@ import pytest
 
 from dlaasd import accounting
 from dlaasd.accounting import GIB, parse_bound, phase_seconds, summarize, usage_of
+from dlaasd.records import Run, from_row
 
 
 def at(seconds: float) -> str:
@@ -21,6 +22,13 @@ EVENTS = [
     (at(112), "STORING"),
     (at(115), "COMPLETED"),
 ]
+
+
+def record(row: dict) -> Run:
+    """The run as the database hands it out."""
+    return from_row(Run, row)
+
+
 RUN = {
     "id": "training-a",
     "name": "a",
@@ -43,7 +51,7 @@ def test_phases_are_the_time_between_status_events():
 
 
 def test_allocated_resources_times_allocated_time_split_over_learners():
-    u = usage_of(RUN, EVENTS)
+    u = usage_of(record(RUN), EVENTS)
     assert u.final and u.allocated_seconds == 105
     assert (u.gpu_seconds, u.cpu_seconds, u.memory_gib_seconds) == (210, 420, 840)
     assert [(lu.gpu_seconds, lu.cpu_seconds, lu.memory_gib_seconds) for lu in u.learners] == [
@@ -58,27 +66,29 @@ def test_measured_figures_add_up_over_learners():
         "1": {"cpu_ns": 3_500_000_000, "memory_peak": 100, "gpu_util_sum": 150.0, "gpu_samples": 2},
         "2": {"cpu_ns": 1_500_000_000, "memory_peak": 50, "gpu_util_sum": 25.0, "gpu_samples": 1},
     }
-    u = usage_of({**RUN, "measured": measured}, EVENTS)
+    u = usage_of(record({**RUN, "measured": measured}), EVENTS)
     assert u.cpu_used_seconds == 5.0 and u.memory_peak_bytes == 150
     assert [lu.gpu_utilization for lu in u.learners] == [75.0, 25.0]
     assert u.gpu_utilization == 50.0
 
 
 def test_a_run_still_training_is_counted_up_to_now():
-    u = usage_of({**RUN, "status": "PROCESSING"}, EVENTS[:3], now=datetime.fromisoformat(at(32)))
+    u = usage_of(
+        record({**RUN, "status": "PROCESSING"}), EVENTS[:3], now=datetime.fromisoformat(at(32))
+    )
     assert not u.final and u.ended is None
     assert u.training_seconds == 20 and u.allocated_seconds == 22 and u.gpu_seconds == 44
 
 
 def test_a_run_halted_in_the_queue_was_allocated_nothing():
     events = [(at(0), "QUEUED"), (at(30), "HALTED")]
-    u = usage_of({**RUN, "status": "HALTED"}, events)
+    u = usage_of(record({**RUN, "status": "HALTED"}), events)
     assert u.waiting_seconds == 30 and u.allocated is None and u.gpu_seconds == 0
 
 
 def test_a_run_that_failed_staging_in_skips_training():
     events = [(at(0), "QUEUED"), (at(1), "DOWNLOADING"), (at(4), "STORING"), (at(5), "FAILED")]
-    u = usage_of({**RUN, "status": "FAILED"}, events)
+    u = usage_of(record({**RUN, "status": "FAILED"}), events)
     assert (u.staging_in_seconds, u.training_seconds, u.storing_seconds) == (3, 0, 1)
     assert u.gpu_seconds == 8
 

@@ -1,8 +1,18 @@
-"""dlaasd.records: what the database's JSON columns hold, typed."""
+"""dlaasd.records: what the database's JSON columns hold, typed; and the database hands
+out typed records, not dicts: a run whole (`get`) or as the queue shows it (`runs`,
+`in_status`), an experiment, a step of a run's history."""
 
 from __future__ import annotations
 
-from dlaasd.records import Outcome, StagingFigures
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from dlaasd.codes import Status
+from dlaasd.database import Database
+from dlaasd.errors import Ambiguous, NotFound
+from dlaasd.records import Event, Experiment, Outcome, Run, RunSummary, StagingFigures
 
 
 def test_an_outcome_survives_its_column():
@@ -29,3 +39,70 @@ def test_staging_figures_default_to_zero_and_ignore_unknown_keys():
         "files_uploaded",
         "upload_seconds",
     }
+
+
+ROW = {
+    "id": "training-abcdefghi",
+    "name": "mnist",
+    "owner_uid": 1000,
+    "owner_name": "alice",
+    "status": "QUEUED",
+    "status_message": "waiting for resources",
+    "gpus": [],
+    "gpu_count": 1,
+    "cpus": 2.0,
+    "memory": 1 << 30,
+    "learners": 1,
+    "framework": "pytorch 1.13",
+    "image": "dlaas/pytorch:1.13",
+    "manifest": "name: mnist\n",
+    "source": "api",
+    "staging": {},
+    "warnings": ["a note"],
+}
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Database:
+    return Database(tmp_path / "dlaas.db")
+
+
+def test_a_run_comes_back_as_a_typed_record(db: Database):
+    db.insert_run(ROW)
+    db.transition(ROW["id"], Status.DOWNLOADING, "placed", gpus=["GPU-1"])
+    run = db.get(ROW["id"])
+    assert isinstance(run, Run)
+    assert run.status is Status.DOWNLOADING and run.gpus == ["GPU-1"]
+    assert run.warnings == ["a note"] and run.staging == StagingFigures()
+    assert run.halt_requested is False
+    assert [e.status for e in db.events(run.id)] == [Status.QUEUED, Status.DOWNLOADING]
+    assert all(isinstance(e, Event) for e in db.events(run.id))
+    (listed,), total = db.runs()
+    assert total == 1 and type(listed) is RunSummary and not hasattr(listed, "manifest")
+    assert db.in_status([Status.DOWNLOADING])[0].id == run.id
+
+
+def test_nulls_of_an_older_database_read_as_defaults(db: Database, tmp_path: Path):
+    db.insert_run({k: v for k, v in ROW.items() if k not in ("warnings", "staging", "source")})
+    conn = sqlite3.connect(tmp_path / "dlaas.db")  # as a dlaasd before these columns left it
+    with conn:
+        conn.execute("update runs set halt_requested = null, gpus = null")
+    conn.close()
+    run = db.get(ROW["id"])
+    assert run.warnings == [] and run.staging == StagingFigures() and run.source == ""
+    assert run.gpus == [] and run.halt_requested is False
+
+
+def test_experiments_and_missing_ids(db: Database):
+    db.insert_experiment(
+        {"id": "experiment-abcdefghi", "name": "sweep", "owner_uid": 1000, "owner_name": "a"}
+    )
+    assert isinstance(db.experiment("experiment-abcdefghi"), Experiment)
+    assert [e.id for e in db.experiments()] == ["experiment-abcdefghi"]
+    with pytest.raises(NotFound):
+        db.get("training-nothere00")
+    db.insert_run(ROW)
+    db.insert_run({**ROW, "id": "training-abcdefxyz"})
+    with pytest.raises(Ambiguous) as exc:
+        db.resolve("abcdef")
+    assert exc.value.matches == ["training-abcdefghi", "training-abcdefxyz"]
