@@ -144,7 +144,8 @@ class LocalExecutor(Executor):
                 api.create_network(name, driver="bridge", internal=not spec.network, labels=labels)
         except docker.errors.APIError as exc:  # before requests' errors: it is one of them
             raise RunError(
-                "S101", f"the run's network could not be made: {_first_line(exc)}"
+                Code.CONTAINER_NOT_STARTED,
+                f"the run's network could not be made: {_first_line(exc)}",
             ) from exc
         except requests.RequestException as exc:
             raise DockerUnavailable(_docker_hint(exc)) from exc
