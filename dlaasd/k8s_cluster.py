@@ -26,7 +26,7 @@ from lightkube.resources.batch_v1 import Job
 from lightkube.resources.core_v1 import Pod, Secret, Service
 from lightkube.types import CascadeType
 
-from .codes import DOWNLOADING, PROCESSING, QUEUED, STORING
+from .codes import DOWNLOADING, PROCESSING, QUEUED, STORING, Code
 from .k8s_objects import LABEL_DAEMON, LABEL_RUN, job_name
 
 log = logging.getLogger(__name__)
@@ -274,7 +274,10 @@ def _exits(pods) -> dict[int, LearnerExit]:
 def _pod_failure(pod) -> tuple[str, str] | None:
     """A failure of the cluster's (not the training's) that ends the run."""
     if pod.status and pod.status.reason == "Evicted":
-        return "S105", f"Kubernetes evicted learner pod {pod.metadata.name}: {pod.status.message}"
+        return (
+            Code.CLUSTER_ENDED_JOB,
+            f"Kubernetes evicted learner pod {pod.metadata.name}: {pod.status.message}",
+        )
     if not pod.status:
         return None
     statuses = (pod.status.initContainerStatuses or []) + (pod.status.containerStatuses or [])
@@ -284,9 +287,12 @@ def _pod_failure(pod) -> tuple[str, str] | None:
             continue
         why = waiting.reason + (f": {waiting.message}" if waiting.message else "")
         if waiting.reason in IMAGE_ERRORS:
-            return "S103", f"image {s.image!r} cannot be pulled on the cluster's nodes ({why})"
+            return (
+                Code.IMAGE_MISSING,
+                f"image {s.image!r} cannot be pulled on the cluster's nodes ({why})",
+            )
         if waiting.reason in CONFIG_ERRORS:
-            return "S101", f"the container {s.name!r} could not start ({why})"
+            return Code.CONTAINER_NOT_STARTED, f"the container {s.name!r} could not start ({why})"
     return None
 
 
