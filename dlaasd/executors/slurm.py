@@ -195,6 +195,11 @@ class SlurmExecutor(Executor):
             return {}  # removed: the run ended
         return {n: Found(f"{job_id}/{n}/{run_id}") for n in range(1, len(job.specs) + 1)}
 
+    def usage(self, handle: str) -> dict[str, int]:
+        """Nothing known: the learner's cgroup is on its node, which dlaasd cannot read
+        (Slurm's own accounting, sacct, has the job's figures)."""
+        return {}
+
     def leftovers(self) -> list[tuple[str, str]]:
         """Jobs of this dlaasd that squeue still knows and that have not ended."""
         return [
