@@ -10,7 +10,7 @@ import json
 import logging
 import os
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -290,9 +290,10 @@ class Database:
             for i, g, c, m, t, o, p, s in self.db.execute(sql)
         ]
 
-    def queue_line(self, gpus: bool) -> Iterator[Request]:
+    def queue_line(self, gpus: bool) -> Generator[Request, None, None]:
         """The QUEUED runs that ask for GPUs (or for none), in the order they start
-        (priority, then submit order), read lazily through the runs_queue index."""
+        (priority, then submit order), read lazily through the runs_queue index (close it
+        to release its cursor when not read to the end)."""
         sql = (
             "select id, gpu_count, cpus, memory, gpu_type, owner_name, priority, submitted "
             "from runs where status = 'QUEUED' and (gpu_count > 0) = ? "
