@@ -70,11 +70,7 @@ def api(what: str):
     """Transport failures and refusals become KubeUnavailable, with what was being done."""
     try:
         yield
-    except httpx2.HTTPError as exc:
-        raise KubeUnavailable(
-            f"the Kubernetes API server is not reachable ({what}: {exc})"
-        ) from exc
-    except ApiError as exc:
+    except ApiError as exc:  # the server answered (an HTTPError too: this goes first)
         if exc.status.code in (401, 403):
             raise KubeUnavailable(
                 f"the Kubernetes API server refuses dlaasd ({what}: {exc.status.message}); "
@@ -83,6 +79,10 @@ def api(what: str):
         if exc.status.code is not None and exc.status.code >= 500:
             raise KubeUnavailable(f"the Kubernetes API server failed ({what}: {exc})") from exc
         raise
+    except httpx2.HTTPError as exc:
+        raise KubeUnavailable(
+            f"the Kubernetes API server is not reachable ({what}: {exc})"
+        ) from exc
 
 
 class Cluster:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import httpx2
+import pytest
+from lightkube import ApiError
 from lightkube.resources.core_v1 import Pod
 
 from dlaasd.codes import DOWNLOADING, PROCESSING, STORING
-from dlaasd.k8s_cluster import INDEX, _exits, _phase, _pod_failure
+from dlaasd.k8s_cluster import INDEX, KubeUnavailable, _exits, _phase, _pod_failure, api
 
 
 def pod(index: int = 0, learner: dict | None = None, init: dict | None = None, **status) -> Pod:
@@ -67,3 +70,20 @@ def test_the_clusters_own_failures_get_codes_and_sentences():
     assert code == "S105" and "low on memory" in sentence
     assert _pod_failure(pod(learner=WAITING)) is None  # waiting for its init steps: fine
     assert _pod_failure(pod(learner=ended(1, "Error"))) is None  # the training's own failure
+
+
+def api_error(code: int) -> ApiError:
+    request = httpx2.Request("GET", "https://cluster/apis/batch/v1/namespaces/dlaas/jobs/j")
+    status = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code}
+    return ApiError(request=request, response=httpx2.Response(code, json=status, request=request))
+
+
+def test_an_answer_of_the_api_server_is_not_taken_for_an_unreachable_one():
+    # lightkube's ApiError is an httpx2.HTTPError too: a 404 must stay a 404
+    with pytest.raises(ApiError), api("reading Job j"):
+        raise api_error(404)
+    for code in (403, 503):
+        with pytest.raises(KubeUnavailable), api("reading Job j"):
+            raise api_error(code)
+    with pytest.raises(KubeUnavailable, match="not reachable"), api("reading Job j"):
+        raise httpx2.ConnectError("connection refused")
