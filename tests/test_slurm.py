@@ -397,3 +397,22 @@ def test_the_ddp_example_trains_on_two_slurm_nodes(on_slurm, minio, tmp_path):
     folder = tmp_path / "ddp"
     shutil.copytree(DDP, folder)
     check_ddp_run(d, d.submit(folder), tmp_path)
+
+
+def test_a_run_slurm_holds_stays_queued_and_says_why(on_slurm, tmp_path):
+    """Two learners of two GPUs take both nodes whole: a second such run waits, QUEUED,
+    with Slurm's reason, and starts when the first ends."""
+    d = on_slurm()
+    big = manifest("sleep 12", learners=2, gpus=2, cpus=1)
+    first = d.submit(model(tmp_path / "a", big))
+    d.wait(first, "PROCESSING", timeout=120)
+    second = d.submit(model(tmp_path / "b", big))
+    deadline = time.monotonic() + 60
+    while "waiting in Slurm's queue" not in d.run(second)["status_message"]:
+        assert time.monotonic() < deadline, _story(d, d.run(second))
+        time.sleep(0.2)
+    run = d.run(second)
+    assert run["status"] == "QUEUED" and "Resources" in run["status_message"], run
+    for run_id in (first, second):
+        run = d.wait(run_id, timeout=240)
+        assert run["status"] == "COMPLETED", _story(d, run)

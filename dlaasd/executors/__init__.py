@@ -186,6 +186,12 @@ class Executor(Protocol):
         STORING; None when not known (or not started yet, or `stages_data` is off)."""
         ...
 
+    def waiting_reason(self, run_id: str) -> str | None:
+        """Why a cluster's scheduler holds a run that `places_runs` hands over, in a
+        sentence (Slurm's reason: Resources, Priority, QOSMaxGRESPerUser, ...); None when
+        it does not hold it."""
+        ...
+
 
 def names() -> list[str]:
     """The accepted values of the config's `executor` key: the modules here."""

@@ -285,6 +285,9 @@ class LocalExecutor(Executor):
     def phase(self, run_id: str) -> str | None:
         return None  # the daemon stages, so it knows
 
+    def waiting_reason(self, run_id: str) -> str | None:
+        return None  # dlaasd's own queue says why a run waits
+
 
 class TimedOut(Exception):
     pass

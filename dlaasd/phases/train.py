@@ -192,8 +192,18 @@ async def _follow(ctx: Context, run_id: str, status: str, ended: asyncio.Event) 
     """Move the run's status on as the executor reports the phase its learners are in
     (never back), until they end."""
     order: list[str] = [QUEUED, *PHASES]
+    said = ""
     while not ended.is_set():
         phase = await ctx.call(run_id, ctx.executor.phase, run_id)
+        # held by the cluster: say why, as it does (an executor without the method, one
+        # written before it, says nothing)
+        why = getattr(ctx.executor, "waiting_reason", None)
+        if status == QUEUED and phase is None and why:
+            reason = await ctx.call(run_id, why, run_id)
+            if reason and reason != said:
+                ctx.db.note(run_id, reason)
+                ctx.notify(run_id)
+                said = reason
         if phase in PHASES and status in order and order.index(phase) > order.index(status):
             # every phase the learners went through, in order, even one they passed
             # between two looks: the history says what happened
