@@ -222,6 +222,8 @@ class SlurmExecutor(Executor):
                 if learner == 1 and not self._stored(run_id, job_id, gone):
                     time.sleep(POLL)
                     continue
+                if (report.exit or {}).get("code", 1) != 0:  # why: Slurm's end says
+                    job = self._ended(job_id) or job
                 return _exit(report, job)
             if gone:
                 # the node writes its report before the job ends: none now means never
@@ -233,6 +235,18 @@ class SlurmExecutor(Executor):
                 return _slurm_exit(job, job_id, report, node_dir)
             time.sleep(POLL)
         return None
+
+    def _ended(self, job_id: str, within: float = 60) -> slurm.SlurmJob | None:
+        """The job as Slurm has it now, and once ended if it is ending (a learner stopped
+        by the time limit may report while the job is COMPLETING, before its state says
+        TIMEOUT); a job still RUNNING is returned at once (its learner failed by itself,
+        and the others are stopped on that). None if it is gone from squeue."""
+        deadline = time.monotonic() + within
+        job = self._jobs(fresh=True).get(job_id)
+        while job is not None and job.state == "COMPLETING" and time.monotonic() < deadline:
+            time.sleep(POLL)
+            job = self._jobs(fresh=True).get(job_id)
+        return job
 
     def _stored(self, run_id: str, job_id: str, gone: bool) -> bool:
         """Whether the run's outputs are in the results bucket: stored by the job, or,
