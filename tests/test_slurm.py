@@ -408,11 +408,13 @@ def test_a_run_slurm_holds_stays_queued_and_says_why(on_slurm, tmp_path):
     d.wait(first, "PROCESSING", timeout=120)
     second = d.submit(model(tmp_path / "b", big))
     deadline = time.monotonic() + 60
-    while "waiting in Slurm's queue" not in d.run(second)["status_message"]:
+    # Slurm first says None (not looked at yet), then why: Resources
+    while "Resources" not in d.run(second)["status_message"]:
         assert time.monotonic() < deadline, _story(d, d.run(second))
         time.sleep(0.2)
     run = d.run(second)
-    assert run["status"] == "QUEUED" and "Resources" in run["status_message"], run
+    assert run["status"] == "QUEUED", run
+    assert run["status_message"].startswith("waiting in Slurm's queue (job "), run
     for run_id in (first, second):
         run = d.wait(run_id, timeout=240)
         assert run["status"] == "COMPLETED", _story(d, run)
