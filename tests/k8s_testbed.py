@@ -93,6 +93,8 @@ class KubeTestbed:
             )
             self._kwok()
             self.kubectl("apply", "--server-side", "-f", str(self.bin / "kueue-crds"))
+            # Kueue exits at start when its kinds are not served yet
+            self.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
             self.kubectl("apply", "-f", str(EXAMPLES / "rbac.yaml"))
             self._kueue()
             self._nodes()
