@@ -23,6 +23,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -69,9 +70,13 @@ def wheels():
         check=True,
     ).stdout
     (folder / "requirements.txt").write_text(frozen)
+    # and the build backend pyproject.toml names, with what hatchling asks for to build an
+    # editable install (editables), which the user's scripts/setup makes
+    build = tomllib.loads((REPO / "pyproject.toml").read_text())["build-system"]["requires"]
+    build.append("editables")
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--wheel-dir", folder]
-        + ["-r", folder / "requirements.txt", "setuptools>=77"],
+        + ["-r", folder / "requirements.txt", *build],
         check=True,
         timeout=900,
     )
