@@ -17,7 +17,8 @@ from tests.harness import DockerGate, dlaasctl, manifest, model, no_daemon
 
 pytestmark = pytest.mark.integration
 
-SIGTERM_AWARE = """
+# A training that saves a checkpoint when told to stop, else trains for {seconds}
+SIGTERM_AWARE_FOR = """
 import os, signal, sys, time
 def stop(*_):
     print("got SIGTERM, saving a checkpoint", flush=True)
@@ -25,8 +26,9 @@ def stop(*_):
     sys.exit(0)
 signal.signal(signal.SIGTERM, stop)
 print("training", flush=True)
-time.sleep(120)
+time.sleep({seconds})
 """
+SIGTERM_AWARE = SIGTERM_AWARE_FOR.format(seconds=120)
 
 
 def test_hello_completes_with_results_and_contract(daemon, tmp_path):

@@ -31,6 +31,7 @@ from dlaasd.slurm import jobs as slurm_jobs
 from dlaasd.slurm import submit as submit_script
 from tests.harness import PYTHON_IMAGE, Dlaasd, manifest, model, short_tmp
 from tests.test_learners import DDP, check_ddp_run, upload_digits
+from tests.test_runs import SIGTERM_AWARE_FOR
 
 
 def _gone(dc: docker.DockerClient, label: str, timeout: float = 60) -> bool:
@@ -258,16 +259,7 @@ def _story(d: Dlaasd, run: dict) -> str:
     return f"{json.dumps(run, indent=1)}\n--- dlaasd\n{d.log_tail(60)}\n--- slurm.out\n{out}"
 
 
-SIGTERM_AWARE = """
-import os, signal, sys, time
-def stop(*_):
-    print("got SIGTERM, saving a checkpoint", flush=True)
-    open(os.path.join(os.environ["CHECKPOINT_DIR"], "ckpt.txt"), "w").write("saved")
-    sys.exit(0)
-signal.signal(signal.SIGTERM, stop)
-print("training", flush=True)
-time.sleep(300)
-"""
+SIGTERM_AWARE = SIGTERM_AWARE_FOR.format(seconds=300)  # a cluster job starts slower
 
 
 def _until_logged(d: Dlaasd, run_id: str, text: str, timeout: float = 180) -> None:
