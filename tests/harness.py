@@ -330,3 +330,16 @@ def _pump(src: socket.socket, dest: socket.socket) -> None:
     finally:
         with contextlib.suppress(OSError):
             dest.shutdown(socket.SHUT_WR)
+
+
+def stop_in_reverse(procs: list[subprocess.Popen], grace: float = 20) -> None:
+    """Stop the processes a testbed started, last first, each by its pid: SIGTERM, then
+    SIGKILL after `grace` seconds."""
+    for proc in reversed(procs):
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -16,7 +16,6 @@ import contextlib
 import json
 import os
 import secrets
-import signal
 import ssl
 import subprocess
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 import yaml
 
 from dlaasd.minio_server import free_port
+from tests.harness import stop_in_reverse
 
 REPO = Path(__file__).resolve().parent.parent
 BUILD = REPO / "scripts" / "build-k8s-testbed"
@@ -107,16 +107,9 @@ class KubeTestbed:
         return self
 
     def stop(self) -> None:
-        """Each process by the pid recorded: SIGTERM, SIGKILL after 20 s."""
-        for name, proc in reversed(list(self.procs.items())):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            del self.procs[name]
+        """Each process by the pid recorded, the last started first."""
+        stop_in_reverse(list(self.procs.values()))
+        self.procs.clear()
 
     def _spawn(self, name: str, *args: str, env: dict | None = None) -> None:
         log = open(self.root / f"{name}.log", "ab")  # noqa: SIM115 (the child keeps it)

@@ -13,7 +13,6 @@ import contextlib
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 
 from dlaasd.minio_server import free_port
 from dlaasd.node import LABEL_SLURM_JOB  # the label the node program sets
+from tests.harness import stop_in_reverse
 
 NODES = ("node1", "node2")
 GPUS_PER_NODE = 2
@@ -204,14 +204,7 @@ class SlurmCluster:
 
     def stop(self) -> None:
         """Stop by pid: the slurmd, then slurmctld, then munged (started in that order)."""
-        for proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+        stop_in_reverse(self.procs)
         self.procs.clear()
         with contextlib.suppress(OSError):
             shutil.rmtree(self.root)
