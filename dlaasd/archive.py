@@ -9,8 +9,10 @@ from __future__ import annotations
 import builtins
 import errno
 import os
+import shutil
 import stat
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -53,17 +55,44 @@ def check(path: Path, max_bytes: int = MAX_BYTES, max_files: int = MAX_FILES) ->
             problems.append(f"{len(infos)} entries; at most {max_files} are allowed")
         if total > max_bytes:
             problems.append(f"unpacks to {format_size(total)}; at most {format_size(max_bytes)}")
-        manifest = None
-        top = _common_top(infos)
-        for name in (f"{top}manifest.yml", f"{top}manifest.yaml"):
-            if name in zf.namelist():
-                manifest = zf.read(name)
-                break
+        name = _top_manifest(zf)
+        manifest = zf.read(name) if name else None
     if len(problems) > 20:
         problems = problems[:20] + [f"... and {len(problems) - 20} more"]
     if problems:
         raise ArchiveError(problems)
     return ArchiveInfo(files=len(infos), bytes=total, manifest=manifest)
+
+
+def _top_manifest(zf: zipfile.ZipFile) -> str | None:
+    """The name of the manifest at the archive's top (or in its one top folder), if any."""
+    top = _common_top(zf.infolist())
+    names = set(zf.namelist())
+    return next((n for n in (f"{top}manifest.yml", f"{top}manifest.yaml") if n in names), None)
+
+
+def edit_manifest(path: Path, edit: Callable[[bytes], bytes]) -> bool:
+    """Rewrite a checked archive with its top manifest edited (its secrets redacted: they
+    go to the vault, never into the model code); untouched, False, when there is none or
+    `edit` changes nothing."""
+    with _open(path) as zf:
+        name = _top_manifest(zf)
+        if name is None:
+            return False
+        old = zf.read(name)
+        new = edit(old)
+        if new == old:
+            return False
+        tmp = path.with_name(path.name + ".editing")
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as out:
+            for info in zf.infolist():
+                if info.filename == name:
+                    out.writestr(info, new)
+                    continue
+                with zf.open(info) as src, out.open(info, "w") as dst:
+                    shutil.copyfileobj(src, dst, 1024 * 1024)
+    os.replace(tmp, path)
+    return True
 
 
 def _open(path: Path) -> zipfile.ZipFile:

@@ -260,15 +260,15 @@ class Daemon:
     def recover(self) -> None:
         """Resume every run that was under way when the daemon stopped or died, and remove
         containers of runs that ended (left when the daemon died while tidying up)."""
-        active = {r.id for r in self.db.in_status(ACTIVE)}
+        # a cluster's executor was handed its QUEUED runs already: follow them again too
+        following = ACTIVE | {QUEUED} if self.executor.places_runs else ACTIVE
+        followed = {r.id for r in self.db.in_status(following)}
         try:
             for run_id, handle in self.executor.leftovers():
-                if run_id not in active:
+                if run_id not in followed:
                     self.executor.remove(handle)
         except ExecutorUnavailable as exc:
             log.warning("event=sweep_skipped reason=%r", str(exc))
-        # a cluster's executor was handed its QUEUED runs already: follow them again too
-        following = ACTIVE | {QUEUED} if self.executor.places_runs else ACTIVE
         for run in self.db.in_status(following):
             log.info("event=recover run=%s status=%s", run.id, run.status)
             if run.halt_requested:

@@ -14,6 +14,7 @@ import sqlite3
 import stat
 import subprocess
 import tempfile
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -166,10 +167,15 @@ def check_private(d, run_id: str, owner: str) -> None:
 
 
 def never_contains(paths: list[Path], *values: str) -> None:
+    """Not in any file, nor in any file of a zip (stored compressed)."""
     for path in paths:
-        data = path.read_bytes()
-        for v in values:
-            assert v.encode() not in data, f"{v!r} found in {path}"
+        contents = {str(path): path.read_bytes()}
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                contents |= {f"{path}:{n}": zf.read(n) for n in zf.namelist()}
+        for where, data in contents.items():
+            for v in values:
+                assert v.encode() not in data, f"{v!r} found in {where}"
 
 
 def test_members_see_the_queue_but_not_each_others_runs(make_daemon, their_store):

@@ -26,10 +26,16 @@ def manifest_file(path: Path) -> Path:
 
 
 def send_with_model(
-    c: Client, path: str, fields: dict[str, bytes], model: Path, quiet: bool
+    c: Client,
+    path: str,
+    fields: dict[str, bytes],
+    model: Path,
+    quiet: bool,
+    sent: tuple[Path, ...] = (),
 ) -> dict:
     """POST a form with the model code as a zip: a .zip as it is; a folder zipped, in
-    memory when small (no temporary file), else into a temporary file removed after."""
+    memory when small (no temporary file), else into a temporary file removed after.
+    The files `sent` as fields (the manifest, which may hold secrets) are left out."""
     import zipfile  # imported where needed: dlaasctl starts faster
 
     if model.is_file():
@@ -42,6 +48,8 @@ def send_with_model(
     for dirpath, dirnames, filenames in os.walk(model):
         dirnames[:] = sorted(d for d in dirnames if d not in (".git", "__pycache__"))
         files += [p for p in (Path(dirpath) / f for f in sorted(filenames)) if p.is_file()]
+    left_out = {p.resolve() for p in sent}
+    files = [p for p in files if p.resolve() not in left_out]
     if sum(p.stat().st_size for p in files) < IN_MEMORY:
         import io
 

@@ -79,7 +79,7 @@ async def _check(
 ) -> admission.Admitted:
     if model_zip is not None:
         try:
-            await asyncio.to_thread(archive.check, model_zip)
+            await asyncio.to_thread(_accept_archive, model_zip, ctx.config.secret_env)
         except archive.ArchiveError as exc:
             raise Invalid(
                 "the model archive has problems; nothing was queued",
@@ -100,6 +100,18 @@ async def _check(
     admitted.warnings += await _check_image(ctx, m, admitted.image, refusal)
     admitted.warnings += await _check_data_store(ctx, m)
     return admitted
+
+
+def _accept_archive(model_zip: Path, patterns: list[str]) -> None:
+    """A sound archive, whose own manifest.yml (a zipped folder's) keeps no secret."""
+
+    def redacted(data: bytes) -> bytes:
+        text = data.decode(errors="replace")
+        kept = secret.redact(text, patterns)
+        return data if kept == text else kept.encode()
+
+    archive.check(model_zip)
+    archive.edit_manifest(model_zip, redacted)
 
 
 def _check_notify(ctx: Context, m: manifest.Manifest, refusal: str) -> None:

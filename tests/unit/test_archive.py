@@ -238,3 +238,25 @@ def test_error_message_lists_every_problem(tmp_path):
     text = str(info.value)
     assert text.startswith("model archive has 2 problem(s):")
     assert "'../a'" in text and "'/b'" in text
+
+
+def test_edit_manifest_rewrites_only_the_top_manifest(tmp_path):
+    z = make_zip(
+        tmp_path / "m.zip",
+        [("m/manifest.yml", b"password: hunter2\n"), ("m/train.py", b"print(1)\n", FILE | 0o111)],
+    )
+    assert archive.edit_manifest(z, lambda b: b.replace(b"hunter2", b"<redacted>"))
+    with zipfile.ZipFile(z) as zf:
+        assert zf.read("m/manifest.yml") == b"password: <redacted>\n"
+        assert zf.read("m/train.py") == b"print(1)\n"
+        assert zf.getinfo("m/train.py").external_attr >> 16 == FILE | 0o111
+    assert archive.check(z).manifest == b"password: <redacted>\n"
+
+
+def test_edit_manifest_leaves_an_archive_it_does_not_change(tmp_path):
+    z = make_zip(tmp_path / "m.zip", [("manifest.yml", b"name: x\n"), ("t.py", b"")])
+    before = z.read_bytes()
+    assert not archive.edit_manifest(z, lambda b: b)
+    without = make_zip(tmp_path / "n.zip", [("t.py", b"")])
+    assert not archive.edit_manifest(without, lambda b: b"changed")
+    assert z.read_bytes() == before and not list(tmp_path.glob("*.editing"))

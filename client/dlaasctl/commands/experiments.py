@@ -24,12 +24,15 @@ def run(c: Client, a: argparse.Namespace) -> int:
     except yaml.YAMLError:
         spec = None  # the daemon says what is wrong, with the line
     fields = {"experiment": text}
+    sent = [path]
     model = Path(a.model) if a.model else path.parent
     if isinstance(spec, dict) and isinstance(spec.get("manifest"), str):
         manifest = manifest_file((path.parent / spec["manifest"]).resolve())
         fields["manifest"] = manifest.read_bytes()
+        sent.append(manifest)
         model = Path(a.model) if a.model else manifest.parent
-    result = send_with_model(c, routes.CREATE_EXPERIMENT.url(), fields, model, a.json)
+    url = routes.CREATE_EXPERIMENT.url()
+    result = send_with_model(c, url, fields, model, a.json, sent=tuple(sent))
     warn(result)
     if a.json:
         out_json(result)

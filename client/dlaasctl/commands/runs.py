@@ -20,7 +20,7 @@ def train(c: Client, a: argparse.Namespace) -> int:
     model = Path(a.model) if a.model else manifest.parent
     fields = {"manifest": manifest.read_bytes()}
     url = routes.SUBMIT.url(priority=a.priority)
-    result = send_with_model(c, url, fields, model, a.json)
+    result = send_with_model(c, url, fields, model, a.json, sent=(manifest,))
     warn(result)
     if a.follow:  # with --json, only the final run is printed: one JSON document
         if not a.json:
