@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import faulthandler
 import logging
+import os
 import signal
 import sys
+import threading
 
 import yaml
 
@@ -23,6 +26,10 @@ from .verbs.describe import describe
 from .verbs.experiments import ROOT
 
 log = logging.getLogger("dlaasd")
+
+# A stop waits this long for what is under way (a Docker or S3 call in a thread), then
+# exits anyway: whatever such a call did is found again at the next start, as after a kill.
+STOP_GRACE = 15.0
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -70,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
         stream=sys.stderr,
     )
+    # `kill -USR1` writes every thread's stack to the log: what a slow stop waits on
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     for noisy in ("urllib3", "docker", "watchdog"):  # their lines repeat ours with less sense
         logging.getLogger(noisy).setLevel(logging.ERROR)
     try:
@@ -137,6 +146,7 @@ async def run(config: configuration.Config) -> None:
         await stop.wait()
     finally:
         log.info("event=stopping")
+        exit_after(STOP_GRACE)
         notifier.stopping("stopping; training containers keep running")
         watchdog.cancel()
         await web_runner.cleanup()
@@ -147,6 +157,27 @@ async def run(config: configuration.Config) -> None:
         await inbox.stop()
         await outbox.stop()
         await daemon.stop()
+
+
+def exit_after(seconds: float) -> None:
+    """Exit the process in `seconds` if it has not by then: at interpreter exit Python
+    joins every worker thread, and one blocked in a call would hold the stop for as
+    long as that call lasts (beyond systemd's TimeoutStopSec, to a SIGKILL)."""
+
+    def abandon() -> None:
+        busy = [
+            t.name
+            for t in threading.enumerate()
+            if not t.daemon and t is not threading.main_thread()
+        ]
+        log.warning("event=stop_abandoned seconds=%s threads=%r", seconds, busy)
+        faulthandler.dump_traceback(all_threads=True)  # what they were waiting on
+        logging.shutdown()
+        os._exit(0)
+
+    timer = threading.Timer(seconds, abandon)
+    timer.daemon = True
+    timer.start()
 
 
 if __name__ == "__main__":

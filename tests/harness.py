@@ -177,7 +177,17 @@ class Dlaasd:
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(sig)
-            self.proc.wait(timeout=timeout)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.send_signal(signal.SIGUSR1)  # its threads' stacks, into the log
+                time.sleep(1)
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError(
+                    f"dlaasd did not stop within {timeout}s of signal {sig}; "
+                    f"what it was doing:\n{self.log_tail(120)}"
+                ) from None
 
     def kill(self) -> None:
         self.stop(signal.SIGKILL)

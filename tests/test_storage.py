@@ -490,3 +490,32 @@ def test_listing_reads_every_page_and_every_name_as_the_store_holds_it(minio):
         "dir 2/",
         "top%20.txt",
     ]
+
+
+def test_a_stop_while_the_store_hangs_ends_in_its_grace_and_loses_nothing(make_daemon, tmp_path):
+    """A MinIO that hangs (stopped: connections accepted, never answered) holds the
+    upload's thread for its read timeout, minutes; stopping dlaasd does not wait for it,
+    and after the restart the results are stored."""
+    server = Minio(short_tmp("dlaas-s3-")).start()
+    try:
+        d = make_daemon(server=server)
+        go = (
+            'while [ ! -e "$RESULT_DIR/go" ]; do sleep 0.2; done; echo kept > "$RESULT_DIR/out.txt"'
+        )
+        run_id = d.submit(model(tmp_path / "m", manifest(go)))
+        d.wait(run_id, "PROCESSING")
+        assert server.proc
+        os.kill(server.proc.pid, signal.SIGSTOP)
+        try:
+            (d.state / "runs" / run_id / "job" / "results" / "go").touch()
+            d.wait(run_id, "STORING")
+            d.stop()  # fails the test when it takes more than 30 s
+            assert "event=stop_abandoned" in d.log.read_text()
+        finally:
+            os.kill(server.proc.pid, signal.SIGCONT)
+        d.start()
+        assert d.wait(run_id, timeout=180)["status"] == "COMPLETED", d.log_tail()
+        out = server.client().get_object("dlaas-results", f"{run_id}/out.txt")
+        assert out.read() == b"kept\n"
+    finally:
+        server.stop()
