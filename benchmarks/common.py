@@ -36,6 +36,31 @@ def machine() -> str:
     return f"{platform.machine()}, {cpus} CPUs, {mem:.0f} GiB, Linux {platform.release()}"
 
 
+def load() -> float:
+    """The 1-minute load average: on a shared machine, read beside every figure."""
+    return os.getloadavg()[0]
+
+
+class Loads:
+    """Load averages sampled during a benchmark (one per round, say), for its report."""
+
+    def __init__(self) -> None:
+        self.samples: list[float] = []
+
+    def sample(self) -> None:
+        self.samples.append(load())
+
+    def __str__(self) -> str:
+        if not self.samples:
+            return "-"
+        s = sorted(self.samples)
+        return f"{s[len(s) // 2]:.1f} (min {s[0]:.1f}, max {s[-1]:.1f})"
+
+    def median(self) -> float:
+        s = sorted(self.samples) or [load()]
+        return round(s[len(s) // 2], 2)
+
+
 @contextlib.contextmanager
 def object_store() -> Iterator[Minio]:
     """A MinIO server of its own, removed afterwards."""
