@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import sqlite_utils
+from sqlite_utils.db import jsonify_if_needed
 
 from . import accounting
 from .codes import FINAL, Status
@@ -375,7 +376,20 @@ class Database:
             self._event(row["id"], row["status"], row.get("status_message", ""))
 
     def update(self, run_id: str, **fields) -> None:
-        self.db.table("runs").update(run_id, _encode(fields))
+        self._set(run_id, _encode(fields))
+
+    def _set(self, run_id: str, fields: dict) -> None:
+        """One UPDATE of a run's columns (named by the code, never by a user).
+        sqlite-utils' update reads the table's schema twice and the row first: three
+        statements more on every status change, note and figure."""
+        if not fields:
+            return
+        sets = ", ".join(f"[{k}] = ?" for k in fields)
+        args = [jsonify_if_needed(v) for v in fields.values()]
+        with self.db.atomic():
+            cursor = self.db.execute(f"update runs set {sets} where id = ?", [*args, run_id])
+            if cursor.rowcount != 1:
+                raise NotFound(f"no run {run_id!r}")
 
     def transition(self, run_id: str, status: str, message: str = "", **fields) -> None:
         """Move a run to `status`, recording the event; final statuses stamp `completed`."""
@@ -383,7 +397,7 @@ class Database:
         if status in FINAL and "completed" not in fields:
             fields["completed"] = now()
         with self.db.conn:
-            self.db.table("runs").update(run_id, _encode(fields))
+            self._set(run_id, _encode(fields))
             self._event(run_id, status, message)
             if status in FINAL:  # in the same transaction: no ended run without its usage
                 self.db.table("usage").upsert(_usage_row(self.usage_now(run_id)), pk="run_id")
@@ -399,11 +413,12 @@ class Database:
 
     def note(self, run_id: str, message: str) -> None:
         """Update the status message without a status change (retries, progress)."""
-        self.db.table("runs").update(run_id, {"status_message": message})
+        self._set(run_id, {"status_message": message})
 
     def _event(self, run_id: str, status: str, message: str) -> None:
-        self.db.table("events").insert(
-            {"run_id": run_id, "time": now(), "status": status, "message": message}
+        self.db.execute(
+            "insert into events (run_id, time, status, message) values (?, ?, ?, ?)",
+            [run_id, now(), status, message],
         )
 
     def delete(self, run_id: str) -> None:

@@ -106,3 +106,22 @@ def test_experiments_and_missing_ids(db: Database):
     with pytest.raises(Ambiguous) as exc:
         db.resolve("abcdef")
     assert exc.value.matches == ["training-abcdefghi", "training-abcdefxyz"]
+
+
+def test_updates_and_notes_are_committed_and_refuse_a_missing_run(db: Database, tmp_path: Path):
+    db.insert_run(ROW)
+    db.update(ROW["id"], staging={"files_downloaded": 3}, exit_code=0)
+    db.note(ROW["id"], "downloading: 1 of 3 files")
+    with db.db.conn:  # a transition inside an open transaction stays in it
+        db.transition(ROW["id"], Status.COMPLETED, "training completed", exit_code=0)
+    again = Database(tmp_path / "dlaas.db")  # another connection sees it all
+    run = again.get(ROW["id"])
+    assert run.staging.files_downloaded == 3 and run.exit_code == 0
+    assert run.status is Status.COMPLETED and run.completed
+    assert [e.message for e in again.events(run.id)][-1] == "training completed"
+    for call in (
+        lambda: db.update("training-nothere00", exit_code=1),
+        lambda: db.note("training-nothere00", "x"),
+    ):
+        with pytest.raises(NotFound):
+            call()
