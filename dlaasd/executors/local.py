@@ -60,6 +60,9 @@ class LocalExecutor(Executor):
         self.daemon_label = daemon_label
         self._client: docker.DockerClient | None = None
         self._images_seen: dict[str, float] = {}
+        # containers this daemon's life started (api.start answered), and their network
+        # mode: an exit 0 of one needs no inspection, nor its removal a look at its network
+        self._started: dict[str, str] = {}
 
     @property
     def client(self) -> docker.DockerClient:
@@ -223,6 +226,7 @@ class LocalExecutor(Executor):
             raise RunError(
                 Code.CONTAINER_NOT_STARTED, f"the container could not start: {_first_line(exc)}"
             ) from exc
+        self._started[cid] = host_config.get("NetworkMode", "")
         log.info("event=container_start run=%s container=%s", spec.run_id, cid[:12])
         return cid
 
@@ -253,9 +257,13 @@ class LocalExecutor(Executor):
     def wait(self, handle: str, timeout: float | None) -> Exit | None:
         try:
             with engine():
-                self.client.api.wait(handle, timeout=timeout)
+                status = self.client.api.wait(handle, timeout=timeout)
         except TimedOut:
             return None
+        if status.get("StatusCode") == 0 and handle in self._started:
+            # it started (the start was answered) and succeeded: an OOM kill or an error
+            # would not exit 0; one found again after a restart is inspected
+            return Exit(0, False, "", started=True)
         return self.exit_info(handle)
 
     def exit_info(self, container_id: str) -> Exit:
@@ -273,12 +281,13 @@ class LocalExecutor(Executor):
             self.client.api.stop(handle, timeout=int(max(grace, 1)))
 
     def remove(self, handle: str) -> None:
-        network = ""
+        network = self._started.pop(handle, None)
         with engine(), contextlib.suppress(docker.errors.NotFound):
-            info = self.client.api.inspect_container(handle)
-            network = info["HostConfig"].get("NetworkMode", "")
+            if network is None:  # started before a restart
+                info = self.client.api.inspect_container(handle)
+                network = info["HostConfig"].get("NetworkMode", "")
             self.client.api.remove_container(handle, force=True)
-        if network.startswith("dlaas-"):  # the run's own: gone with its last learner
+        if (network or "").startswith("dlaas-"):  # the run's own: gone with its last learner
             with engine(), contextlib.suppress(docker.errors.APIError):
                 self.client.api.remove_network(network)
 
