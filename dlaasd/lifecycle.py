@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
+from functools import partial
 
 from . import diskspace
 from .codes import DOWNLOADING, FAILED, HALTED, PROCESSING, STORING, Code
@@ -65,17 +66,18 @@ class Lifecycle(Context):
         # a run found past DOWNLOADING after a restart may have learners to find again,
         # and one found in STORING may have some of its results uploaded already
         found = run.status
+        early: Callable[[], None] | None = None  # uploads the definition during a fresh training
         if run.status == DOWNLOADING:
             outcome = await _guard(stage_in(self, run, m, folder))
             if outcome is None and self.halted(run_id):
                 outcome = Outcome(HALTED, "halted while the data was downloading")
             if outcome is None:
                 run = self.to(run_id, PROCESSING, "training", started=now())
-                upload_definition_early(self, run_id, folder)
+                early = partial(upload_definition_early, self, run_id, folder)
             else:
                 run = self.to(run_id, STORING, "uploading logs", outcome=outcome.to_json())
         if run.status == PROCESSING:
-            trained = await _guard(train(self, run, m, folder, found != DOWNLOADING))
+            trained = await _guard(train(self, run, m, folder, found != DOWNLOADING, early))
             assert trained is not None  # a training always ends with an outcome
             run = self.to(
                 run_id,

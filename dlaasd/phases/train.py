@@ -44,8 +44,15 @@ class Waited:
 
 
 async def train(
-    ctx: Context, run: Run, m: Manifest, folder: RunFolder, resumed: bool = True
+    ctx: Context,
+    run: Run,
+    m: Manifest,
+    folder: RunFolder,
+    resumed: bool = True,
+    on_start: Callable[[], None] | None = None,
 ) -> Outcome:
+    """`on_start`: called once the learners were started (not when found again): work
+    that may go alongside the training, kept off the engine's create and start."""
     run_id = run.id
     found = await ctx.call(run_id, ctx.executor.find, run_id) if resumed else {}
     # a stranded learner (the daemon created it and died before starting it) never
@@ -63,6 +70,8 @@ async def train(
         )
         handles = await ctx.call(run_id, ctx.executor.start, missing)
         running.update(zip((s.learner for s in missing), handles, strict=True))
+        if on_start:
+            on_start()
     learner_of = {running[n]: n for n in sorted(running)}  # learner 1 first
     started = parse_time(run.started)  # None: a cluster's queued run (its limit serves)
     deadline = started.timestamp() + m.timeout if m.timeout and started else None
