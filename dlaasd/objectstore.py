@@ -218,31 +218,54 @@ class ObjectStore:
         """Every object under `prefix` (and, not recursive, each folder below it), a page
         of up to 1,000 a request (S3's ListObjectsV2). Parsed here rather than by the SDK,
         whose parser takes about 1 ms an object: the most of a cached stage-in."""
-        query: dict[str, str | list[str] | tuple[str]] = {"list-type": "2", "max-keys": "1000"}
+        for page in self.pages(bucket, prefix, recursive):
+            yield from page
+
+    def pages(
+        self, bucket: str, prefix: str = "", recursive: bool = True, size: int = 1000
+    ) -> Iterator[list[dict]]:
+        """The listing a page of `size` at a time; the next page is asked for (in a
+        thread) while the caller works on this one, so the store's listing and the
+        caller's work on the objects overlap."""
+        query: dict[str, str | list[str] | tuple[str]] = {"list-type": "2", "max-keys": str(size)}
         query |= {"encoding-type": "url"}
         query |= {"prefix": prefix, "delimiter": "" if recursive else "/"}
-        while True:
-            try:
-                resp = self.client._execute("GET", bucket, query_params=query)
-                page = ElementTree.fromstring(resp.data)
-            except Exception as exc:
-                raise classify(exc, f"s3://{bucket}/{prefix}") from exc
-            token = None
-            truncated = False
-            for element in page:
-                tag = element.tag.rpartition("}")[2]
-                if tag == "Contents":
-                    yield _object(element)
-                elif tag == "CommonPrefixes":
-                    key = unquote_plus(element.findtext(f"{S3_NS}Prefix") or "")
-                    yield {"key": key, "size": 0, "etag": "", "modified": None, "dir": True}
-                elif tag == "IsTruncated":
-                    truncated = (element.text or "").lower() == "true"
-                elif tag == "NextContinuationToken":
-                    token = element.text
-            if not truncated or not token:
-                return
-            query["continuation-token"] = token
+        what = f"s3://{bucket}/{prefix}"
+        with ThreadPoolExecutor(1, thread_name_prefix="listing") as ahead:
+            page, token = self._page(bucket, dict(query), what)
+            while True:
+                following = None
+                if token:
+                    following = ahead.submit(
+                        self._page, bucket, {**query, "continuation-token": token}, what
+                    )
+                yield page
+                if following is None:
+                    return
+                page, token = following.result()
+
+    def _page(self, bucket: str, query: dict, what: str) -> tuple[list[dict], str | None]:
+        """One page of a listing, and the token of the next (None: it was the last)."""
+        try:
+            resp = self.client._execute("GET", bucket, query_params=query)
+            listing = ElementTree.fromstring(resp.data)
+        except Exception as exc:
+            raise classify(exc, what) from exc
+        found: list[dict] = []
+        token = None
+        truncated = False
+        for element in listing:
+            tag = element.tag.rpartition("}")[2]
+            if tag == "Contents":
+                found.append(_object(element))
+            elif tag == "CommonPrefixes":
+                key = unquote_plus(element.findtext(f"{S3_NS}Prefix") or "")
+                found.append({"key": key, "size": 0, "etag": "", "modified": None, "dir": True})
+            elif tag == "IsTruncated":
+                truncated = (element.text or "").lower() == "true"
+            elif tag == "NextContinuationToken":
+                token = element.text
+        return found, token if truncated else None
 
     def remove_prefix(self, bucket: str, prefix: str) -> int:
         from minio.deleteobjects import DeleteObject
@@ -265,24 +288,28 @@ class ObjectStore:
     ) -> None:
         """Link every object under `prefix` into `dest`, downloading only cache misses."""
         started = time.monotonic()
-        objects = [o for o in self.list_objects(bucket, prefix) if not o["dir"]]
-        stats.total_files = len(objects)
-        stats.total_bytes = sum(o["size"] for o in objects)
+        stats.total_files = stats.total_bytes = 0  # counted page by page (again on a retry)
         made: set[str] = set()  # folders already created
         misses = []
         base = str(dest)
-        for obj in objects:  # hits are a few system calls each: no thread needed
-            rel = obj["key"][len(prefix) :].lstrip("/")
-            if not safe_relative(rel):
-                raise RunError(
-                    Code.DOWNLOAD_FAILED, f"object key {obj['key']!r} is not a usable file path"
-                )
-            target = os.path.join(base, rel)
-            blob = cache.blob(self.endpoint.cache_id, bucket, obj["key"], obj["etag"])
-            if cache.link(blob, target, made):
-                stats.add(obj["size"], hit=True)
-            else:
-                misses.append((obj, target))
+        # a page is linked while the store lists the next (smaller pages: more overlap)
+        for page in self.pages(bucket, prefix, size=LINK_PAGE):
+            objects = [o for o in page if not o["dir"]]
+            stats.total_files += len(objects)
+            stats.total_bytes += sum(o["size"] for o in objects)
+            for obj in objects:  # hits are a few system calls each: no thread needed
+                rel = obj["key"][len(prefix) :].lstrip("/")
+                if not safe_relative(rel):
+                    raise RunError(
+                        Code.DOWNLOAD_FAILED,
+                        f"object key {obj['key']!r} is not a usable file path",
+                    )
+                target = os.path.join(base, rel)
+                blob = cache.blob(self.endpoint.cache_id, bucket, obj["key"], obj["etag"])
+                if cache.link(blob, target, made):
+                    stats.add(obj["size"], hit=True)
+                else:
+                    misses.append((obj, target))
 
         def fetch(item: tuple[dict, str]) -> None:
             if stop():
@@ -457,6 +484,7 @@ SINGLE_PUT_MAX = 5 * 1024**3  # S3's limit for one PUT
 
 
 S3_NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
+LINK_PAGE = 1000  # objects a listing page of a stage-in (MinIO: smaller pages cost more)
 
 
 def _object(element: ElementTree.Element) -> dict:
@@ -556,11 +584,13 @@ class DataCache:
             return self.link(blob, target, made)
         except OSError:  # another file system: copy instead
             shutil.copyfile(blob, target)
-        os.utime(blob)  # recently used
+            os.utime(blob)  # recently used (a link says so itself: see evict)
         return True
 
     def evict(self) -> int:
-        """Remove least recently used unlinked blobs beyond max_bytes; return bytes freed."""
+        """Remove least recently used unlinked blobs beyond max_bytes; return bytes freed.
+        A blob's ctime is its last use: a link to it, or a link removed, changes it, and
+        no system call more per file is needed to say so."""
         blobs = []
         total = 0
         for path in (self.root / "blobs").glob("*/*"):
@@ -570,7 +600,7 @@ class DataCache:
                 continue
             total += st.st_size
             if st.st_nlink == 1 and ".part-" not in path.name:
-                blobs.append((st.st_mtime, st.st_size, path))
+                blobs.append((max(st.st_mtime, st.st_ctime), st.st_size, path))
         freed = 0
         for _, size, path in sorted(blobs):
             if total - freed <= self.max_bytes:

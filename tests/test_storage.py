@@ -519,3 +519,31 @@ def test_a_stop_while_the_store_hangs_ends_in_its_grace_and_loses_nothing(make_d
         assert out.read() == b"kept\n"
     finally:
         server.stop()
+
+
+def test_a_listing_of_many_pages_is_staged_whole(minio, tmp_path, monkeypatch):
+    """A listing comes a page at a time, the next asked for while this one is linked:
+    every object of every page arrives, once, and again from the cache."""
+    import io
+
+    from dlaasd import objectstore
+    from dlaasd.objectstore import DataCache, Endpoint, ObjectStore, Transfer
+
+    sdk = minio.client()
+    sdk.make_bucket("pages-test")
+    keys = [f"dir-{i % 3}/file-{i:02d}.txt" for i in range(7)]
+    for key in keys:
+        sdk.put_object("pages-test", key, io.BytesIO(key.encode()), len(key))
+    store = ObjectStore(Endpoint(minio.url, minio.access_key, minio.secret_key), workers=4)
+    pages = list(store.pages("pages-test", size=3))
+    assert [len(p) for p in pages] == [3, 3, 1]
+    assert sorted(o["key"] for p in pages for o in p) == sorted(keys)
+    assert sorted(o["key"] for o in store.list_objects("pages-test")) == sorted(keys)
+    monkeypatch.setattr(objectstore, "LINK_PAGE", 3)
+    cache = DataCache(tmp_path / "cache", 1 << 20)
+    for run, hits in (("cold", 0), ("warm", 7)):
+        stats = Transfer()
+        store.stage_in("pages-test", "", tmp_path / run, cache, stats)
+        assert (stats.total_files, stats.cache_hits) == (7, hits)
+        for key in keys:
+            assert (tmp_path / run / key).read_text() == key
