@@ -103,13 +103,15 @@ def report(
 ) -> None:
     """The table for people, then the JSON line for scripts (always the last line)."""
     width = max(len(k) for k, _ in rows)
-    print(f"\n{bench}  ({machine()})")
+    loads = "/".join(f"{v:.1f}" for v in os.getloadavg())
+    print(f"\n{bench}  ({machine()}; load average 1/5/15 min at the end: {loads})")
     for k, v in rows:
         print(f"  {k.ljust(width)}  {v}")
     print(
         f"  {'result'.ljust(width)}  ratio {ratio:.3f}, target {target}: {'OK' if ok else 'MISSED'}"
     )
-    result = {"bench": bench, "ratio": round(ratio, 4), "target": target, "ok": ok, **extra}
+    result = {"bench": bench, "ratio": round(ratio, 4), "target": target, "ok": ok}
+    result |= {"load_at_end": [round(v, 2) for v in os.getloadavg()], **extra}
     print(json.dumps(result), flush=True)
 
 

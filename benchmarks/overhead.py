@@ -14,7 +14,7 @@ from statistics import median
 
 import yaml
 
-from benchmarks.common import docker_run, ensure_image, parse, report, services, timed
+from benchmarks.common import Loads, docker_run, ensure_image, parse, report, services, timed
 from tests.harness import Dlaasd, manifest
 
 TARGET = 1.3
@@ -43,7 +43,9 @@ def main() -> None:
             train(daemon, cmd)
             timed(docker_run())
         ours, exits, floor, ratios = [], [], [], []
+        loads = Loads()
         for i in range(pairs):
+            loads.sample()
             # alternate which goes first, so drift on the machine hits both alike
             if i % 2:
                 d = timed(docker_run())
@@ -62,6 +64,7 @@ def main() -> None:
         "overhead",
         [
             ("pairs", str(pairs)),
+            ("load average (1 min), median", str(loads)),
             ("dlaasctl train to COMPLETED, median", f"{median(ours) * 1000:.0f} ms"),
             ("... to dlaasctl's exit, median", f"{median(exits) * 1000:.0f} ms"),
             ("docker run --rm, median", f"{median(floor) * 1000:.0f} ms"),
@@ -71,6 +74,7 @@ def main() -> None:
         f"<= {TARGET}",
         ratio <= TARGET,
         pairs=pairs,
+        load=loads.median(),
         dlaas_ms=round(median(ours) * 1000, 1),
         dlaasctl_exit_ms=round(median(exits) * 1000, 1),
         exit_ratio=round(median(e / d for e, d in zip(exits, floor, strict=True)), 4),
