@@ -276,7 +276,8 @@ def test_halt_reaches_the_training_as_sigterm_and_leaves_no_container(
     folder = model(tmp_path / "m", manifest("python3 train.py"), {"train.py": SIGTERM_AWARE})
     run_id = d.submit(folder)
     _until_logged(d, run_id, "training")
-    assert d.run(run_id)["status"] == "PROCESSING"
+    # the node's report of the phase reaches dlaasd a poll after the log line
+    d.wait(run_id, "PROCESSING", timeout=60)
     assert d.ctl("halt", run_id).returncode == 0
     run = d.wait(run_id, timeout=120)
     assert run["status"] == "HALTED", _story(d, run)
