@@ -8,6 +8,7 @@ from __future__ import annotations
 import grp
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
@@ -206,6 +207,7 @@ class Kubernetes:
     gpu_types: dict[str, dict[str, str]]
     ttl_after_finished: Duration
     master_port: PositiveInt
+    store_endpoint: str
 
 
 @dataclass
@@ -421,12 +423,61 @@ def _check(c: Config, source: str, lines: dict[str, int]) -> None:
                 "object store at, such as http://storage.cluster:9000",
             )
         )
+    if c.executor == "kubernetes":
+        problems += _kubernetes_problems(c.kubernetes)
     for name, versions in c.frameworks.items():
         if not versions:
             problems.append(Problem(f"frameworks.{name}", "maps no version to an image"))
     if problems:
         problems = [Problem(p.path, p.message, schema.line_of(lines, p.path)) for p in problems]
         raise ConfigError(problems, source)
+
+
+# a Kubernetes name: a DNS label (RFC 1123), as namespaces and LocalQueues must be
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+IN_CLUSTER_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+
+
+def _kubernetes_problems(k: Kubernetes) -> list[Problem]:
+    """What `executor: kubernetes` needs of its section, each with the fix."""
+    problems = []
+    if k.kubeconfig:
+        if not Path(k.kubeconfig).expanduser().is_file():
+            problems.append(
+                Problem(
+                    "kubernetes.kubeconfig",
+                    f"{k.kubeconfig} is not a file; give the kubeconfig of dlaasd's "
+                    "ServiceAccount (README: Running on Kubernetes), or leave it empty when "
+                    "dlaasd runs in the cluster",
+                )
+            )
+    elif not IN_CLUSTER_TOKEN.is_file():
+        problems.append(
+            Problem(
+                "kubernetes.kubeconfig",
+                "empty, and dlaasd does not run in a cluster (no ServiceAccount token at "
+                f"{IN_CLUSTER_TOKEN}); give the kubeconfig of dlaasd's ServiceAccount",
+            )
+        )
+    for key in ("namespace", "local_queue"):
+        value = getattr(k, key)
+        if not _DNS_LABEL.fullmatch(value):
+            problems.append(
+                Problem(
+                    f"kubernetes.{key}",
+                    f"found {value!r}; expected a Kubernetes name (lower-case letters, "
+                    "digits and '-', at most 63), such as dlaas",
+                )
+            )
+    if k.store_endpoint and not k.store_endpoint.startswith(("http://", "https://")):
+        problems.append(
+            Problem(
+                "kubernetes.store_endpoint",
+                f"found {k.store_endpoint!r}; expected the URL the pods reach the object "
+                "store at, such as http://minio.storage.svc:9000",
+            )
+        )
+    return problems
 
 
 def printable(c: Config) -> dict:

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 Workload = create_namespaced_resource("kueue.x-k8s.io", "v1beta2", "Workload", "workloads")
 INDEX = "batch.kubernetes.io/job-completion-index"
+TIDIED = "dlaas.tidied"  # on a finished Job whose Secret and Service dlaasd removed
 JOB_UID = "kueue.x-k8s.io/job-uid"
 # a learner's container waiting for these will not start by itself
 IMAGE_ERRORS = frozenset(
@@ -63,6 +64,10 @@ class RunState:
     exits: dict[int, LearnerExit] = field(default_factory=dict)  # learner -> its exit
     failure: tuple[str, str] | None = None  # (code, sentence): the cluster failed it
     timed_out: bool = False
+    began: bool = False  # a learner's pod was made: the run left the queue
+    created: datetime | None = None  # when its Job was made (states() sets it)
+    learners: int = 1  # its Job's completions (states() sets it)
+    tidied: bool = False  # ended, its Secret and Service removed (states() sets it)
 
 
 @contextlib.contextmanager
@@ -186,36 +191,36 @@ class Cluster:
                     return None
                 raise
             pods = list(self.client.list(Pod, labels={LABEL_RUN: run_id}))
-        conditions = {c.type: c for c in (job.status.conditions or []) if c.status == "True"}
-        exits = _exits(pods)
-        if "Failed" in conditions:
-            failed = conditions["Failed"]
-            if failed.reason == "DeadlineExceeded":
-                why = "Kubernetes ended it at the manifest's timeout (activeDeadlineSeconds)"
-                return RunState("ENDED", why, exits, timed_out=True)
-            return RunState("ENDED", failed.message or failed.reason or "", exits)
-        if "Complete" in conditions:
-            return RunState("ENDED", "", exits)
-        for pod in pods:
-            failure = _pod_failure(pod)
-            if failure:
-                return RunState("ENDED", failure[1], exits, failure=failure)
-        if job.spec.suspend:
-            return RunState(QUEUED, self._why_waiting(job))
-        return RunState(_phase(pods), "", exits)
+            workloads = []
+            if job.spec.suspend:
+                workloads = list(self.client.list(Workload, labels={JOB_UID: job.metadata.uid}))
+        return run_state(job, pods, workloads[0] if workloads else None)
 
-    def _why_waiting(self, job) -> str:
-        with api(f"listing the Workload of Job {job.metadata.name}"):
-            workloads = list(self.client.list(Workload, labels={JOB_UID: job.metadata.uid}))
-        if not workloads:
-            return "handed to Kueue; it has not queued the run yet"
-        status = workloads[0].get("status") or {}
-        for c in status.get("conditions") or []:
-            if c.get("type") == "QuotaReserved" and c.get("status") == "False":
-                return f"waiting in Kueue's queue: {c.get('message', '')}".rstrip(": ")
-            if c.get("type") == "QuotaReserved" and c.get("status") == "True":
-                return "Kueue admitted it; its pods are being made"
-        return "waiting in Kueue's queue"
+    def states(self) -> dict[str, RunState]:
+        """Every run of this dlaasd that has a Job, by run id: three listings in all (Jobs,
+        pods, Workloads), however many runs there are."""
+        mine = {LABEL_DAEMON: self.daemon_label}
+        with api("listing dlaasd's Jobs, pods and Workloads"):
+            jobs = list(self.client.list(Job, labels=mine))
+            pods = list(self.client.list(Pod, labels=mine))
+            workloads = {}
+            if any(j.spec.suspend for j in jobs):
+                for w in self.client.list(Workload):
+                    uid = (w.metadata.labels or {}).get(JOB_UID)
+                    if uid:
+                        workloads[uid] = w
+        by_run: dict[str, list] = {}
+        for pod in pods:
+            by_run.setdefault((pod.metadata.labels or {}).get(LABEL_RUN, ""), []).append(pod)
+        out = {}
+        for job in jobs:
+            run_id = job.metadata.labels[LABEL_RUN]
+            state = run_state(job, by_run.get(run_id, []), workloads.get(job.metadata.uid))
+            state.created = job.metadata.creationTimestamp
+            state.learners = job.spec.completions or 1
+            state.tidied = (job.metadata.labels or {}).get(TIDIED) == "true"
+            out[run_id] = state
+        return out
 
     # --- ending ------------------------------------------------------------------------
 
@@ -224,10 +229,19 @@ class Cluster:
         their spec gives. Nothing if it is gone already."""
         self._delete("Job", job_name(run_id), cascade=CascadeType.FOREGROUND)
 
-    def remove(self, run_id: str) -> None:
-        """Whatever is left of the run: its Job, pods, Service and Secret."""
-        for kind in ("Job", "Service", "Secret"):
+    def remove(self, run_id: str, job: bool = True) -> None:
+        """What is left of the run: its Service and Secret, and its Job with its pods
+        unless `job` is False (a finished Job stays until its ttlSecondsAfterFinished)."""
+        for kind in ("Job", "Service", "Secret") if job else ("Service", "Secret"):
             self._delete(kind, job_name(run_id), cascade=CascadeType.BACKGROUND)
+        if not job:  # marked done with: a restarted dlaasd does not take it for a leftover
+            with api(f"labelling Job {job_name(run_id)}"):
+                try:
+                    patch = {"metadata": {"labels": {TIDIED: "true"}}}
+                    self.client.patch(Job, job_name(run_id), patch)
+                except ApiError as exc:
+                    if exc.status.code != 404:
+                        raise
 
     def _delete(self, kind: str, name: str, cascade: CascadeType = CascadeType.BACKGROUND) -> None:
         resource = {"Job": Job, "Service": Service, "Secret": Secret}[kind]
@@ -248,6 +262,43 @@ class Cluster:
         if not pods:
             return iter(())
         return self.client.log(pods[0].metadata.name, container="learner", follow=follow)
+
+
+def run_state(job, pods, workload) -> RunState:
+    """Where a run stands, from its Job, its pods and (while suspended) its Workload."""
+    conditions = {c.type: c for c in (job.status.conditions or []) if c.status == "True"}
+    exits = _exits(pods)
+    began = any(_learner_status(p) is not None for p in pods)
+    if "Failed" in conditions:
+        failed = conditions["Failed"]
+        if failed.reason == "DeadlineExceeded":
+            why = "Kubernetes ended it at the manifest's timeout (activeDeadlineSeconds)"
+            return RunState("ENDED", why, exits, timed_out=True, began=began)
+        failure = next(filter(None, (_pod_failure(p) for p in pods)), None)
+        message = failed.message or failed.reason or ""
+        return RunState("ENDED", message, exits, failure=failure, began=began)
+    if "Complete" in conditions:
+        return RunState("ENDED", "", exits, began=began)
+    for pod in pods:
+        failure = _pod_failure(pod)
+        if failure:
+            return RunState("ENDED", failure[1], exits, failure=failure, began=began)
+    if job.spec.suspend:
+        return RunState(QUEUED, why_waiting(job, workload))
+    return RunState(_phase(pods), "", exits, began=began)
+
+
+def why_waiting(job, workload) -> str:
+    """Kueue's reason for holding a suspended Job, from its Workload."""
+    if workload is None:
+        return "handed to Kueue; it has not queued the run yet"
+    status = workload.get("status") or {}
+    for c in status.get("conditions") or []:
+        if c.get("type") == "QuotaReserved" and c.get("status") == "False":
+            return f"waiting in Kueue's queue: {c.get('message', '')}".rstrip(": ")
+        if c.get("type") == "QuotaReserved" and c.get("status") == "True":
+            return "Kueue admitted it; its pods are being made"
+    return "waiting in Kueue's queue"
 
 
 def _learner_status(pod):
@@ -280,6 +331,10 @@ def _pod_failure(pod) -> tuple[str, str] | None:
         )
     if not pod.status:
         return None
+    for s in pod.status.initContainerStatuses or []:
+        ended = s.state.terminated if s.state else None
+        if s.name == "stage-in" and ended and ended.exitCode != 0:
+            return step_failure(ended.message or "", ended.exitCode, pod.metadata.name)
     statuses = (pod.status.initContainerStatuses or []) + (pod.status.containerStatuses or [])
     for s in statuses:
         waiting = s.state.waiting if s.state else None
@@ -294,6 +349,21 @@ def _pod_failure(pod) -> tuple[str, str] | None:
         if waiting.reason in CONFIG_ERRORS:
             return Code.CONTAINER_NOT_STARTED, f"the container {s.name!r} could not start ({why})"
     return None
+
+
+def step_failure(message: str, exit_code: int, pod: str) -> tuple[str, str]:
+    """A failed stage-in step: the code and sentence of its termination message
+    ("S302: ...", node.termination_message), or what Kubernetes knows of it."""
+    value, _, sentence = message.partition(": ")
+    code = next((c for c in Code if c == value), None)
+    if code is not None and sentence:
+        return code, sentence
+    detail = f": {message.strip()}" if message.strip() else ""
+    return (
+        Code.DOWNLOAD_FAILED,
+        f"staging in failed in pod {pod} (exit {exit_code}){detail}; its log: "
+        f"kubectl logs {pod} -c stage-in",
+    )
 
 
 def _phase(pods) -> str:

@@ -17,6 +17,7 @@ A learner's pod:
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -39,7 +40,11 @@ STORE_WAIT = 3600  # seconds the learner waits for the store sidecar at most
 
 # The node-side program (dlaasd/node.py), run in dlaasd's own image
 NODE = ("python", "-m", "dlaasd.node")
-STAGE_IN = (*NODE, "stage-in", NODE_JOB, IN_CONTAINER["DATA_DIR"])
+# a step that fails says why in its termination message, which dlaasd reads ("S302: ...")
+TERMINATION_LOG = "/dev/termination-log"
+STAGE_IN = (
+    *NODE, "stage-in", NODE_JOB, IN_CONTAINER["DATA_DIR"], "--message-to", TERMINATION_LOG
+)  # fmt: skip
 STORE = (*NODE, "store", NODE_JOB, "--after", EXIT_FILE, "--done", STORED_FILE)
 NODE_RESOURCES = {"cpu": "250m", "memory": "512Mi"}  # the sidecar's, beside the learner
 
@@ -84,6 +89,12 @@ class UnknownGpuType(ValueError):
 
 def job_name(run_id: str) -> str:
     return f"dlaas-{run_id}"
+
+
+def daemon_label(state_dir: str) -> str:
+    """A label value (63 characters at most) telling this dlaasd's objects apart: a hash
+    of its state folder."""
+    return "d-" + hashlib.sha256(state_dir.encode()).hexdigest()[:20]
 
 
 def objects(shape: JobShape, k: KubeSettings, node_job: str, daemon_label: str = "") -> list[dict]:
@@ -269,6 +280,8 @@ def job(shape: JobShape, k: KubeSettings, daemon_label: str = "") -> dict:
             "spec": pod_spec,
         },
     }
+    if daemon_label:  # a restarted dlaasd lists its pods by it
+        spec["template"]["metadata"]["labels"][LABEL_DAEMON] = daemon_label
     if shape.timeout:
         spec["activeDeadlineSeconds"] = math.ceil(shape.timeout)
     meta = _meta(shape, k, daemon_label, **{QUEUE_LABEL: k.local_queue})

@@ -118,6 +118,7 @@ def specs(
                 memory=m.memory,
                 mounts=mounts,
                 gpus=() if simulated else tuple(mine),
+                gpu_type=m.gpu_type,
                 network=m.network,
                 timeout=float(m.timeout or 0),
                 pids_limit=containers.pids_limit,

@@ -95,7 +95,12 @@ class Lifecycle(Context):
         them: the run stays QUEUED until it starts them), follow the phase they report,
         and record the outcome once they end: they stored the results themselves."""
         run_id = run.id
-        outcome = await _guard(train(self, run, m, folder, resumed=True))
+        # before any await: the runs line up in the order they are driven (submit order)
+        self.line_up(run_id)
+        try:
+            outcome = await _guard(train(self, run, m, folder, resumed=True))
+        finally:
+            self.handed_over(run_id)
         assert outcome is not None  # a training always ends with an outcome
         if self.db.get(run_id).started:
             objects, bucket, prefix = self.results_location(run_id, m)

@@ -19,8 +19,17 @@ cluster job then runs on each of its nodes:
         Upload the run's results, checkpoints and logs to the results bucket (once, after
         every learner ended), and report it.
 
-    python -m dlaasd.node stage-in JOB.json DEST
-        Only the stage-in, into DEST (for an executor whose runtime starts the container).
+    python -m dlaasd.node stage-in JOB.json DEST [--message-to FILE]
+        For an executor whose runtime starts the container (a Kubernetes pod's init
+        step): the job folder made where the node job says (the model code fetched from
+        the store and unpacked, the helpers, an experiment trial's config.json) when the
+        job names its model, then the training data staged into DEST. A failure is
+        written to FILE as "CODE: sentence" (the pod's termination message).
+
+    python -m dlaasd.node store JOB.json [--after EXIT_FILE --done DONE_FILE]
+        With --after (a pod's store sidecar): wait until the training wrote EXIT_FILE
+        (or a SIGTERM came), upload, create DONE_FILE, then stay until SIGTERM (a
+        sidecar that exits is started again).
 
 Every step reports to the job's report folder, one JSON file per learner
 (`learner-N.json`: phase, exit, error) and `stored.json`, written whole (a rename), which
@@ -46,11 +55,12 @@ import threading
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from . import archive
 from .codes import DOWNLOADING, PROCESSING, STORING, Code
 from .errors import RunError
 from .executors import Exit, LearnerSpec, Location, Mount
 from .executors.local import LocalExecutor
-from .learners import torchrun_env
+from .learners import HELPERS, torchrun_env
 from .objectstore import DataCache, Endpoint, ObjectStore, StoreUnavailable, Transfer
 from .phases.stage_in import prepare_job
 from .runfolder import IN_CONTAINER, RunFolder
@@ -82,6 +92,8 @@ class NodeJob:
     workers: int = 8
     network: str = ""  # "host" for learners > 1 (they reach each other across nodes)
     torchrun_port: int = 29500
+    # the model archive in the store, for nodes that do not share the run folder (a pod)
+    model: Location | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)
@@ -90,7 +102,7 @@ class NodeJob:
     def from_json(cls, text: str) -> NodeJob:
         raw = json.loads(text)
         raw["specs"] = [_spec(s) for s in raw["specs"]]
-        for key in ("data", "results"):
+        for key in ("data", "results", "model"):
             if raw.get(key):
                 raw[key] = Location(**{**raw[key], "endpoint": Endpoint(**raw[key]["endpoint"])})
         return cls(**raw)
@@ -330,6 +342,81 @@ def store(job: NodeJob) -> dict:
     return result
 
 
+# --- a pod's steps (the kubernetes executor): no folder shared with dlaasd ---------------
+
+
+def prepare_pod(job: NodeJob) -> None:
+    """The job folder where no dlaasd made it: the model archive fetched from the store
+    and unpacked, the helpers, an experiment trial's config.json. The folder is the pod's
+    own (an empty volume): nothing in it was put there by anyone else."""
+    folder = job.folder
+    for d in (folder.model_code, folder.results, folder.checkpoints, folder.logs):
+        d.mkdir(parents=True, exist_ok=True)
+    helpers = folder.job / ".dlaas"
+    helpers.mkdir(exist_ok=True)
+    for module in HELPERS.glob("*.py"):
+        shutil.copyfile(module, helpers / module.name)
+    if job.model:
+        archive_path = Path(job.node_dir) / "model.zip"
+        archive_path.parent.mkdir(parents=True, exist_ok=True)
+        fetch(job.model, archive_path)
+        try:
+            archive.unpack(archive_path, folder.model_code)
+        except archive.ArchiveError as exc:
+            raise RunError(Code.BAD_MODEL, "; ".join(exc.problems)) from None
+        finally:
+            archive_path.unlink(missing_ok=True)
+    if job.hyperparameters:  # an experiment's trial: Watson ML's config.json in MODEL_DIR
+        (folder.model_code / "config.json").write_text(json.dumps(job.hyperparameters, indent=2))
+
+
+def fetch(location: Location, dest: Path) -> None:
+    """One object (`location.prefix` is its key) into the file `dest`."""
+    store = ObjectStore(location.endpoint, 1)
+    try:
+        response = store.get(location.bucket, location.prefix)
+        try:
+            with open(dest, "wb") as f:
+                for chunk in response.stream(1024 * 1024):
+                    f.write(chunk)
+        finally:
+            response.close()
+            response.release_conn()
+    except StoreUnavailable as exc:
+        raise RunError(
+            Code.DOWNLOAD_FAILED, f"fetching the model code on this node failed: {exc}"
+        ) from exc
+
+
+def await_file(path: Path, stop: threading.Event, every: float = 0.5) -> bool:
+    """Wait until `path` exists (True) or `stop` is set (False)."""
+    while not path.exists():
+        if stop.wait(every):
+            return path.exists()
+    return True
+
+
+def store_beside(job: NodeJob, after: Path, done: Path, stop: threading.Event) -> dict:
+    """A pod's store sidecar: once the training ended (it wrote `after`) or the pod is
+    being stopped, upload the outputs and say so in `done`. Stored once: a sidecar
+    started again finds `done` there."""
+    if done.exists():
+        return {"stored": True}
+    await_file(after, stop)
+    Path(job.report_dir).mkdir(parents=True, exist_ok=True)
+    result = store(job)
+    done.parent.mkdir(parents=True, exist_ok=True)
+    done.write_text(json.dumps(result))
+    return result
+
+
+def termination_message(code: str, message: str, limit: int = 4000) -> str:
+    """What a failed step writes as its pod's termination message (Kubernetes keeps 4 KiB):
+    "CODE: sentence", which dlaasd reads back (k8s_cluster)."""
+    text = f"{code}: {message}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def exit_of(report: Report) -> Exit | None:
     return Exit(**report.exit) if report.exit else None
 
@@ -346,9 +433,12 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--learner", type=int, help="default: SLURM_PROCID + 1")
     s = sub.add_parser("store", help="upload the run's results and logs")
     s.add_argument("job", type=Path)
-    i = sub.add_parser("stage-in", help="only stage the training data in, into DEST")
+    s.add_argument("--after", type=Path, help="wait for this file (the training's exit) first")
+    s.add_argument("--done", type=Path, help="create this file once stored, then stay")
+    i = sub.add_parser("stage-in", help="prepare the job folder if the job says how; stage in")
     i.add_argument("job", type=Path)
     i.add_argument("dest", type=Path)
+    i.add_argument("--message-to", type=Path, help='write a failure here, as "CODE: sentence"')
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s %(message)s", stream=sys.stderr)
     try:
@@ -378,12 +468,24 @@ def main(argv: list[str] | None = None) -> int:
             print(f"dlaasd.node: {exc}", file=sys.stderr)
             return 1
     elif args.step == "store":
-        store(job)
+        if args.after is None or args.done is None:
+            store(job)
+            return 0
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda signum, frame: stop.set())
+        store_beside(job, args.after, args.done, stop)
+        stop.wait()  # a sidecar that exits is started again: stay until the pod ends
     else:
         try:
+            if job.model or job.hyperparameters:
+                prepare_pod(job)
             stage_in(job, args.dest)
         except RunError as exc:
             print(f"dlaasd.node: {exc}", file=sys.stderr)
+            if args.message_to:
+                with contextlib.suppress(OSError):
+                    args.message_to.write_text(termination_message(exc.code, exc.message))
             return 1
     return 0
 

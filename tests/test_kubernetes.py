@@ -6,6 +6,7 @@ a real pod is tested by the Slurm and local executors' tests.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
@@ -16,9 +17,9 @@ import pytest
 import yaml
 
 from dlaasd import k8s_objects as ko
-from dlaasd.codes import PROCESSING, QUEUED
+from dlaasd.codes import PROCESSING
 from dlaasd.k8s_cluster import Cluster
-from tests.harness import dlaasctl, manifest, model
+from tests.harness import Dlaasd, dlaasctl, manifest, model
 from tests.k8s_testbed import LOCAL_QUEUE, NAMESPACE, NODES, QUOTA
 
 pytestmark = pytest.mark.timeout(600)
@@ -57,7 +58,7 @@ def submit(c: Cluster, s: ko.JobShape) -> str:
     return s.run_id
 
 
-def wait_for(what: str, check, timeout: float = 120):
+def wait_for(what: str, check, timeout: float = 180):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = check()
@@ -97,54 +98,20 @@ def test_exported_objects_are_accepted_by_the_api_server_as_dlaasd(kube, tmp_pat
             assert f"{kind}/{o['metadata']['name']} created (server dry run)" in applied
 
 
-def test_kueue_starts_runs_in_submit_order_as_the_gpu_quota_frees(kube, cluster):
-    """20 runs of one GPU each against a quota of 2: never more than 2 at once, each one
-    waits while the quota is used (QUEUED, saying why) and they start in submit order."""
-    runs = [submit(cluster, shape("1s", gpus=1)) for _ in range(20)]
-    quota = int(QUOTA["nvidia.com/gpu"])
-    started: dict[str, int] = {}  # run -> the tick it was first seen started
-    said_why = ""
-    tick = 0
-    deadline = time.monotonic() + 400
-    while len(started) < len(runs) and time.monotonic() < deadline:
-        jobs = {
-            j["metadata"]["labels"]["dlaas.run-id"]: j
-            for j in kube.get("jobs", selector=f"dlaas.daemon={cluster.daemon_label}")
-        }
-        running = 0
-        for run in runs:
-            job = jobs.get(run)
-            if job is None or job["spec"].get("suspend"):
-                continue
-            started.setdefault(run, tick)
-            done = any(
-                c["type"] in ("Complete", "Failed") and c["status"] == "True"
-                for c in job.get("status", {}).get("conditions", [])
-            )
-            running += not done
-        assert running <= quota, f"{running} runs hold GPUs at once; the quota is {quota}"
-        waiting = [r for r in runs if r not in started]
-        if waiting and not said_why:
-            state = cluster.state(waiting[-1])
-            if state and "insufficient" in state.message:
-                assert state.phase == QUEUED
-                said_why = state.message
-        tick += 1
-        time.sleep(0.2)
-    assert len(started) == len(runs), f"only {len(started)} of {len(runs)} started"
-    order = [started[r] for r in runs]
-    assert order == sorted(order), f"started out of submit order: {order}"
-    assert "nvidia.com/gpu" in said_why, said_why
-
-
 def test_statuses_follow_the_pods_and_exits_are_reported(cluster):
-    ok = submit(cluster, shape("4s"))
+    ok = submit(cluster, shape("1s"))
     failed = submit(cluster, shape("1s", exit_code=3))
-    wait_for("PROCESSING", lambda: cluster.state(ok).phase == PROCESSING)
-    ended = wait_for("the end", lambda: (s := cluster.state(ok)) and s.phase == "ENDED" and s)
+    long = submit(cluster, shape("10m"))
+    wait_for("PROCESSING", lambda: cluster.state(long).phase == PROCESSING, timeout=300)
+    ended = wait_for(
+        "the end", lambda: (s := cluster.state(ok)) and s.phase == "ENDED" and s, timeout=300
+    )
     assert ended.exits[1].code == 0
-    ended = wait_for("the end", lambda: (s := cluster.state(failed)) and s.phase == "ENDED" and s)
+    ended = wait_for(
+        "the end", lambda: (s := cluster.state(failed)) and s.phase == "ENDED" and s, timeout=300
+    )
     assert ended.exits[1].code == 3 and not ended.timed_out
+    assert set(cluster.states()) == {ok, failed, long}  # one listing, by run
 
 
 def test_gpu_requests_land_on_fake_nodes_with_the_gpu_type(kube, cluster):
@@ -162,7 +129,7 @@ def test_gpu_requests_land_on_fake_nodes_with_the_gpu_type(kube, cluster):
 
 def test_halt_deletes_the_job_and_a_new_client_finds_runs_by_label(kube, cluster):
     run = submit(cluster, shape("10m"))
-    wait_for("PROCESSING", lambda: cluster.state(run).phase == PROCESSING)
+    wait_for("PROCESSING", lambda: cluster.state(run).phase == PROCESSING, timeout=300)
     # a restarted dlaasd finds its runs by label, and handing one over again duplicates nothing
     again = Cluster(str(kube.daemon_kubeconfig), NAMESPACE, daemon_label=cluster.daemon_label)
     assert run in again.runs()
@@ -170,5 +137,173 @@ def test_halt_deletes_the_job_and_a_new_client_finds_runs_by_label(kube, cluster
     assert len(kube.get("jobs", selector=f"dlaas.run-id={run}")) == 1
     assert len(kube.get("pods", selector=f"dlaas.run-id={run}")) == 1
     again.halt(run)
-    wait_for("the Job gone", lambda: cluster.state(run) is None)
+    wait_for("the Job gone", lambda: cluster.state(run) is None, timeout=300)
     assert run not in cluster.runs()
+
+
+# --- runs through dlaasd with `executor: kubernetes` ------------------------------------
+
+
+@pytest.fixture
+def on_kube(kube, make_daemon):
+    """A daemon whose runs go to the test cluster; its objects are removed afterwards."""
+    made: list[Dlaasd] = []
+
+    def make(**kw) -> Dlaasd:
+        section = kube.daemon_config(gpu_types=H100)
+        d = make_daemon(executor="kubernetes", kubernetes=section, **kw)
+        made.append(d)
+        return d
+
+    yield make
+    for d in made:
+        d.stop()
+        kube.kubectl(
+            "delete", "jobs,secrets,services", "-n", NAMESPACE, "-l", f"dlaas.daemon={label(d)}",
+            "--wait=false",
+        )  # fmt: skip
+
+
+def label(d: Dlaasd) -> str:
+    return ko.daemon_label(str(d.state))
+
+
+def kwok_run(run_for: str, exit_code: int | None = None, **fields) -> dict:
+    """A manifest whose pod kwok keeps "training" for `run_for`, then ends with `exit_code`."""
+    env = {"KWOK_RUN_FOR": run_for}
+    if exit_code is not None:
+        env["KWOK_EXIT_CODE"] = str(exit_code)
+    return manifest("python3 train.py", env=env, **fields)
+
+
+def story(d: Dlaasd, run: dict, kube=None) -> str:
+    """What a failed assertion shows: the run, the daemon's log, the cluster's Jobs."""
+    out = f"{json.dumps(run, indent=1)}\n--- dlaasd\n{d.log_tail(60)}"
+    if kube is not None:
+        out += "\n--- jobs\n" + kube.kubectl("get", "jobs,pods", "-n", NAMESPACE, "-o", "wide")
+    return out
+
+
+def history(d: Dlaasd, run_id: str) -> list[str]:
+    return [e["status"] for e in d.ctl_json("show", run_id)["history"]]
+
+
+def jobs_of(kube, d: Dlaasd, run_id: str = "") -> list[dict]:
+    selector = f"dlaas.daemon={label(d)}" + (f",dlaas.run-id={run_id}" if run_id else "")
+    return kube.get("jobs", selector=selector)
+
+
+def test_runs_on_kubernetes_end_as_their_pods_did(on_kube, kube, minio, tmp_path):
+    """A completed and a failed pod: the run goes through every phase (the history says so
+    even where they passed between two looks), and ends with the pod's exit code; the
+    model code went to the definitions bucket for the pods to fetch."""
+    d = on_kube()
+    ok = d.submit(model(tmp_path / "ok", kwok_run("2s"), {"train.py": "print('hi')\n"}))
+    failed = d.submit(model(tmp_path / "bad", kwok_run("1s", exit_code=3)))
+    run = d.wait(ok, timeout=300)
+    assert run["status"] == "COMPLETED", story(d, run, kube)
+    assert history(d, ok) == ["QUEUED", "DOWNLOADING", "PROCESSING", "STORING", "COMPLETED"]
+    assert run["results"] == f"s3://dlaas-results/{ok}/", run
+    run = d.wait(failed, timeout=300)
+    assert (run["status"], run["error_code"], run["exit_code"]) == ("FAILED", "C201", 3), story(
+        d, run, kube
+    )
+    keys = {o.object_name for o in minio.client().list_objects("dlaas-definitions", f"{ok}/")}
+    assert f"{ok}/model.zip" in keys
+    # the finished Jobs stay for the cluster's admins; the store's keys do not
+    assert len(jobs_of(kube, d, ok)) == 1
+    assert kube.get("secrets", selector=f"dlaas.daemon={label(d)}") == []
+
+
+def test_a_halt_ends_a_training_pod_halted_and_deletes_its_job(on_kube, kube, minio, tmp_path):
+    """While it trains, the run is PROCESSING on the fake node of its gpu_type, its Secret
+    holds the node job (the store's keys) and the Job none of it; a halt deletes the Job."""
+    d = on_kube()
+    run_id = d.submit(model(tmp_path / "m", kwok_run("10m", gpus=1, gpu_type="h100")))
+    run = d.wait(run_id, "PROCESSING", "FAILED", "COMPLETED", timeout=300)
+    assert run["status"] == "PROCESSING", story(d, run, kube)
+    (pod,) = kube.get("pods", selector=f"dlaas.run-id={run_id}")
+    assert pod["spec"]["nodeName"] == "gpu-node-2"
+    (secret,) = kube.get("secrets", selector=f"dlaas.run-id={run_id}")
+    node_job = json.loads(base64.b64decode(secret["data"]["node-job.json"]))
+    assert node_job["results"]["endpoint"]["secret_key"] == minio.secret_key
+    assert node_job["model"]["prefix"] == f"{run_id}/model.zip"
+    (job,) = jobs_of(kube, d, run_id)
+    assert minio.secret_key not in json.dumps(job)
+    assert d.ctl("halt", run_id).returncode == 0
+    run = d.wait(run_id, timeout=300)
+    assert run["status"] == "HALTED", story(d, run, kube)
+    deadline = time.monotonic() + 120  # deleted: gone once its pod is (foreground deletion)
+    while jobs_of(kube, d, run_id):
+        assert time.monotonic() < deadline, story(d, run, kube)
+        time.sleep(0.5)
+    assert kube.get("secrets", selector=f"dlaas.run-id={run_id}") == []
+
+
+def test_the_manifests_timeout_is_the_jobs_deadline(on_kube, kube, tmp_path):
+    d = on_kube()
+    run_id = d.submit(model(tmp_path / "m", kwok_run("10m", timeout="3s")))
+    run = d.wait(run_id, timeout=300)
+    assert (run["status"], run["error_code"]) == ("FAILED", "C203"), story(d, run, kube)
+
+
+def test_twenty_gpu_runs_start_in_submit_order_against_the_quota(on_kube, kube, tmp_path):
+    """20 runs of one GPU each against Kueue's quota of 2, handed over by dlaasd: a run
+    waits QUEUED saying why while the quota is used, they start in submit order (the
+    Jobs' start times), never more than 2 at once, and all complete."""
+    d = on_kube()
+    folder = model(tmp_path / "m", kwok_run("2s", gpus=1))
+    runs = [d.submit(folder) for _ in range(20)]
+    last = runs[-1]
+    deadline = time.monotonic() + 300
+    while "nvidia.com/gpu" not in (run := d.run(last))["status_message"]:
+        assert run["status"] == "QUEUED", story(d, run, kube)
+        assert time.monotonic() < deadline, story(d, run, kube)
+        time.sleep(0.3)
+    assert "Kueue" in run["status_message"] and "LocalQueue dlaas" in run["status_message"]
+    for run_id in runs:
+        run = d.wait(run_id, timeout=600)
+        assert run["status"] == "COMPLETED", story(d, run, kube)
+    deadline = time.monotonic() + 120  # a pod ended: its Job is marked so soon after
+    while True:
+        jobs = {j["metadata"]["labels"]["dlaas.run-id"]: j["status"] for j in jobs_of(kube, d)}
+        if all("completionTime" in j for j in jobs.values()):
+            break
+        assert time.monotonic() < deadline, story(d, d.run(last), kube)
+        time.sleep(0.5)
+    assert set(jobs) == set(runs)
+    # RFC 3339 times of whole seconds: order-preserving as text, never earlier than true
+    starts = [jobs[r]["startTime"] for r in runs]
+    assert starts == sorted(starts), f"started out of submit order: {starts}"
+    quota = int(QUOTA["nvidia.com/gpu"])
+    for r in runs:  # a Job shown ended after another's start truly ran past it
+        s = jobs[r]["startTime"]
+        running = [o for o in runs if jobs[o]["startTime"] <= s < jobs[o]["completionTime"]]
+        assert len(running) <= quota, f"{len(running)} runs held GPUs at once at {s}"
+
+
+def test_a_daemon_killed_while_jobs_exist_loses_and_duplicates_nothing(on_kube, kube, tmp_path):
+    """Four one-GPU runs against the quota of 2 (two train, two wait in Kueue, maybe some
+    not handed over yet): kill -9 and start again; each run ends COMPLETED, with the same
+    one Job and one pod it had."""
+    d = on_kube()
+    folder = model(tmp_path / "m", kwok_run("15s", gpus=1))
+    runs = [d.submit(folder) for _ in range(4)]
+    run = d.wait(runs[0], "PROCESSING", "FAILED", "COMPLETED", timeout=300)
+    assert run["status"] == "PROCESSING", story(d, run, kube)
+    before = {
+        j["metadata"]["labels"]["dlaas.run-id"]: j["metadata"]["uid"] for j in jobs_of(kube, d)
+    }
+    d.kill()
+    d.start()
+    for run_id in runs:
+        run = d.wait(run_id, timeout=600)
+        assert run["status"] == "COMPLETED", story(d, run, kube)
+        assert history(d, run_id).count("PROCESSING") == 1
+    after = {
+        j["metadata"]["labels"]["dlaas.run-id"]: j["metadata"]["uid"] for j in jobs_of(kube, d)
+    }
+    assert set(after) == set(runs)
+    assert {r: after[r] for r in before} == before  # the same Jobs, never made again
+    for run_id in runs:
+        assert len(kube.get("pods", selector=f"dlaas.run-id={run_id}")) == 1

@@ -2,6 +2,8 @@
 touches that place, through the contract below; nothing else in dlaasd does.
 
     local       Docker on this machine (dlaasd's FIFO places runs on its GPUs)
+    slurm       one Slurm job per run; Slurm's queue decides (its nodes run Docker)
+    kubernetes  one suspended Indexed Job per run; Kueue's queue decides
 
 A new executor is one module here with a `create(config, daemon_label)` function
 returning an `Executor`, and the `executor:` key of the config naming the module. Its
@@ -56,6 +58,7 @@ class LearnerSpec:
     memory: int  # bytes; no swap beyond it
     mounts: tuple[Mount, ...]
     gpus: tuple[str, ...] = ()  # UUIDs (empty: none, or simulated ones)
+    gpu_type: str = ""  # the manifest's (a cluster maps it to its nodes)
     network: bool = False  # False: no network at all
     # the engine's network mode when set ("host": a cluster's learners reach each other
     # across nodes); else none, or bridge where the manifest may use the network
@@ -91,6 +94,9 @@ class Staging:
     results: Location
     hyperparameters: dict | None = None  # an experiment trial's config.json
     owner: tuple[int, int] | None = None  # who the job folder is given to (dlaasd as root)
+    # where the run's definition (manifest.yml, model.zip) goes in the configured store,
+    # for learners that do not share the run folder and fetch the model code from there
+    definition: Location | None = None
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,9 @@ class Context:
         self._halting: set[str] = set()
         self._halt_signals: dict[str, asyncio.Event] = {}  # wake a run's wait on a halt
         self._stopping = False  # the daemon shuts down: transfers in threads give up soon
+        # runs to hand to a cluster's scheduler, in submit order: its queue keeps the order
+        # it gets them in, and their hand-overs run in threads that could overtake
+        self._handover_line: list[str] = []
 
     # --- halts and shutdown ---------------------------------------------------------
 
@@ -94,6 +97,28 @@ class Context:
     def forget(self, run_id: str) -> None:
         """The run's driving ended (or stopped): its halt, if any, is done with."""
         self._halting.discard(run_id)
+
+    # --- handing runs over to a cluster in submit order ------------------------------
+
+    def line_up(self, run_id: str) -> None:
+        """Take the run's place in the hand-over line (called in submit order)."""
+        if run_id not in self._handover_line:
+            self._handover_line.append(run_id)
+
+    async def handover_turn(self, run_id: str) -> None:
+        """Wait until every run lined up before this one was handed over (or gave up its
+        place); a halt ends the wait at once."""
+        while (
+            run_id in self._handover_line
+            and self._handover_line[0] != run_id
+            and not self.halted(run_id)
+        ):
+            await asyncio.sleep(0.05)
+
+    def handed_over(self, run_id: str) -> None:
+        """The run left the line (handed over, found handed over already, or ended)."""
+        if run_id in self._handover_line:
+            self._handover_line.remove(run_id)
 
     @property
     def stopping(self) -> bool:

@@ -64,14 +64,23 @@ async def train(
         return Outcome(HALTED, "halted before the training started")
     specs = [] if ctx.halted(run_id) else specs_of(ctx, run, m, folder)
     missing = [s for s in specs if s.learner not in running]
+    if missing and ctx.executor.places_runs:  # the cluster queues them in this order
+        await ctx.handover_turn(run_id)
+        if ctx.halted(run_id) and not running:
+            ctx.handed_over(run_id)
+            return Outcome(HALTED, "halted before the training started")
     if missing:
-        await ctx.call(
-            run_id, ctx.executor.prepare, run.image, ctx.config.containers.pull_missing_images
-        )
-        handles = await ctx.call(run_id, ctx.executor.start, missing)
+        try:
+            await ctx.call(
+                run_id, ctx.executor.prepare, run.image, ctx.config.containers.pull_missing_images
+            )
+            handles = await ctx.call(run_id, ctx.executor.start, missing)
+        finally:
+            ctx.handed_over(run_id)
         running.update(zip((s.learner for s in missing), handles, strict=True))
         if on_start:
             on_start()
+    ctx.handed_over(run_id)  # found handed over already: the runs behind need not wait
     learner_of = {running[n]: n for n in sorted(running)}  # learner 1 first
     started = parse_time(run.started)  # None: a cluster's queued run (its limit serves)
     deadline = started.timestamp() + m.timeout if m.timeout and started else None
@@ -135,7 +144,9 @@ def staging_of(ctx: Context, run: Run, m: Manifest) -> Staging:
         data = Location(objects.endpoint, store.training_data.bucket, store.training_data.prefix)
     objects, bucket, prefix = ctx.results_location(run.id, m)
     owner = ctx.container_user(run.owner_uid) if os.geteuid() == 0 else None
-    return Staging(data, Location(objects.endpoint, bucket, prefix), run.hyperparameters, owner)
+    definition = Location(ctx.objects.endpoint, ctx.config.store.definitions_bucket, f"{run.id}/")
+    results = Location(objects.endpoint, bucket, prefix)
+    return Staging(data, results, run.hyperparameters, owner, definition)
 
 
 def _facts(ctx: Context, run_id: str, m: Manifest, folder: RunFolder, waited: Waited) -> Ended:
@@ -202,7 +213,10 @@ async def _follow(ctx: Context, run_id: str, status: str, ended: asyncio.Event) 
     (never back), until they end."""
     order: list[str] = [QUEUED, *PHASES]
     said = ""
-    while not ended.is_set():
+    while True:
+        # a last look once they ended: a short training may have passed every phase
+        # between two looks, and the history still says it ran
+        last = ended.is_set()
         phase = await ctx.call(run_id, ctx.executor.phase, run_id)
         # held by the cluster: say why, as it does (an executor without the method, one
         # written before it, says nothing)
@@ -220,6 +234,8 @@ async def _follow(ctx: Context, run_id: str, status: str, ended: asyncio.Event) 
                 fields = {"started": now()} if step == PROCESSING else {}
                 ctx.to(run_id, step, PHASES[step], **fields)
             status = phase
+        if last:
+            return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(ended.wait(), METRICS_INTERVAL)
 

@@ -272,4 +272,25 @@ def test_the_executor_is_local_by_default_and_names_come_from_the_package(write)
 
 def test_an_unknown_executor_is_refused_with_the_accepted_names(write):
     (p,) = problems(write("executor: nomad\n"))
-    assert p.path == "executor" and "one of: local" in p.message and p.line == 4
+    assert p.path == "executor" and "one of: kubernetes, local, slurm" in p.message
+    assert p.line == 4
+
+
+def test_the_kubernetes_executor_needs_a_kubeconfig_and_kubernetes_names(write, tmp_path):
+    (p,) = problems(write("executor: kubernetes\nkubernetes:\n  kubeconfig: /nowhere/kube\n"))
+    assert p.path == "kubernetes.kubeconfig" and "/nowhere/kube is not a file" in p.message
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("apiVersion: v1\n")
+    found = problems(
+        write(
+            f"executor: kubernetes\nkubernetes:\n  kubeconfig: {kubeconfig}\n"
+            "  namespace: Research_Team\n  store_endpoint: minio:9000\n"
+        )
+    )
+    assert {p.path for p in found} == {"kubernetes.namespace", "kubernetes.store_endpoint"}
+    assert all(p.line for p in found)
+    # the empty default means in the cluster: outside one, that is refused, with the fix
+    (p,) = problems(write("executor: kubernetes\n"))
+    assert p.path == "kubernetes.kubeconfig" and "does not run in a cluster" in p.message
+    config = load(write(f"executor: kubernetes\nkubernetes:\n  kubeconfig: {kubeconfig}\n"))
+    assert config.executor == "kubernetes" and config.kubernetes.namespace == "dlaas"
