@@ -7,18 +7,25 @@ a real pod is tested by the Slurm and local executors' tests.
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import secrets
 import string
+import subprocess
+import sys
 import time
+import zipfile
 
 import pytest
 import yaml
 
 from dlaasd import k8s_objects as ko
 from dlaasd.codes import PROCESSING
+from dlaasd.executors import Location
 from dlaasd.k8s_cluster import Cluster
+from dlaasd.node import NodeJob
+from dlaasd.objectstore import Endpoint
 from tests.harness import Dlaasd, dlaasctl, manifest, model
 from tests.k8s_testbed import LOCAL_QUEUE, NAMESPACE, NODES, QUOTA
 
@@ -307,3 +314,79 @@ def test_a_daemon_killed_while_jobs_exist_loses_and_duplicates_nothing(on_kube, 
     assert {r: after[r] for r in before} == before  # the same Jobs, never made again
     for run_id in runs:
         assert len(kube.get("pods", selector=f"dlaas.run-id={run_id}")) == 1
+
+
+# --- the pod's steps of the node program, with the real store (kwok runs no pods) --------
+
+
+def test_a_pods_stage_in_and_store_sidecar_work_against_the_store(minio, tmp_path):
+    """What a pod's init step and store sidecar run, as processes: the model fetched from
+    the definitions bucket and unpacked, the data staged in; the outputs uploaded once
+    the training wrote its exit code, then the sidecar stays until SIGTERM. A missing
+    model is a termination message with its code."""
+    client = minio.client()
+    for bucket in ("k8s-defs", "k8s-data", "k8s-results"):
+        if not client.bucket_exists(bucket):
+            client.make_bucket(bucket)
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("model/train.py", "print('hello')\n")
+    client.put_object("k8s-defs", "run-1/model.zip", io.BytesIO(archive.getvalue()), -1,
+                      part_size=5 * 1024**2)  # fmt: skip
+    client.put_object("k8s-data", "set/a.csv", io.BytesIO(b"1,2\n"), 4)
+    endpoint = Endpoint(minio.url, minio.access_key, minio.secret_key)
+    root = tmp_path / "pod"
+    (root / "job").mkdir(parents=True)
+    job = NodeJob(
+        run_id="run-1",
+        run_folder=str(root),
+        report_dir=str(tmp_path / "reports"),
+        node_dir=str(tmp_path / "node"),
+        specs=[],
+        data=Location(endpoint, "k8s-data", "set/"),
+        results=Location(endpoint, "k8s-results", "run-1/"),
+        model=Location(endpoint, "k8s-defs", "run-1/model.zip"),
+    )
+    job_file = tmp_path / "node-job.json"
+    job.write(job_file)
+    node = [sys.executable, "-m", "dlaasd.node"]
+    data, message = root / "job" / "data", tmp_path / "termination-log"
+    done = subprocess.run(
+        [*node, "stage-in", str(job_file), str(data), "--message-to", str(message)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert (root / "job" / "model-code" / "train.py").read_text() == "print('hello')\n"
+    assert (data / "a.csv").read_text() == "1,2\n"
+    assert not message.exists()
+    # the training writes its results and log, then its exit code: the sidecar stores them
+    (root / "job" / "results" / "out.txt").write_text("42")
+    (root / "job" / "logs" / "training-log.txt").write_text("hello\n")
+    exit_file, stored = root / "job" / ".dlaas" / "exit-code", root / "job" / ".dlaas" / "stored"
+    sidecar = subprocess.Popen(
+        [*node, "store", str(job_file), "--after", str(exit_file), "--done", str(stored)]
+    )
+    try:
+        exit_file.parent.mkdir(exist_ok=True)
+        exit_file.write_text("0\n")
+        deadline = time.monotonic() + 120
+        while not stored.exists():
+            assert time.monotonic() < deadline and sidecar.poll() is None
+            time.sleep(0.2)
+        assert json.loads(stored.read_text())["stored"] is True
+        assert sidecar.poll() is None  # a sidecar stays until the pod ends
+    finally:
+        sidecar.terminate()
+    assert sidecar.wait(60) == 0
+    keys = {o.object_name for o in client.list_objects("k8s-results", "run-1/", recursive=True)}
+    assert keys == {"run-1/out.txt", "run-1/training-log.txt"}
+    # a model that is not there: the init step fails, saying why with its code
+    job.model = Location(endpoint, "k8s-defs", "run-1/none.zip")
+    job.write(job_file)
+    done = subprocess.run(
+        [*node, "stage-in", str(job_file), str(data), "--message-to", str(message)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 1
+    code, _, sentence = message.read_text().partition(": ")
+    assert code == "S302" and "none.zip" in sentence, message.read_text()
