@@ -289,11 +289,7 @@ class KubernetesExecutor(Executor):
                     return  # gone, or ended before it trained: no log to read
                 if state.phase in (PROCESSING, STORING) or state.exits:
                     try:
-                        lines = self.cluster.logs(run_id, learner, follow=True)
-                        with folder.open(path, write=True) as f:
-                            for line in lines:
-                                f.write(line.encode() if isinstance(line, str) else line)
-                                f.flush()
+                        self._stream(run_id, learner, folder, path)
                         return
                     except Exception as exc:  # noqa: BLE001 - no log served (yet): later
                         log.debug("event=k8s_log_wait run=%s error=%r", run_id, str(exc))
@@ -305,6 +301,20 @@ class KubernetesExecutor(Executor):
         finally:
             with self._lock:
                 self._copying.discard(f"{run_id}/{learner}")
+
+    def _stream(self, run_id: str, learner: int, folder: RunFolder, path) -> None:
+        """The pod's log from its start into `path`, as it grows; the file is written
+        over only once the cluster serves the log (a restart copies it whole again)."""
+        f = None
+        try:
+            for line in self.cluster.logs(run_id, learner, follow=True):
+                if f is None:
+                    f = folder.open(path, write=True)
+                f.write(line.encode() if isinstance(line, str) else line)
+                f.flush()
+        finally:
+            if f is not None:
+                f.close()
 
 
 def _parse(handle: str) -> tuple[str, int]:
