@@ -37,6 +37,11 @@ NODE_JOB = f"{NODE_JOB_DIR}/node-job.json"
 EXIT_FILE = f"{JOB_DIR}/.dlaas/exit-code"
 STORED_FILE = f"{JOB_DIR}/.dlaas/stored"
 STORE_WAIT = 3600  # seconds the learner waits for the store sidecar at most
+# The node job's folders in a pod: its RunFolder root (the job folder is the volume at
+# /job), its scratch (the data cache, the model archive) and its reports
+POD_RUN_FOLDER = "/"
+POD_NODE_DIR = "/tmp/dlaas-node"
+POD_REPORTS = "/tmp/dlaas-reports"
 
 # The node-side program (dlaasd/node.py), run in dlaasd's own image
 NODE = ("python", "-m", "dlaasd.node")

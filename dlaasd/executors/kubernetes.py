@@ -40,9 +40,6 @@ log = logging.getLogger(__name__)
 
 POLL = 1.0  # seconds between looks at a run while waiting for it
 REFRESH = 1.0  # seconds one listing of the cluster serves every caller
-POD = "/"  # the pod's RunFolder root: its job folder is the volume at /job
-POD_NODE_DIR = "/tmp/dlaas-node"  # the pod's scratch: data cache, the model archive
-POD_REPORTS = "/tmp/dlaas-reports"
 
 
 def create(config: Config, daemon_label: str) -> KubernetesExecutor:
@@ -135,9 +132,9 @@ class KubernetesExecutor(Executor):
         ours = staging.definition.endpoint.url if staging.definition else ""
         job = NodeJob(
             run_id=run_id,
-            run_folder=POD,
-            report_dir=POD_REPORTS,
-            node_dir=POD_NODE_DIR,
+            run_folder=k8s_objects.POD_RUN_FOLDER,
+            report_dir=k8s_objects.POD_REPORTS,
+            node_dir=k8s_objects.POD_NODE_DIR,
             specs=[replace(s, staging=None) for s in specs],
             data=self._for_pods(staging.data, ours),
             results=self._for_pods(staging.results, ours),  # type: ignore[arg-type]

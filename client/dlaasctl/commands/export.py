@@ -2,13 +2,13 @@
 
 Made here, without the daemon, from the manifest and dlaasd's config (the same file
 dlaasd reads, or --config), so an admin can review them or apply them without dlaasd.
-The Secret's store keys are left as placeholders: fill them in to apply it.
+The Secret's store keys are left as placeholders: fill them in (and upload the model to
+the definitions bucket as `<run id>/model.zip`) to apply it.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import secrets
 import string
 import sys
@@ -41,7 +41,7 @@ def k8s(c: Client, args: argparse.Namespace) -> int:
         settings = k8s_objects.settings(cfg.kubernetes, cfg.containers.halt_grace)
         run_id = args.run_id or _new_id()
         shape = k8s_objects.manifest_shape(run_id, m, image, cfg.containers.user)
-        objects = k8s_objects.objects(shape, settings, _node_job(run_id, cfg), "")
+        objects = k8s_objects.objects(shape, settings, _node_job(run_id, m, cfg), "")
     except OSError as exc:
         print(f"dlaasctl: cannot read {path}: {exc.strerror}", file=sys.stderr)
         return 1
@@ -75,19 +75,37 @@ def _new_id() -> str:
     return "training-" + "".join(secrets.choice(alphabet) for _ in range(9))
 
 
-def _node_job(run_id: str, cfg) -> str:
-    """What the node-side program reads, with the store's keys left out."""
-    return json.dumps(
-        {
-            "run_id": run_id,
-            "store": {
-                "endpoint": cfg.store.endpoint or "<the S3 endpoint the nodes reach>",
-                "access_key": "<access key>",
-                "secret_key": "<secret key>",
-            },
-        },
-        indent=1,
+def _node_job(run_id: str, m, cfg) -> str:
+    """The node job the pods' node program reads, as dlaasd would make it, with the
+    store's keys left as placeholders. The pods fetch the model from the definitions
+    bucket (`<run id>/model.zip`): upload it there when applying the objects by hand."""
+    from dlaasd import k8s_objects
+    from dlaasd.executors import Location
+    from dlaasd.node import NodeJob
+    from dlaasd.objectstore import Endpoint
+
+    url = cfg.kubernetes.store_endpoint or cfg.store.endpoint or "<the S3 endpoint pods reach>"
+    ours = Endpoint(url.rstrip("/"), "<access key>", "<secret key>")
+    store = m.data_store
+    own = store.remote if store else None
+    theirs = Endpoint(own.auth_url.rstrip("/"), "<access key>", "<secret key>") if own else ours
+    data = results = None
+    if store and store.type != "mount_volume":
+        if store.training_data:
+            data = Location(theirs, store.training_data.bucket, store.training_data.prefix)
+        if store.training_results:
+            results = Location(theirs, store.training_results.bucket, f"{run_id}/")
+    job = NodeJob(
+        run_id=run_id,
+        run_folder=k8s_objects.POD_RUN_FOLDER,
+        report_dir=k8s_objects.POD_REPORTS,
+        node_dir=k8s_objects.POD_NODE_DIR,
+        specs=[],
+        data=data,
+        results=results or Location(ours, cfg.store.results_bucket, f"{run_id}/"),
+        model=Location(ours, cfg.store.definitions_bucket, f"{run_id}/model.zip"),
     )
+    return job.to_json()
 
 
 COMMANDS = {
