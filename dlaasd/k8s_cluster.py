@@ -68,6 +68,7 @@ class RunState:
     created: datetime | None = None  # when its Job was made (states() sets it)
     learners: int = 1  # its Job's completions (states() sets it)
     tidied: bool = False  # ended, its Secret and Service removed (states() sets it)
+    finished: bool = False  # the Job says Complete or Failed (its pods ended)
 
 
 @contextlib.contextmanager
@@ -273,12 +274,12 @@ def run_state(job, pods, workload) -> RunState:
         failed = conditions["Failed"]
         if failed.reason == "DeadlineExceeded":
             why = "Kubernetes ended it at the manifest's timeout (activeDeadlineSeconds)"
-            return RunState("ENDED", why, exits, timed_out=True, began=began)
+            return RunState("ENDED", why, exits, timed_out=True, began=began, finished=True)
         failure = next(filter(None, (_pod_failure(p) for p in pods)), None)
         message = failed.message or failed.reason or ""
-        return RunState("ENDED", message, exits, failure=failure, began=began)
+        return RunState("ENDED", message, exits, failure=failure, began=began, finished=True)
     if "Complete" in conditions:
-        return RunState("ENDED", "", exits, began=began)
+        return RunState("ENDED", "", exits, began=began, finished=True)
     for pod in pods:
         failure = _pod_failure(pod)
         if failure:

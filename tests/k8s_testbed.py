@@ -7,7 +7,9 @@ built once per machine by scripts/build-k8s-testbed (see ../shared/testbeds/kube
 
 kwok runs no containers: a pod's "training" lasts as long as its first container's
 environment variable KWOK_RUN_FOR says (a Go duration such as "3s"; DEFAULT_RUN_FOR without
-it), then ends with the exit code in KWOK_EXIT_CODE (0 without it).
+it), then ends with the exit code in KWOK_EXIT_CODE (0 without it). A pod whose first
+container's image is MISSING_IMAGE never starts: its container waits with ErrImagePull,
+as a node that cannot pull the image shows it.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ LOCAL_QUEUE = "dlaas"
 CLUSTER_QUEUE = "dlaas"
 DAEMON_USER = f"system:serviceaccount:{NAMESPACE}:dlaasd"  # the Role's subject
 DEFAULT_RUN_FOR = "2s"
+MISSING_IMAGE = "registry.invalid/dlaas/no-such-image:1"
 STAGE_DELAY_MS = 300  # each of kwok's other steps (init containers, ready, delete)
 # fake nodes: name -> labels; each has NODE_CAPACITY
 NODES = {
@@ -387,8 +390,41 @@ def kwok_stages(folder: Path) -> list[dict]:
                 stage["spec"]["selector"]["matchExpressions"].append(
                     {"key": _env_expression("KWOK_EXIT_CODE"), "operator": "DoesNotExist"}
                 )
+            if stage["metadata"]["name"] == "pod-ready":
+                stages.append(_image_pull_error(stage))
+                stage["spec"]["selector"]["matchExpressions"].append(
+                    {"key": IMAGE, "operator": "NotIn", "values": [MISSING_IMAGE]}
+                )
             stages.append(stage)
     return stages
+
+
+IMAGE = ".spec.containers.[0].image"
+
+
+def _image_pull_error(ready: dict) -> dict:
+    """pod-ready's twin for a pod of MISSING_IMAGE: its container waits, ErrImagePull."""
+    stage = json.loads(json.dumps(ready))
+    stage["metadata"]["name"] = "pod-image-pull-error"
+    selector = stage["spec"]["selector"]["matchExpressions"]
+    selector.append({"key": IMAGE, "operator": "In", "values": [MISSING_IMAGE]})
+    selector.append({"key": ".status.message", "operator": "DoesNotExist"})
+    stage["spec"]["next"]["statusTemplate"] = (
+        "message: kwok cannot pull this image\n"
+        "containerStatuses:\n"
+        "{{ range .spec.containers }}\n"
+        "- image: {{ .image | Quote }}\n"
+        "  name: {{ .name | Quote }}\n"
+        "  ready: false\n"
+        "  restartCount: 0\n"
+        "  state:\n"
+        "    waiting:\n"
+        "      reason: ErrImagePull\n"
+        "      message: 'pull access denied for {{ .image }}'\n"
+        "{{ end }}\n"
+        "phase: Pending\n"
+    )
+    return stage
 
 
 def _env_expression(name: str) -> str:

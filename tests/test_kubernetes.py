@@ -27,7 +27,7 @@ from dlaasd.k8s_cluster import Cluster
 from dlaasd.node import NodeJob
 from dlaasd.objectstore import Endpoint
 from tests.harness import Dlaasd, dlaasctl, manifest, model
-from tests.k8s_testbed import LOCAL_QUEUE, NAMESPACE, NODES, QUOTA
+from tests.k8s_testbed import LOCAL_QUEUE, MISSING_IMAGE, NAMESPACE, NODES, QUOTA
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -257,6 +257,18 @@ def test_the_manifests_timeout_is_the_jobs_deadline(on_kube, kube, tmp_path):
     run_id = d.submit(model(tmp_path / "m", kwok_run("10m", timeout="3s")))
     run = d.wait(run_id, timeout=300)
     assert (run["status"], run["error_code"]) == ("FAILED", "C203"), story(d, run, kube)
+
+
+def test_an_image_the_nodes_cannot_pull_fails_the_run_and_its_job_goes(on_kube, kube, tmp_path):
+    d = on_kube()
+    run_id = d.submit(model(tmp_path / "m", kwok_run("10m", image=MISSING_IMAGE)))
+    run = d.wait(run_id, timeout=300)
+    assert (run["status"], run["error_code"]) == ("FAILED", "S103"), story(d, run, kube)
+    assert MISSING_IMAGE in run["status_message"] and "ErrImagePull" in run["status_message"]
+    deadline = time.monotonic() + 120  # it would wait for the image for ever: deleted
+    while jobs_of(kube, d, run_id):
+        assert time.monotonic() < deadline, story(d, run, kube)
+        time.sleep(0.5)
 
 
 @pytest.mark.timeout(1200)

@@ -220,8 +220,7 @@ class KubernetesExecutor(Executor):
         meanwhile) is deleted."""
         run_id, _ = _parse(handle)
         state = self._states(fresh=True).get(run_id)
-        running = state is not None and state.phase in (QUEUED, DOWNLOADING, PROCESSING)
-        self._call(self.cluster.remove, run_id, running)
+        self._call(self.cluster.remove, run_id, state is not None and unfinished(state))
         self._halting.discard(run_id)
 
     def usage(self, handle: str) -> dict[str, int]:
@@ -312,6 +311,13 @@ class KubernetesExecutor(Executor):
         finally:
             if f is not None:
                 f.close()
+
+
+def unfinished(state: RunState) -> bool:
+    """Whether a run's Job would go on by itself: still queued or training, or stuck on
+    the cluster's failure (a pod whose image cannot be pulled waits for ever). One whose
+    learners all ended is about to be marked finished."""
+    return not state.finished and state.phase != STORING
 
 
 def _parse(handle: str) -> tuple[str, int]:

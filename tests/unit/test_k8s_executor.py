@@ -8,7 +8,7 @@ import threading
 from pathlib import Path
 
 from dlaasd.codes import Code
-from dlaasd.executors.kubernetes import _exit
+from dlaasd.executors.kubernetes import _exit, unfinished
 from dlaasd.k8s_cluster import LearnerExit, RunState, step_failure
 from dlaasd.node import NodeJob, await_file, prepare_pod, termination_message
 from dlaasd.outcome import Ended, decide
@@ -98,3 +98,11 @@ def test_the_store_sidecar_waits_for_the_trainings_end_or_a_stop(tmp_path: Path)
     assert results == [True]
     stop.set()  # a SIGTERM (the pod is being deleted): stop waiting, store what is there
     assert await_file(tmp_path / "never", stop, 0.01) is False
+
+
+def test_an_ended_run_keeps_its_finished_job_but_not_one_stuck_on_a_failure():
+    assert not unfinished(RunState("ENDED", finished=True))  # stays for the admins (TTL)
+    assert not unfinished(RunState("STORING", exits={1: LearnerExit(0)}))  # ending now
+    pulled = RunState("ENDED", "x", failure=(Code.IMAGE_MISSING, "cannot be pulled"))
+    assert unfinished(pulled)  # its pod would wait for the image for ever: deleted
+    assert unfinished(RunState("QUEUED")) and unfinished(RunState("PROCESSING"))
