@@ -39,6 +39,7 @@ CLUSTER_QUEUE = "dlaas"
 DAEMON_USER = f"system:serviceaccount:{NAMESPACE}:dlaasd"  # the Role's subject
 DEFAULT_RUN_FOR = "2s"
 MISSING_IMAGE = "registry.invalid/dlaas/no-such-image:1"
+POD_LOG = "epoch 1: loss 0.5 (kwok's log of every learner container)\n"
 STAGE_DELAY_MS = 300  # each of kwok's other steps (init containers, ready, delete)
 # fake nodes: name -> labels; each has NODE_CAPACITY
 NODES = {
@@ -234,15 +235,42 @@ class KubeTestbed:
         path.chmod(0o600)
 
     def _kwok(self) -> None:
-        stages = self.root / "kwok-stages.yaml"
-        stages.write_text(yaml.safe_dump_all(kwok_stages(self.bin / "kwok-stages")))
+        """kwok, also serving the nodes' kubelet API (HTTPS, self-signed: the API server
+        does not check a kubelet's certificate without --kubelet-certificate-authority),
+        where every learner container's log is POD_LOG's text."""
+        # in the CRI's log format, which kwok serves from (time, stream, F: a full line)
+        (self.root / "pod.log").write_text(f"2026-11-30T12:00:00.000000000Z stdout F {POD_LOG}")
+        logs = {
+            "apiVersion": "kwok.x-k8s.io/v1alpha1",
+            "kind": "ClusterLogs",
+            "metadata": {"name": "learners"},
+            "spec": {
+                "selector": {"matchNamespaces": [NAMESPACE]},
+                "logs": [{"containers": ["learner"], "logsFile": str(self.root / "pod.log")}],
+            },
+        }
+        config = self.root / "kwok.yaml"
+        config.write_text(yaml.safe_dump_all([*kwok_stages(self.bin / "kwok-stages"), logs]))
+        key, cert = self.root / "kwok.key", self.root / "kwok.crt"
+        subprocess.run(
+            [
+                "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                "-subj", "/CN=kwok", "-keyout", str(key), "-out", str(cert),
+            ],
+            check=True,
+            capture_output=True,
+        )  # fmt: skip
+        port = free_port()
         self._spawn(
             "kwok",
             f"--kubeconfig={self.admin_kubeconfig}",
-            f"--config={stages}",
+            f"--config={config}",
             "--manage-all-nodes=false",
             "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
-            f"--server-address=127.0.0.1:{free_port()}",
+            f"--server-address=127.0.0.1:{port}",
+            f"--node-port={port}",
+            f"--tls-cert-file={cert}",
+            f"--tls-private-key-file={key}",
             "--node-ip=127.0.0.1",
             "--cidr=10.244.0.0/16",
         )

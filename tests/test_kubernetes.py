@@ -27,7 +27,7 @@ from dlaasd.k8s_cluster import Cluster
 from dlaasd.node import NodeJob
 from dlaasd.objectstore import Endpoint
 from tests.harness import Dlaasd, dlaasctl, manifest, model
-from tests.k8s_testbed import LOCAL_QUEUE, MISSING_IMAGE, NAMESPACE, NODES, QUOTA
+from tests.k8s_testbed import LOCAL_QUEUE, MISSING_IMAGE, NAMESPACE, NODES, POD_LOG, QUOTA
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -229,7 +229,8 @@ def test_runs_on_kubernetes_end_as_their_pods_did(on_kube, kube, minio, tmp_path
 
 def test_a_halt_ends_a_training_pod_halted_and_deletes_its_job(on_kube, kube, minio, tmp_path):
     """While it trains, the run is PROCESSING on the fake node of its gpu_type, its Secret
-    holds the node job (the store's keys) and the Job none of it; a halt deletes the Job."""
+    holds the node job (the store's keys) and the Job none of it, `logs` shows the pod's
+    log; a halt deletes the Job."""
     d = on_kube()
     run_id = d.submit(model(tmp_path / "m", kwok_run("10m", gpus=1, gpu_type="h100")))
     run = d.wait(run_id, "PROCESSING", "FAILED", "COMPLETED", timeout=300)
@@ -242,6 +243,10 @@ def test_a_halt_ends_a_training_pod_halted_and_deletes_its_job(on_kube, kube, mi
     assert node_job["model"]["prefix"] == f"{run_id}/model.zip"
     (job,) = jobs_of(kube, d, run_id)
     assert minio.secret_key not in json.dumps(job)
+    deadline = time.monotonic() + 120  # the pod's log, copied into the run's folder
+    while POD_LOG not in d.ctl("logs", run_id).stdout:
+        assert time.monotonic() < deadline, story(d, d.run(run_id), kube)
+        time.sleep(0.5)
     assert d.ctl("halt", run_id).returncode == 0
     run = d.wait(run_id, timeout=300)
     assert run["status"] == "HALTED", story(d, run, kube)
@@ -250,6 +255,8 @@ def test_a_halt_ends_a_training_pod_halted_and_deletes_its_job(on_kube, kube, mi
         assert time.monotonic() < deadline, story(d, run, kube)
         time.sleep(0.5)
     assert kube.get("secrets", selector=f"dlaas.run-id={run_id}") == []
+    followed = d.ctl("logs", run_id, "--follow", timeout=120)  # ended: it returns at once
+    assert followed.returncode == 0 and followed.stdout.count(POD_LOG) == 1
 
 
 def test_the_manifests_timeout_is_the_jobs_deadline(on_kube, kube, tmp_path):
