@@ -206,12 +206,13 @@ def jobs_of(kube, d: Dlaasd, run_id: str = "") -> list[dict]:
 
 
 def test_runs_on_kubernetes_end_as_their_pods_did(on_kube, kube, minio, tmp_path):
-    """A completed and a failed pod: the run goes through every phase (the history says so
-    even where they passed between two looks), and ends with the pod's exit code; the
-    model code went to the definitions bucket for the pods to fetch."""
+    """A completed and a failed pod, and two learners: the run goes through every phase
+    (the history says so even where they passed between two looks), and ends with the
+    pod's exit code; the model code went to the definitions bucket for the pods."""
     d = on_kube()
     ok = d.submit(model(tmp_path / "ok", kwok_run("2s"), {"train.py": "print('hi')\n"}))
     failed = d.submit(model(tmp_path / "bad", kwok_run("1s", exit_code=3)))
+    two = d.submit(model(tmp_path / "two", kwok_run("1s", learners=2)))
     run = d.wait(ok, timeout=300)
     assert run["status"] == "COMPLETED", story(d, run, kube)
     assert history(d, ok) == ["QUEUED", "DOWNLOADING", "PROCESSING", "STORING", "COMPLETED"]
@@ -220,6 +221,9 @@ def test_runs_on_kubernetes_end_as_their_pods_did(on_kube, kube, minio, tmp_path
     assert (run["status"], run["error_code"], run["exit_code"]) == ("FAILED", "C201", 3), story(
         d, run, kube
     )
+    run = d.wait(two, timeout=300)  # two pods of one Indexed Job, and its Service
+    assert run["status"] == "COMPLETED", story(d, run, kube)
+    assert len(kube.get("pods", selector=f"dlaas.run-id={two}")) == 2
     keys = {o.object_name for o in minio.client().list_objects("dlaas-definitions", f"{ok}/")}
     assert f"{ok}/model.zip" in keys
     # the finished Jobs stay for the cluster's admins; the store's keys do not
