@@ -400,7 +400,7 @@ class Database:
             self._set(run_id, _encode(fields))
             self._event(run_id, status, message)
             if status in FINAL:  # in the same transaction: no ended run without its usage
-                self.db.table("usage").upsert(_usage_row(self.usage_now(run_id)), pk="run_id")
+                self._save_usage(_usage_row(self.usage_now(run_id)))
                 run = self.get(run_id)  # nor without its notices (at least once)
                 for hook in self.on_final:
                     try:
@@ -410,6 +410,18 @@ class Database:
                         continue
                     for row in rows:
                         self.db.table("outbox").insert(row, ignore=True)  # a key once
+
+    def _save_usage(self, row: dict) -> None:
+        """A run's usage row, made or replaced in one statement (sqlite-utils' upsert
+        reads the table's schema first)."""
+        names = ", ".join(f"[{k}]" for k in row)
+        marks = ", ".join("?" * len(row))
+        sets = ", ".join(f"[{k}] = excluded.[{k}]" for k in row if k != "run_id")
+        self.db.execute(
+            f"insert into usage ({names}) values ({marks}) "
+            f"on conflict(run_id) do update set {sets}",
+            [jsonify_if_needed(v) for v in row.values()],
+        )
 
     def note(self, run_id: str, message: str) -> None:
         """Update the status message without a status change (retries, progress)."""

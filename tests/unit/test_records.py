@@ -119,6 +119,10 @@ def test_updates_and_notes_are_committed_and_refuse_a_missing_run(db: Database, 
     assert run.staging.files_downloaded == 3 and run.exit_code == 0
     assert run.status is Status.COMPLETED and run.completed
     assert [e.message for e in again.events(run.id)][-1] == "training completed"
+    usage = again.usage(run.id)
+    assert usage and usage["status"] == "COMPLETED"
+    db.transition(ROW["id"], Status.FAILED, "found broken later")  # its usage row follows
+    assert (again.usage(run.id) or {})["status"] == "FAILED"
     for call in (
         lambda: db.update("training-nothere00", exit_code=1),
         lambda: db.note("training-nothere00", "x"),
