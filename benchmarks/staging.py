@@ -152,9 +152,11 @@ def main() -> None:
     ins = [c["download_seconds"] for c in colds]
     outs = [c["upload_seconds"] for c in colds]
     # each a median over the rounds of the ratios within a round; > 1: faster than s5cmd
-    in_ratio = median(s / d for s, d in zip(s5_in, ins, strict=True))
-    out_ratio = median(s / d for s, d in zip(s5_out, outs, strict=True))
-    warm_ratio = median(w["download_seconds"] / d for w, d in zip(warms, ins, strict=True))
+    in_ratios = [s / d for s, d in zip(s5_in, ins, strict=True)]
+    out_ratios = [s / d for s, d in zip(s5_out, outs, strict=True)]
+    warm_ratios = [w["download_seconds"] / d for w, d in zip(warms, ins, strict=True)]
+    in_ratio, out_ratio, warm_ratio = median(in_ratios), median(out_ratios), median(warm_ratios)
+    spread = lambda rs, f: " (rounds " + ", ".join(f.format(r) for r in rs) + ")"  # noqa: E731
     in_s, out_s = median(ins), median(outs)
     warm_s = median(w["download_seconds"] for w in warms)
     ok = in_ratio >= TARGET and out_ratio >= TARGET and warm_ratio <= TARGET_WARM
@@ -172,15 +174,17 @@ def main() -> None:
             ("s5cmd down (cp s3://* dir/)", rate(median(s5_in))),
             (
                 "stage-in, cold",
-                f"{rate(in_s)}: {in_ratio:.2f} of s5cmd's speed, {copy_s / in_s:.2f} of cp's",
+                f"{rate(in_s)}: {in_ratio:.2f} of s5cmd's speed, {copy_s / in_s:.2f} of cp's"
+                + spread(in_ratios, "{:.2f}"),
             ),
             (
                 "stage-out",
-                f"{rate(out_s)}: {out_ratio:.2f} of s5cmd's speed, {copy_s / out_s:.2f} of cp's",
+                f"{rate(out_s)}: {out_ratio:.2f} of s5cmd's speed, {copy_s / out_s:.2f} of cp's"
+                + spread(out_ratios, "{:.2f}"),
             ),
             (
                 "stage-in, warm (cache)",
-                f"{warm_s:.3f} s: {warm_ratio:.1%} of cold",
+                f"{warm_s:.3f} s: {warm_ratio:.1%} of cold" + spread(warm_ratios, "{:.1%}"),
             ),
         ],
         min(in_ratio, out_ratio),
