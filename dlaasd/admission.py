@@ -113,8 +113,28 @@ def admit(m: Manifest, config: Config, gpu_names: Sequence[str] | None) -> Admit
                     "admin can add it to containers.allowed_volumes",
                 )
             )
+    if config.executor == "kubernetes" and store and store.type == "mount_volume":
+        problems.append(
+            Problem(
+                "data_stores[0].type",
+                "a mounted volume is not there in a Kubernetes pod; put the data in the "
+                "object store (dlaasctl data upload) and use an s3_datastore",
+            )
+        )
     if problems:
         raise AdmissionError(Code.BAD_MANIFEST, problems)
+    if config.executor == "kubernetes" and m.gpu_type not in ("", *config.kubernetes.gpu_types):
+        known = ", ".join(sorted(config.kubernetes.gpu_types)) or "none"
+        raise AdmissionError(
+            Code.IMPOSSIBLE_REQUEST,
+            [
+                Problem(
+                    "gpu_type",
+                    f"{m.gpu_type!r} is not a GPU type of the cluster (its kubernetes.gpu_types:"
+                    f" {known}); use one of them or leave gpu_type out",
+                )
+            ],
+        )
     if gpu_names is None:
         return Admitted(image, list(m.notes))
     req = request_of("", m)

@@ -259,3 +259,25 @@ def test_c101_comes_before_c104(make_config):
     with pytest.raises(AdmissionError) as info:
         admission.admit(m, make_config(), [])
     assert info.value.code == "C101"
+
+
+def test_on_kubernetes_a_gpu_type_the_cluster_maps_and_no_mounted_volume(tmp_path, make_config):
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("apiVersion: v1\n")
+    allowed = tmp_path / "data"
+    allowed.mkdir()
+    c = make_config(
+        f"executor: kubernetes\ncontainers:\n  allowed_volumes: [{allowed}]\n"
+        f"kubernetes:\n  kubeconfig: {kubeconfig}\n"
+        "  gpu_types: {a100: {nvidia.com/gpu.product: NVIDIA-A100-SXM4-80GB}}\n"
+    )
+    assert admission.admit(m_of("  name: python\n", "gpus: 1\ngpu_type: a100\n"), c, None).image
+    with pytest.raises(AdmissionError) as info:
+        admission.admit(m_of("  name: python\n", "gpus: 1\ngpu_type: v100\n"), c, None)
+    assert info.value.code == "C104"
+    (p,) = info.value.problems
+    assert p.path == "gpu_type" and "a100" in p.message
+    with pytest.raises(AdmissionError) as info:
+        admission.admit(_volume(allowed), c, None)
+    assert info.value.code == "C101"
+    assert [p.path for p in info.value.problems] == ["data_stores[0].type"]
