@@ -268,6 +268,10 @@ def test_the_manifests_timeout_is_the_jobs_deadline(on_kube, kube, tmp_path):
     run_id = d.submit(model(tmp_path / "m", kwok_run("10m", timeout="3s")))
     run = d.wait(run_id, timeout=300)
     assert (run["status"], run["error_code"]) == ("FAILED", "C203"), story(d, run, kube)
+    # a gpu_type the cluster does not map is refused at submit, nothing queued
+    folder = model(tmp_path / "v100", kwok_run("1s", gpus=1, gpu_type="v100"))
+    refused = d.ctl("train", str(folder / "manifest.yml"), str(folder))
+    assert refused.returncode != 0 and "gpu_type" in refused.stderr and "h100" in refused.stderr
 
 
 def test_an_image_the_nodes_cannot_pull_fails_the_run_and_its_job_goes(on_kube, kube, tmp_path):
