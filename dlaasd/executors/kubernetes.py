@@ -62,7 +62,7 @@ class KubernetesExecutor(Executor):
         self.cluster = Cluster(kube.kubeconfig, kube.namespace, kube.context, self.label)
         self._lock = threading.Lock()
         self._seen: tuple[float, dict[str, RunState]] = (0.0, {})
-        self._halting: set[str] = set()  # runs whose Job dlaasd deleted to halt them
+        self._halting: set[str] = set()  # runs dlaasd stopped (a halt, a learner's failure)
         self._copying: set[str] = set()  # handles whose pod log is being copied
 
     # --- the cluster, as one listing every REFRESH seconds ------------------------------
@@ -207,9 +207,10 @@ class KubernetesExecutor(Executor):
         training wrote meanwhile. A Job Kueue still holds goes at once."""
         run_id, _ = _parse(handle)
         state = self._state(run_id)
-        if state is None or (state.phase == "ENDED" and run_id not in self._halting):
+        stopped_before = run_id in self._halting
+        self._halting.add(run_id)  # its learners still waited on end now (see _exit)
+        if state is None or (state.phase == "ENDED" and not stopped_before):
             return
-        self._halting.add(run_id)
         self._call(self.cluster.halt, run_id)
         log.info("event=k8s_halt run=%s", run_id)
 
@@ -326,7 +327,8 @@ def _parse(handle: str) -> tuple[str, int]:
 
 
 def _exit(state: RunState | None, learner: int, halting: bool) -> Exit | None:
-    """How the learner ended, from its run's state; None while it has not."""
+    """How the learner ended, from its run's state; None while it has not. `halting`:
+    dlaasd stopped the run (a halt, or another learner's failure)."""
     if state is None:  # the Job is gone
         if halting:
             return Exit(143, error="halted: its Job was deleted", started=False)
@@ -345,7 +347,10 @@ def _exit(state: RunState | None, learner: int, halting: bool) -> Exit | None:
         return Exit(ended.code, ended.oom_killed, "" if ended.code == 0 else ended.reason)
     if state.phase == "ENDED":
         if halting:
-            return Exit(143, error="halted", started=state.began)
-        # another learner's failure ended the Job (backoffLimit 0): this one was stopped
+            return Exit(143, error="stopped by dlaasd")
+        if any(e.code != 0 for e in state.exits.values()):
+            # another learner's failure ended the Job (backoffLimit 0): its end is the
+            # run's cause, reported first; dlaasd then stops this one (halting)
+            return None
         return Exit(137, error=state.message or "ended by the cluster")
     return None

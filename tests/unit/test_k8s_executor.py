@@ -42,9 +42,14 @@ def test_the_clusters_ends_map_to_codes():
 
 def test_a_learner_stopped_for_anothers_failure_does_not_hide_it():
     state = RunState("ENDED", "BackoffLimitExceeded", exits={2: LearnerExit(3, reason="Error")})
-    first, second = _exit(state, 1, False), _exit(state, 2, False)
-    assert first is not None and second is not None and first.started and second.code == 3
-    assert outcome(first, second).error_code == Code.TRAINING_FAILED
+    # learner 2's failure is reported first; learner 1 ends once dlaasd stopped the run
+    assert _exit(state, 1, False) is None
+    second, first = _exit(state, 2, False), _exit(state, 1, True)
+    assert first is not None and second is not None and second.code == 3
+    ended = decide(Ended(exits=[(2, second), (1, first)], learners=2, timeout=0, memory=1))
+    assert ended.error_code == Code.TRAINING_FAILED and "learner 2" in ended.message
+    # a Job that ended without any learner's exit (its pods gone): ended all the same
+    assert _exit(RunState("ENDED", "BackoffLimitExceeded"), 1, False) is not None
 
 
 def test_a_failed_stage_in_says_its_code_and_sentence():
