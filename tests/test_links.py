@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from minio.error import S3Error
 
 from tests.harness import manifest, model
 from tests.test_inbox import SETTLE, accepted, wait_for
@@ -70,13 +71,14 @@ def test_links_in_the_drop_folder_are_not_followed(make_daemon, minio, tmp_path)
     assert "symbolic link" in reasons
     assert not accepted(inbox)
     sdk = minio.client()
-    wait_for(
-        lambda: (
-            sdk.bucket_exists("linked-data")
-            and sdk.get_object("linked-data", "real.txt").read() == b"real"
-        ),
-        what="upload",
-    )
+
+    def uploaded() -> bool:
+        try:  # the bucket is made before its files are uploaded
+            return sdk.get_object("linked-data", "real.txt").read() == b"real"
+        except S3Error:
+            return False
+
+    wait_for(uploaded, what="upload")
     time.sleep(SETTLE * 2)
     keys = [o.object_name for o in sdk.list_objects("linked-data", recursive=True)]
     assert keys == ["real.txt"]
