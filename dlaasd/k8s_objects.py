@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from .runfolder import IN_CONTAINER
+from .secret import is_secret_name
 
 LABEL_RUN = "dlaas.run-id"
 LABEL_DAEMON = "dlaas.daemon"  # which dlaasd made it (a hash of its state folder)
@@ -86,6 +87,9 @@ class JobShape:
     gpu_type: str = ""
     timeout: float = 0  # seconds; 0: none
     user: str = "65534:65534"  # uid:gid the training runs as, never root
+    # env names whose values are secrets (config's secret_env): kept in the run's Secret,
+    # the Job refers to them, so whoever may read Jobs does not read them
+    secret_env: frozenset[str] = frozenset()
 
 
 class UnknownGpuType(ValueError):
@@ -125,7 +129,10 @@ def secret(shape: JobShape, k: KubeSettings, node_job: str, daemon_label: str = 
         "kind": "Secret",
         "metadata": _meta(shape, k, daemon_label),
         "type": "Opaque",
-        "stringData": {"node-job.json": node_job},
+        "stringData": {
+            "node-job.json": node_job,
+            **{_env_key(n): shape.env[n] for n in sorted(shape.secret_env) if n in shape.env},
+        },
     }
 
 
@@ -183,7 +190,19 @@ def learner_env(shape: JobShape, k: KubeSettings) -> list[dict]:
                 "WORLD_SIZE": str(shape.learners),
             }
         )
-    return [{"name": name, "value": value} for name, value in env.items()]
+    return [
+        {
+            "name": name,
+            "valueFrom": {"secretKeyRef": {"name": job_name(shape.run_id), "key": _env_key(name)}},
+        }
+        if name in shape.secret_env
+        else {"name": name, "value": value}
+        for name, value in env.items()
+    ]
+
+
+def _env_key(name: str) -> str:
+    return f"env.{name}"
 
 
 def learner_script(command: str) -> str:
@@ -309,9 +328,12 @@ def settings(kube, halt_grace: float) -> KubeSettings:
     )
 
 
-def manifest_shape(run_id: str, m, image: str, user: str = "65534:65534") -> JobShape:
+def manifest_shape(
+    run_id: str, m, image: str, user: str = "65534:65534", secret_env: Sequence[str] = ()
+) -> JobShape:
     """A manifest's run (dlaasd.manifest.Manifest) as a JobShape, with the container
-    environment the local executor gives learner 1."""
+    environment the local executor gives learner 1; `secret_env`: the config's patterns
+    of secret env names."""
     helpers = f"{JOB_DIR}/.dlaas"  # the optional helpers (dlaas_emetrics)
     env = {
         "OMP_NUM_THREADS": str(max(1, math.ceil(m.cpus))),
@@ -336,4 +358,9 @@ def manifest_shape(run_id: str, m, image: str, user: str = "65534:65534") -> Job
         gpu_type=m.gpu_type,
         timeout=float(m.timeout or 0),
         user=user,
+        secret_env=secret_names(env, secret_env),
     )
+
+
+def secret_names(env: Mapping[str, str], patterns: Sequence[str]) -> frozenset[str]:
+    return frozenset(n for n in env if is_secret_name(n, list(patterns)))

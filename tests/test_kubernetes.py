@@ -89,7 +89,8 @@ def test_exported_objects_are_accepted_by_the_api_server_as_dlaasd(kube, tmp_pat
             }
         )
     )
-    for fields in ({}, {"learners": 3, "gpus": 1, "gpu_type": "h100", "timeout": "2h"}):
+    token = {"env": {"HF_TOKEN": "hf_exported"}}  # a secret env value: in the Secret
+    for fields in ({}, {"learners": 3, "gpus": 1, "gpu_type": "h100", "timeout": "2h", **token}):
         folder = model(tmp_path / f"m{len(fields)}", manifest("python train.py", **fields))
         out = dlaasctl("export", "k8s", str(folder), "--config", str(config), env=dict(os.environ))
         assert out.returncode == 0, out.stderr
@@ -101,6 +102,9 @@ def test_exported_objects_are_accepted_by_the_api_server_as_dlaasd(kube, tmp_pat
         run_id = objects[0]["metadata"]["labels"]["dlaas.run-id"]
         assert node_job.model and node_job.model.prefix == f"{run_id}/model.zip"
         assert node_job.results.endpoint.secret_key == "<secret key>"
+        assert "hf_exported" not in yaml.safe_dump(objects[-1])
+        if fields:
+            assert objects[0]["stringData"]["env.HF_TOKEN"] == "hf_exported"
         # the Role of examples/kubernetes/rbac.yaml may make every one of them
         applied = kube.kubectl(
             "apply", "--dry-run=server", "-f", "-", input=out.stdout, user="dlaasd"

@@ -123,6 +123,7 @@ class KubernetesExecutor(Executor):
             gpu_type=first.gpu_type,
             timeout=first.timeout,
             user=first.user,
+            secret_env=k8s_objects.secret_names(first.env, self.config.secret_env),
         )
         try:
             k8s_objects.node_selector(shape, self.settings)

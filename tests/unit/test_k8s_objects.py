@@ -137,6 +137,21 @@ def test_the_store_keys_are_in_the_secret_never_in_the_job():
     assert volumes["node-job"]["secret"]["secretName"] == objects["Secret"]["metadata"]["name"]
 
 
+def test_the_manifests_secret_env_values_are_in_the_secret_and_referred_to_by_the_job():
+    env = {**ENV, "HF_TOKEN": "hf_t0k3n", "PLAIN": "plain"}
+    names = ko.secret_names(env, ["*TOKEN*", "*PASSWORD*"])
+    assert names == {"HF_TOKEN"}
+    objects = by_kind(ko.objects(shape(env=env, secret_env=names), SETTINGS, "{}"))
+    assert objects["Secret"]["stringData"]["env.HF_TOKEN"] == "hf_t0k3n"
+    assert "hf_t0k3n" not in json.dumps(objects["Job"])
+    entries = {e["name"]: e for e in learner(objects["Job"])["env"]}
+    assert entries["HF_TOKEN"]["valueFrom"]["secretKeyRef"] == {
+        "name": objects["Secret"]["metadata"]["name"],
+        "key": "env.HF_TOKEN",
+    }
+    assert entries["PLAIN"]["value"] == "plain"
+
+
 def test_staging_in_is_an_init_step_and_storing_a_sidecar_of_the_node_program():
     job = ko.job(shape(), SETTINGS)
     init = {c["name"]: c for c in pod(job)["initContainers"]}

@@ -40,7 +40,7 @@ def k8s(c: Client, args: argparse.Namespace) -> int:
         image = admission.resolve_image(m, cfg.frameworks)
         settings = k8s_objects.settings(cfg.kubernetes, cfg.containers.halt_grace)
         run_id = args.run_id or _new_id()
-        shape = k8s_objects.manifest_shape(run_id, m, image, cfg.containers.user)
+        shape = k8s_objects.manifest_shape(run_id, m, image, cfg.containers.user, cfg.secret_env)
         objects = k8s_objects.objects(shape, settings, _node_job(run_id, m, cfg), "")
     except OSError as exc:
         print(f"dlaasctl: cannot read {path}: {exc.strerror}", file=sys.stderr)
