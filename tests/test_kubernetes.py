@@ -28,6 +28,7 @@ from dlaasd.node import NodeJob
 from dlaasd.objectstore import Endpoint
 from tests.harness import Dlaasd, dlaasctl, manifest, model
 from tests.k8s_testbed import LOCAL_QUEUE, MISSING_IMAGE, NAMESPACE, NODES, POD_LOG, QUOTA
+from tests.test_inbox import wait_for
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -63,16 +64,6 @@ def cluster(kube):
 def submit(c: Cluster, s: ko.JobShape) -> str:
     c.submit(ko.objects(s, SETTINGS, json.dumps({"run_id": s.run_id}), c.daemon_label))
     return s.run_id
-
-
-def wait_for(what: str, check, timeout: float = 180):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_exported_objects_are_accepted_by_the_api_server_as_dlaasd(kube, tmp_path):
@@ -118,13 +109,11 @@ def test_statuses_follow_the_pods_and_exits_are_reported(cluster):
     ok = submit(cluster, shape("1s"))
     failed = submit(cluster, shape("1s", exit_code=3))
     long = submit(cluster, shape("10m"))
-    wait_for("PROCESSING", lambda: cluster.state(long).phase == PROCESSING, timeout=300)
-    ended = wait_for(
-        "the end", lambda: (s := cluster.state(ok)) and s.phase == "ENDED" and s, timeout=300
-    )
+    wait_for(lambda: cluster.state(long).phase == PROCESSING, 300, "PROCESSING")
+    ended = wait_for(lambda: (s := cluster.state(ok)) and s.phase == "ENDED" and s, 300, "the end")
     assert ended.exits[1].code == 0
     ended = wait_for(
-        "the end", lambda: (s := cluster.state(failed)) and s.phase == "ENDED" and s, timeout=300
+        lambda: (s := cluster.state(failed)) and s.phase == "ENDED" and s, 300, "the end"
     )
     assert ended.exits[1].code == 3 and not ended.timed_out
     assert set(cluster.states()) == {ok, failed, long}  # one listing, by run
@@ -133,10 +122,11 @@ def test_statuses_follow_the_pods_and_exits_are_reported(cluster):
 def test_gpu_requests_land_on_fake_nodes_with_the_gpu_type(kube, cluster):
     run = submit(cluster, shape("30s", gpus=2, gpu_type="h100"))
     pod = wait_for(
-        "the pod placed",
         lambda: [
             p for p in kube.get("pods", selector=f"dlaas.run-id={run}") if p["spec"].get("nodeName")
         ],
+        180,
+        "the pod placed",
     )[0]
     assert pod["spec"]["nodeName"] == "gpu-node-2"
     learner = pod["spec"]["containers"][0]
@@ -145,7 +135,7 @@ def test_gpu_requests_land_on_fake_nodes_with_the_gpu_type(kube, cluster):
 
 def test_halt_deletes_the_job_and_a_new_client_finds_runs_by_label(kube, cluster):
     run = submit(cluster, shape("10m"))
-    wait_for("PROCESSING", lambda: cluster.state(run).phase == PROCESSING, timeout=300)
+    wait_for(lambda: cluster.state(run).phase == PROCESSING, 300, "PROCESSING")
     # a restarted dlaasd finds its runs by label, and handing one over again duplicates nothing
     again = Cluster(str(kube.daemon_kubeconfig), NAMESPACE, daemon_label=cluster.daemon_label)
     assert run in again.runs()
@@ -153,7 +143,7 @@ def test_halt_deletes_the_job_and_a_new_client_finds_runs_by_label(kube, cluster
     assert len(kube.get("jobs", selector=f"dlaas.run-id={run}")) == 1
     assert len(kube.get("pods", selector=f"dlaas.run-id={run}")) == 1
     again.halt(run)
-    wait_for("the Job gone", lambda: cluster.state(run) is None, timeout=300)
+    wait_for(lambda: cluster.state(run) is None, 300, "the Job gone")
     assert run not in cluster.runs()
 
 
