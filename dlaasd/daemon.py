@@ -290,8 +290,9 @@ class Daemon:
 
     # --- change notification ----------------------------------------------------------
 
-    def changed(self, run_id: str) -> None:
-        self._wake.set()
+    def changed(self, run_id: str, frees: bool = True) -> None:
+        if frees:  # else nothing a scheduling pass could use: queued runs wait on
+            self._wake.set()
         event = self._changes.pop(run_id, None)
         if event:
             event.set()
@@ -379,20 +380,20 @@ class Daemon:
                 p.run_id, DOWNLOADING, f"placed on {gpus}; preparing", gpus=list(p.gpus)
             )
             log.info("event=placed run=%s gpus=%s", p.run_id, ",".join(p.gpus) or "-")
-            self.changed(p.run_id)
+            self.changed(p.run_id, frees=False)  # this pass placed what fits already
             self._drive(p.run_id)
 
     def held(self) -> Held:
         """What the runs that hold resources (placed, not yet ended) hold in all."""
-        holding = self.db.in_status(HOLDING_RESOURCES)
+        holding = self.db.holding(HOLDING_RESOURCES)
         by_owner: dict[str, tuple[int, int]] = {}
-        for r in holding:
-            gpus, runs = by_owner.get(r.owner_name, (0, 0))
-            by_owner[r.owner_name] = (gpus + len(r.gpus or []), runs + 1)
+        for _, owner, _, _, uuids in holding:
+            gpus, runs = by_owner.get(owner, (0, 0))
+            by_owner[owner] = (gpus + len(uuids), runs + 1)
         return Held(
-            {g: r.id for r in holding for g in r.gpus},
-            sum(r.cpus for r in holding),
-            sum(r.memory for r in holding),
+            {g: run_id for run_id, _, _, _, uuids in holding for g in uuids},
+            sum(cpus for _, _, cpus, _, _ in holding),
+            sum(memory for _, _, _, memory, _ in holding),
             by_owner,
         )
 

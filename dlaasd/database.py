@@ -315,6 +315,17 @@ class Database:
         sql = f"select {SUMMARY} from runs where status in ({marks}) order by rowid"
         return [from_row(RunSummary, _decode(r)) for r in self.db.query(sql, wanted)]
 
+    def holding(self, statuses: Iterable[str]) -> list[tuple[str, str, float, int, list[str]]]:
+        """(id, owner's name, CPUs, memory, GPU UUIDs) of the runs in `statuses`: what a
+        scheduling pass reads of the placed runs, without making a record of each."""
+        wanted = list(statuses)
+        marks = ", ".join("?" * len(wanted))
+        sql = f"select id, owner_name, cpus, memory, gpus from runs where status in ({marks})"
+        return [
+            (i, o or "", c or 0.0, m or 0, json.loads(g) if g else [])
+            for i, o, c, m, g in self.db.execute(sql, wanted)
+        ]
+
     def owners(self, unfinished: bool = False) -> dict[str, int]:
         """run id -> the owner's uid, of every run (`unfinished`: of those not ended)."""
         sql = "select id, owner_uid from runs"
@@ -400,8 +411,9 @@ class Database:
             self._set(run_id, _encode(fields))
             self._event(run_id, status, message)
             if status in FINAL:  # in the same transaction: no ended run without its usage
-                self._save_usage(_usage_row(self.usage_now(run_id)))
-                run = self.get(run_id)  # nor without its notices (at least once)
+                run = self.get(run_id)
+                self._save_usage(_usage_row(self.usage_now(run_id, run)))
+                # nor without its notices (at least once)
                 for hook in self.on_final:
                     try:
                         rows = hook(self, run)
@@ -441,12 +453,13 @@ class Database:
 
     # --- usage -----------------------------------------------------------------------
 
-    def usage_now(self, run_id: str) -> accounting.Usage:
-        """A run's usage from its status history (up to now, if it has not ended)."""
+    def usage_now(self, run_id: str, run: Run | None = None) -> accounting.Usage:
+        """A run's usage from its status history (up to now, if it has not ended);
+        `run`: its record, if the caller read it already."""
         events = self.db.execute(
             "select time, status from events where run_id = ? order by rowid", [run_id]
         ).fetchall()
-        return accounting.usage_of(self.get(run_id), events)
+        return accounting.usage_of(run or self.get(run_id), events)
 
     def usage(self, run_id: str) -> dict | None:
         """The usage kept for an ended run (also after `delete`), else None."""

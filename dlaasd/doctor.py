@@ -157,7 +157,7 @@ def _images(ctx: Context) -> list[Check]:
     )
     for image in images:
         try:
-            present = ctx.executor.image_present(image)
+            present = ctx.executor.image_present(image, fresh=True)
         except Exception as exc:
             checks.append(Check(f"image {image}", FAIL, f"cannot ask Docker: {exc}"))
             continue

@@ -149,8 +149,9 @@ class Executor(Protocol):
 
     def health(self) -> Health: ...
 
-    def image_present(self, image: str) -> bool | None:
-        """Whether the image is there to run; None where that cannot be told here."""
+    def image_present(self, image: str, fresh: bool = False) -> bool | None:
+        """Whether the image is there to run; None where that cannot be told here.
+        `fresh`: ask now (doctor), not from what an executor saw a moment ago."""
         ...
 
     def prepare(self, image: str, pull: bool) -> None:

@@ -96,7 +96,7 @@ class KubernetesExecutor(Executor):
         return Health(True, f"Kubernetes: namespace {self.settings.namespace}, "
                       f"Kueue LocalQueue {self.settings.local_queue}")  # fmt: skip
 
-    def image_present(self, image: str) -> bool | None:
+    def image_present(self, image: str, fresh: bool = False) -> bool | None:
         return None  # the nodes pull it; a pull that fails ends the run (S103)
 
     def prepare(self, image: str, pull: bool) -> None:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import docker
 import docker.errors
 import requests
+from docker.transport.unixconn import UnixHTTPAdapter
 from docker.types import DeviceRequest, Mount
 
 from .. import measure
@@ -70,6 +71,7 @@ class LocalExecutor(Executor):
             try:
                 # DOCKER_HOST is honoured; the pool is as large as the waits that may block
                 self._client = docker.from_env(timeout=60, max_pool_size=256)
+                _one_pool(self._client.api)
             except docker.errors.DockerException as exc:
                 raise DockerUnavailable(_docker_hint(exc)) from exc
         return self._client
@@ -84,21 +86,23 @@ class LocalExecutor(Executor):
 
     # --- images ----------------------------------------------------------------
 
-    def image_present(self, image: str) -> bool:
-        try:
-            self.client.images.get(image)
+    def image_present(self, image: str, fresh: bool = False) -> bool:
+        """Unless `fresh`, seen in the last 5 minutes counts: one inspect less for each
+        submit and start (an image removed since then fails the create with S103 anyway)."""
+        seen = self._images_seen.get(image)
+        if seen and not fresh and time.monotonic() - seen < 300:
             return True
+        try:
+            self.client.api.inspect_image(image)  # low-level: no Image object made
         except docker.errors.ImageNotFound:
             return False
         except requests.RequestException as exc:
             raise DockerUnavailable(_docker_hint(exc)) from exc
+        self._images_seen[image] = time.monotonic()
+        return True
 
     def prepare(self, image: str, pull: bool) -> None:
-        seen = self._images_seen.get(image)
-        if seen and time.monotonic() - seen < 300:  # one inspect less on the way to a start;
-            return  # an image removed since then fails the create with S103 anyway
         if self.image_present(image):
-            self._images_seen[image] = time.monotonic()
             return
         if not pull:
             raise RunError(
@@ -296,6 +300,31 @@ class LocalExecutor(Executor):
 
     def waiting_reason(self, run_id: str) -> str | None:
         return None  # dlaasd's own queue says why a run waits
+
+
+class _OnePoolAdapter(UnixHTTPAdapter):
+    """docker-py keeps a connection pool per URL, and each container's id makes new URLs:
+    every call on a new container made a pool (a queue of max_pool_size slots), a socket,
+    and later closed them, most of the CPU a short run cost the daemon. One pool for the
+    engine's socket serves every URL and keeps its connections alive."""
+
+    def get_connection(self, url: str, proxies: Any = None) -> Any:
+        return super().get_connection("", proxies)
+
+
+def _one_pool(api: docker.APIClient) -> None:
+    """Give a client on a Unix socket one connection pool, and no look at the proxy
+    variables on every call (requests reads the whole environment each time; a Unix
+    socket takes no proxy anyway)."""
+    adapter = api.adapters.get("http+docker://")
+    if type(adapter) is not UnixHTTPAdapter:  # tcp://, ssh://: as docker-py makes them
+        return
+    one = _OnePoolAdapter(
+        f"http+unix://{adapter.socket_path}", adapter.timeout, max_pool_size=adapter.max_pool_size
+    )
+    api.mount("http+docker://", one)
+    adapter.close()
+    api.trust_env = False
 
 
 class TimedOut(Exception):

@@ -116,7 +116,7 @@ class SlurmExecutor(Executor):
             return Health(False, f"{exc}; check that slurmctld runs and SLURM_CONF")
         return Health(True, "Slurm: " + "; ".join(out.split("\n")[:3]).strip())
 
-    def image_present(self, image: str) -> bool | None:
+    def image_present(self, image: str, fresh: bool = False) -> bool | None:
         return None  # on the nodes: their node program pulls it or says S103
 
     def prepare(self, image: str, pull: bool) -> None:

@@ -17,10 +17,10 @@ import os
 import pwd
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from .. import diskspace, manifest
-from ..codes import Code
+from ..codes import HOLDING_RESOURCES, Code
 from ..config import Config
 from ..database import Database
 from ..errors import RunError
@@ -37,6 +37,13 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+class Notify(Protocol):
+    """Told that a run changed: its followers wake, and (`frees`: it may have freed
+    resources) the scheduler."""
+
+    def __call__(self, run_id: str, frees: bool = True) -> None: ...
+
+
 class Context:
     def __init__(
         self,
@@ -45,7 +52,7 @@ class Context:
         executor: Executor,
         objects: ObjectStore,
         cache: DataCache,
-        notify: Callable[[str], None],
+        notify: Notify,
     ):
         self.config = config
         self.db = db
@@ -172,7 +179,8 @@ class Context:
     def to(self, run_id: str, status: str, message: str = "", **fields: Any) -> Run:
         self.db.transition(run_id, status, message, **fields)
         log.info("event=status run=%s status=%s message=%r", run_id, status, message)
-        self.notify(run_id)
+        # a run that still holds its resources frees none: no scheduling pass for it
+        self.notify(run_id, status not in HOLDING_RESOURCES)
         return self.db.get(run_id)
 
     def add_staging(self, run_id: str, **values: int | float) -> None:
