@@ -19,18 +19,22 @@ import stat
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import unquote_plus, urlparse
 from xml.etree import ElementTree
 
+import obstore
 import urllib3
 from minio import Minio
 from minio.error import S3Error, ServerError
+from obstore.exceptions import BaseError as ObstoreError
+from obstore.exceptions import PermissionDeniedError, UnauthenticatedError
+from obstore.store import S3Store
 
 from .codes import Code
 from .diskspace import is_disk_full
@@ -40,6 +44,7 @@ from .units import format_size
 log = logging.getLogger(__name__)
 
 CHUNK = 1024 * 1024
+SMALL = 2 * CHUNK  # stage-in: the size below which a request costs more than its bytes
 AUTH_ERRORS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken"}
 # the store has no room: waiting would rarely help, so the results stay local at once
 FULL_ERRORS = {"XMinioStorageFull", "XMinioAdminBucketQuotaExceeded", "QuotaExceeded"}
@@ -73,6 +78,7 @@ class InvalidName(StoreUnavailable):
     and then fails like any other store refusal (its files stay local)."""
 
 
+S3_CODE = re.compile(r"<Code>(\w+)</Code>")  # in the store's answer to a request
 # S3 and MinIO error codes for a name the store will not take
 NAME_ERRORS = {
     "InvalidBucketName",
@@ -97,12 +103,12 @@ class Transfer:
     total_bytes: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def add(self, nbytes: int, hit: bool = False) -> None:
+    def add(self, nbytes: int, hit: bool = False, files: int = 1) -> None:
         with self.lock:
             if hit:
-                self.cache_hits += 1
+                self.cache_hits += files
             else:
-                self.files += 1
+                self.files += files
                 self.bytes += nbytes
 
     def progress(self, verb: str) -> str:
@@ -116,33 +122,44 @@ class Transfer:
 def classify(exc: BaseException, what: str) -> BaseException:
     """Turn an SDK/transport error into RunError (final) or StoreUnavailable (retry)."""
     if isinstance(exc, S3Error):
-        if exc.code in AUTH_ERRORS:
-            return RunError(
-                Code.BAD_CREDENTIALS,
-                f"the object store refused the credentials for {what} "
-                f"({exc.code}); check the access key and secret key",
-            )
-        if exc.code == "NoSuchBucket":
-            return RunError(
-                Code.DOWNLOAD_FAILED,
-                f"bucket {exc.bucket_name!r} does not exist ({what}); "
-                f"create it or upload data with `dlaasctl data upload`",
-            )
-        if exc.code == "NoSuchKey":
-            return RunError(
-                Code.DOWNLOAD_FAILED, f"object {exc.object_name!r} does not exist ({what})"
-            )
-        if exc.code in FULL_ERRORS:
-            message = f"the object store is full ({exc.code}: {exc.message}); it cannot take {what}"
-            return RunError(Code.UPLOAD_FAILED, message)
-        if exc.code in NAME_ERRORS:
-            return InvalidName(f"{what}: the store refused the name ({exc.code}: {exc.message})")
-        return StoreUnavailable(f"{exc.code}: {exc.message}")
+        return _by_code(exc.code or "", exc.message or "", what, exc.bucket_name, exc.object_name)
+    if isinstance(exc, ObstoreError | FileNotFoundError) and "Error performing" in str(exc):
+        # obstore's errors carry the store's answer as text: the S3 code is in it
+        if found := S3_CODE.search(str(exc)):
+            bucket, _, key = what.removeprefix("s3://").partition("/")
+            return _by_code(found[1], _short(exc), what, bucket, key)
+        if isinstance(exc, PermissionDeniedError | UnauthenticatedError):
+            return _by_code("AccessDenied", _short(exc), what, "", "")
+        return StoreUnavailable(f"{type(exc).__name__}: {_short(exc)}")
     if isinstance(exc, ValueError):  # the SDK's own checks of bucket and object names
         return InvalidName(f"{what}: {exc}")
-    if isinstance(exc, ServerError | urllib3.exceptions.HTTPError | OSError):
+    if isinstance(exc, ServerError | urllib3.exceptions.HTTPError | OSError | ObstoreError):
         return StoreUnavailable(f"{type(exc).__name__}: {_short(exc)}")
     return exc
+
+
+def _by_code(code: str, message: str, what: str, bucket: str | None, key: str | None) -> Exception:
+    """The error an S3 error code means (RunError: final; StoreUnavailable: retry)."""
+    if code in AUTH_ERRORS:
+        return RunError(
+            Code.BAD_CREDENTIALS,
+            f"the object store refused the credentials for {what} "
+            f"({code}); check the access key and secret key",
+        )
+    if code == "NoSuchBucket":
+        return RunError(
+            Code.DOWNLOAD_FAILED,
+            f"bucket {bucket!r} does not exist ({what}); "
+            f"create it or upload data with `dlaasctl data upload`",
+        )
+    if code == "NoSuchKey":
+        return RunError(Code.DOWNLOAD_FAILED, f"object {key!r} does not exist ({what})")
+    if code in FULL_ERRORS:
+        message = f"the object store is full ({code}: {message}); it cannot take {what}"
+        return RunError(Code.UPLOAD_FAILED, message)
+    if code in NAME_ERRORS:
+        return InvalidName(f"{what}: the store refused the name ({code}: {message})")
+    return StoreUnavailable(f"{code}: {message}")
 
 
 def _short(exc: BaseException) -> str:
@@ -157,6 +174,8 @@ class ObjectStore:
         self.endpoint = endpoint
         self.workers = workers
         self._buckets: set[str] = set()  # known to exist: saves a request per upload
+        self._readers: dict[str, S3Store] = {}
+        self._readers_lock = threading.Lock()
         u = urlparse(endpoint.url)
         self.http = http = urllib3.PoolManager(
             maxsize=workers * 2 + 4,
@@ -292,11 +311,13 @@ class ObjectStore:
         made: set[str] = set()  # folders already created
         misses = []
         base = str(dest)
+        endpoint = self.endpoint.cache_id
         # a page is linked while the store lists the next (smaller pages: more overlap)
         for page in self.pages(bucket, prefix, size=LINK_PAGE):
             objects = [o for o in page if not o["dir"]]
             stats.total_files += len(objects)
             stats.total_bytes += sum(o["size"] for o in objects)
+            hits = 0
             for obj in objects:  # hits are a few system calls each: no thread needed
                 rel = obj["key"][len(prefix) :].lstrip("/")
                 if not safe_relative(rel):
@@ -305,11 +326,15 @@ class ObjectStore:
                         f"object key {obj['key']!r} is not a usable file path",
                     )
                 target = os.path.join(base, rel)
-                blob = cache.blob(self.endpoint.cache_id, bucket, obj["key"], obj["etag"])
+                blob = cache.blob(endpoint, bucket, obj["key"], obj["etag"])
                 if cache.link(blob, target, made):
-                    stats.add(obj["size"], hit=True)
+                    hits += 1
                 else:
                     misses.append((obj, target))
+            stats.add(0, hit=True, files=hits)
+        misses.sort(
+            key=lambda item: -item[0]["size"]
+        )  # the longest first: none left alone at the end
 
         def fetch(item: tuple[dict, str]) -> None:
             if stop():
@@ -325,6 +350,26 @@ class ObjectStore:
         stats.seconds += time.monotonic() - started
 
     def _download(self, bucket: str, obj: dict, cache: DataCache) -> str:
+        """Fetch an object into the cache and return its blob. A small object comes
+        through obstore (Rust): on it a request's own cost is the most, and obstore's is a
+        third of the SDK's. A large one comes through the SDK's stream, which copies its
+        bytes least; so does a key obstore cannot name (a control character, say)."""
+        if obj["size"] >= SMALL:
+            return self._download_with_sdk(bucket, obj, cache)
+        key = obj["key"]
+        try:
+            result = obstore.get(self._reader(bucket), key)
+            data = result.bytes()  # in Rust's memory, written from there
+            etag = (result.meta.get("e_tag") or obj["etag"]).strip('"')  # changed since listed?
+            return self._into_blob(cache, bucket, key, etag, lambda fd: _write(fd, [data], 0))
+        except ValueError:  # not a path to obstore, refused before any request
+            return self._download_with_sdk(bucket, obj, cache)
+        except Exception as exc:
+            if is_disk_full(exc):  # our own disk, not the store: the lifecycle says where
+                raise
+            raise classify(exc, f"s3://{bucket}/{key}") from exc
+
+    def _download_with_sdk(self, bucket: str, obj: dict, cache: DataCache) -> str:
         what = f"s3://{bucket}/{obj['key']}"
         try:
             resp = self.client.get_object(bucket, obj["key"])
@@ -332,29 +377,63 @@ class ObjectStore:
             raise classify(exc, what) from exc
         try:
             etag = resp.headers.get("ETag", obj["etag"]).strip('"')  # changed since listed?
-            blob = cache.blob(self.endpoint.cache_id, bucket, obj["key"], etag)
-            tmp = f"{blob}.part-{uuid.uuid4().hex[:8]}"
-            os.makedirs(os.path.dirname(blob), exist_ok=True)
-            try:
-                with open(tmp, "wb") as out:
-                    for chunk in resp.stream(CHUNK):
-                        out.write(chunk)
-                os.chmod(tmp, 0o444)
-                os.replace(tmp, blob)
-            except BaseException:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
-                raise
+            return self._into_blob(
+                cache, bucket, obj["key"], etag, lambda fd: _write(fd, resp.stream(CHUNK), 0)
+            )
         except RunError:
             raise
         except Exception as exc:
-            if is_disk_full(exc):  # our own disk, not the store: the lifecycle says where
+            if is_disk_full(exc):
                 raise
             raise classify(exc, what) from exc
         finally:
             resp.close()
             resp.release_conn()
+
+    def _into_blob(
+        self, cache: DataCache, bucket: str, key: str, etag: str, fill: Callable[[int], object]
+    ) -> str:
+        """The cache's blob of this version, written by fill(fd) into a file of its own
+        that becomes the blob, read-only, only once complete."""
+        blob = cache.blob(self.endpoint.cache_id, bucket, key, etag)
+        tmp = f"{blob}.part-{uuid.uuid4().hex[:8]}"
+        os.makedirs(os.path.dirname(blob), exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            try:
+                fill(fd)
+                os.fchmod(fd, 0o444)
+            finally:
+                os.close(fd)
+            os.replace(tmp, blob)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
         return blob
+
+    def _reader(self, bucket: str) -> S3Store:
+        """obstore's client of a bucket (one per bucket: it is bound to one)."""
+        with self._readers_lock:
+            reader = self._readers.get(bucket)
+            if reader is None:
+                reader = self._readers[bucket] = S3Store(
+                    bucket,
+                    endpoint=self.endpoint.url,
+                    access_key_id=self.endpoint.access_key,
+                    secret_access_key=self.endpoint.secret_key,
+                    region=self.endpoint.region or "us-east-1",
+                    # as the SDK's: a short connect, a long read, one retry (a store that
+                    # is down is retried by the lifecycle, which says so in the status)
+                    client_options={
+                        "allow_http": True,
+                        "connect_timeout": "3s",
+                        "read_timeout": "120s",
+                        "timeout": "24h",
+                    },
+                    retry_config={"max_retries": 1, "retry_timeout": timedelta(seconds=30)},
+                )
+            return reader
 
     # --- stage-out ---------------------------------------------------------------
 
@@ -485,6 +564,16 @@ SINGLE_PUT_MAX = 5 * 1024**3  # S3's limit for one PUT
 
 S3_NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 LINK_PAGE = 1000  # objects a listing page of a stage-in (MinIO: smaller pages cost more)
+
+
+def _write(fd: int, chunks: Iterable, offset: int) -> int:
+    """Write the chunks into fd from offset on; return the offset after the last."""
+    for chunk in chunks:
+        view = memoryview(chunk)
+        while view:
+            n = os.pwrite(fd, view, offset)
+            view, offset = view[n:], offset + n
+    return offset
 
 
 def _object(element: ElementTree.Element) -> dict:

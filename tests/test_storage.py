@@ -547,3 +547,60 @@ def test_a_listing_of_many_pages_is_staged_whole(minio, tmp_path, monkeypatch):
         assert (stats.total_files, stats.cache_hits) == (7, hits)
         for key in keys:
             assert (tmp_path / run / key).read_text() == key
+
+
+def test_downloads_by_either_client_give_the_same_blobs_and_the_same_errors(minio, tmp_path):
+    """Small objects come through obstore, large ones (and keys obstore cannot name)
+    through the SDK: each gives the bytes and ETag the store holds, and a refusal means
+    the same to the lifecycle whichever client met it: bad credentials C103, a missing
+    bucket or key a final error naming it, a store that is down a retry."""
+    import io
+
+    import dlaasd.objectstore as objectstore
+    from dlaasd.codes import Code
+    from dlaasd.errors import RunError
+    from dlaasd.objectstore import DataCache, Endpoint, ObjectStore, StoreUnavailable
+
+    sdk = minio.client()
+    sdk.make_bucket("two-clients")
+    small, large = os.urandom(1000), os.urandom(objectstore.SMALL + 5)
+    contents = {"small.bin": small, "large.bin": large, "tab\there.txt": b"tab"}
+    for key, data in contents.items():
+        sdk.put_object("two-clients", key, io.BytesIO(data), len(data))
+    store = ObjectStore(Endpoint(minio.url, minio.access_key, minio.secret_key))
+    cache = DataCache(tmp_path / "cache", 1 << 30)
+    listed = {o["key"]: o for o in store.list_objects("two-clients")}
+    for key, data in contents.items():
+        blob = store._download("two-clients", listed[key], cache)
+        assert Path(blob).read_bytes() == data, key
+        assert blob == cache.blob(store.endpoint.cache_id, "two-clients", key, listed[key]["etag"])
+        assert stat.S_IMODE(os.stat(blob).st_mode) == 0o444
+
+    # changed after it was listed: the blob is the new version's, under its own ETag
+    sdk.put_object("two-clients", "small.bin", io.BytesIO(b"new"), 3)
+    blob = store._download("two-clients", listed["small.bin"], cache)
+    assert Path(blob).read_bytes() == b"new"
+    assert blob != cache.blob(
+        store.endpoint.cache_id, "two-clients", "small.bin", listed["small.bin"]["etag"]
+    )
+
+    def error(store: ObjectStore, bucket: str, key: str) -> Exception:
+        obj = {**listed.get(key, listed["small.bin"]), "key": key}
+        with pytest.raises((RunError, StoreUnavailable)) as caught:
+            store._download(bucket, obj, cache)
+        return caught.value
+
+    for key in ("small.bin", "large.bin"):  # one of each client
+        wrong = ObjectStore(Endpoint(minio.url, minio.access_key, "not-the-secret"))
+        refused = error(wrong, "two-clients", key)
+        assert isinstance(refused, RunError) and refused.code == Code.BAD_CREDENTIALS, refused
+        missing = error(store, "no-such-bucket", key)
+        assert isinstance(missing, RunError) and missing.code == Code.DOWNLOAD_FAILED
+        assert "'no-such-bucket' does not exist" in str(missing), missing
+    gone = error(store, "two-clients", "gone.bin")
+    assert isinstance(gone, RunError) and "'gone.bin' does not exist" in str(gone), gone
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        down = ObjectStore(Endpoint(f"http://127.0.0.1:{s.getsockname()[1]}", "k", "secret"))
+        assert type(error(down, "two-clients", "small.bin")) is StoreUnavailable
+    assert not list((tmp_path / "cache").rglob("*.part-*"))  # nothing half-written is left
