@@ -22,24 +22,23 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import unquote_plus, urlparse
 from xml.etree import ElementTree
 
-import obstore
 import urllib3
 from minio import Minio
 from minio.error import S3Error, ServerError
-from obstore.exceptions import BaseError as ObstoreError
-from obstore.exceptions import PermissionDeniedError, UnauthenticatedError
-from obstore.store import S3Store
 
 from .codes import Code
 from .diskspace import is_disk_full
 from .errors import RunError
 from .units import format_size
+
+if TYPE_CHECKING:
+    from . import objectreader
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +77,6 @@ class InvalidName(StoreUnavailable):
     and then fails like any other store refusal (its files stay local)."""
 
 
-S3_CODE = re.compile(r"<Code>(\w+)</Code>")  # in the store's answer to a request
 # S3 and MinIO error codes for a name the store will not take
 NAME_ERRORS = {
     "InvalidBucketName",
@@ -123,17 +121,9 @@ def classify(exc: BaseException, what: str) -> BaseException:
     """Turn an SDK/transport error into RunError (final) or StoreUnavailable (retry)."""
     if isinstance(exc, S3Error):
         return _by_code(exc.code or "", exc.message or "", what, exc.bucket_name, exc.object_name)
-    if isinstance(exc, ObstoreError | FileNotFoundError) and "Error performing" in str(exc):
-        # obstore's errors carry the store's answer as text: the S3 code is in it
-        if found := S3_CODE.search(str(exc)):
-            bucket, _, key = what.removeprefix("s3://").partition("/")
-            return _by_code(found[1], _short(exc), what, bucket, key)
-        if isinstance(exc, PermissionDeniedError | UnauthenticatedError):
-            return _by_code("AccessDenied", _short(exc), what, "", "")
-        return StoreUnavailable(f"{type(exc).__name__}: {_short(exc)}")
     if isinstance(exc, ValueError):  # the SDK's own checks of bucket and object names
         return InvalidName(f"{what}: {exc}")
-    if isinstance(exc, ServerError | urllib3.exceptions.HTTPError | OSError | ObstoreError):
+    if isinstance(exc, ServerError | urllib3.exceptions.HTTPError | OSError):
         return StoreUnavailable(f"{type(exc).__name__}: {_short(exc)}")
     return exc
 
@@ -174,7 +164,7 @@ class ObjectStore:
         self.endpoint = endpoint
         self.workers = workers
         self._buckets: set[str] = set()  # known to exist: saves a request per upload
-        self._readers: dict[str, S3Store] = {}
+        self._reader: objectreader.Reader | None = None  # made on first use
         self._readers_lock = threading.Lock()
         u = urlparse(endpoint.url)
         self.http = http = urllib3.PoolManager(
@@ -352,23 +342,32 @@ class ObjectStore:
 
     def _download(self, bucket: str, obj: dict, cache: DataCache) -> str:
         """Fetch an object into the cache and return its blob. A small object comes
-        through obstore (Rust): on it a request's own cost is the most, and obstore's is a
-        third of the SDK's. A large one comes through the SDK's stream, which copies its
-        bytes least; so does a key obstore cannot name (a control character, say)."""
+        through obstore (objectreader.py); a large one through the SDK's stream, which
+        copies its bytes least, and so does a key obstore cannot name."""
         if obj["size"] >= SMALL:
             return self._download_with_sdk(bucket, obj, cache)
-        key = obj["key"]
+        from . import objectreader
+
+        key, what = obj["key"], f"s3://{bucket}/{obj['key']}"
+        with self._readers_lock:
+            if self._reader is None:
+                ep = self.endpoint
+                self._reader = objectreader.Reader(ep.url, ep.access_key, ep.secret_key, ep.region)
         try:
-            result = obstore.get(self._reader(bucket), key)
-            data = result.bytes()  # in Rust's memory, written from there
-            etag = (result.meta.get("e_tag") or obj["etag"]).strip('"')  # changed since listed?
-            return self._into_blob(cache, bucket, key, etag, lambda fd: _write(fd, [data], 0))
-        except ValueError:  # not a path to obstore, refused before any request
+            data, etag = self._reader.get(bucket, key)
+        except ValueError:
             return self._download_with_sdk(bucket, obj, cache)
         except Exception as exc:
+            if code := objectreader.refusal(exc):
+                raise _by_code(code, _short(exc), what, bucket, key) from exc
+            raise StoreUnavailable(f"{type(exc).__name__}: {_short(exc)}") from exc
+        etag = etag or obj["etag"]  # changed since it was listed: the blob is the new one's
+        try:
+            return self._into_blob(cache, bucket, key, etag, lambda fd: _write(fd, [data], 0))
+        except OSError as exc:
             if is_disk_full(exc):  # our own disk, not the store: the lifecycle says where
                 raise
-            raise classify(exc, f"s3://{bucket}/{key}") from exc
+            raise classify(exc, what) from exc
 
     def _download_with_sdk(self, bucket: str, obj: dict, cache: DataCache) -> str:
         what = f"s3://{bucket}/{obj['key']}"
@@ -412,29 +411,6 @@ class ObjectStore:
                 os.unlink(tmp)
             raise
         return blob
-
-    def _reader(self, bucket: str) -> S3Store:
-        """obstore's client of a bucket (one per bucket: it is bound to one)."""
-        with self._readers_lock:
-            reader = self._readers.get(bucket)
-            if reader is None:
-                reader = self._readers[bucket] = S3Store(
-                    bucket,
-                    endpoint=self.endpoint.url,
-                    access_key_id=self.endpoint.access_key,
-                    secret_access_key=self.endpoint.secret_key,
-                    region=self.endpoint.region or "us-east-1",
-                    # as the SDK's: a short connect, a long read, one retry (a store that
-                    # is down is retried by the lifecycle, which says so in the status)
-                    client_options={
-                        "allow_http": True,
-                        "connect_timeout": "3s",
-                        "read_timeout": "120s",
-                        "timeout": "24h",
-                    },
-                    retry_config={"max_retries": 1, "retry_timeout": timedelta(seconds=30)},
-                )
-            return reader
 
     # --- stage-out ---------------------------------------------------------------
 
