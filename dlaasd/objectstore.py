@@ -165,7 +165,7 @@ class ObjectStore:
         self.workers = workers
         self._buckets: set[str] = set()  # known to exist: saves a request per upload
         self._reader: objectreader.Reader | None = None  # made on first use
-        self._readers_lock = threading.Lock()
+        self._reader_lock = threading.Lock()
         u = urlparse(endpoint.url)
         self.http = http = urllib3.PoolManager(
             maxsize=workers * 2 + 4,
@@ -323,9 +323,7 @@ class ObjectStore:
                 else:
                     misses.append((obj, target))
             stats.add(0, hit=True, files=hits)
-        misses.sort(
-            key=lambda item: -item[0]["size"]
-        )  # the longest first: none left alone at the end
+        misses.sort(key=lambda item: -item[0]["size"])  # the longest first, none left alone
 
         def fetch(item: tuple[dict, str]) -> None:
             if stop():
@@ -349,7 +347,7 @@ class ObjectStore:
         from . import objectreader
 
         key, what = obj["key"], f"s3://{bucket}/{obj['key']}"
-        with self._readers_lock:
+        with self._reader_lock:
             if self._reader is None:
                 ep = self.endpoint
                 self._reader = objectreader.Reader(ep.url, ep.access_key, ep.secret_key, ep.region)
