@@ -256,9 +256,11 @@ def leftover_containers(d: Dlaasd, timeout: float = 30) -> list[str]:
     client = docker.from_env()
     deadline = time.monotonic() + timeout
     while True:
-        found = client.containers.list(all=True, filters={"label": f"dlaas.daemon={d.state}"})
+        # low-level: the high-level list inspects each one, and one removed in between
+        # (by that very tidy) failed the listing with NotFound
+        found = client.api.containers(all=True, filters={"label": f"dlaas.daemon={d.state}"})
         if not found or time.monotonic() > deadline:
-            return [c.name for c in found]
+            return [(c.get("Names") or [c["Id"]])[0].lstrip("/") for c in found]
         time.sleep(0.5)
 
 

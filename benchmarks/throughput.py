@@ -7,11 +7,16 @@ each round runs a batch through each of them (dlaasd, the floor, the peers; the 
 rotates by one every round, so drift hits all alike), 200 jobs each over 5 rounds. The
 figures are the medians over the rounds of dlaasd's runs per second over each one's,
 with the load average seen. Targets: at least 0.95 of the floor, at least 1.0 of every
-peer (which, unlike dlaasd, stage no data, keep no history and isolate nothing)."""
+peer (which, unlike dlaasd, stage no data, keep no history and isolate nothing).
+
+Beside them, the daemon's own CPU time per run (user + system, all its threads, from
+/proc): on a machine of few cores it is what the ratios hinge on, and unlike them it
+hardly moves with the load."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import time
 from collections.abc import Callable
@@ -35,7 +40,17 @@ def stamp(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-def dlaasd_batch(daemon: Dlaasd) -> Callable[[int], float]:
+def cpu_seconds(pid: int) -> float:
+    """CPU time of a process so far: user + system of all its threads, and of the
+    children it waited for."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def dlaasd_batch(daemon: Dlaasd, cpu_ms: list[float]) -> Callable[[int], float]:
+    """A batch through dlaasd; each appends the daemon's CPU milliseconds per run to
+    `cpu_ms`."""
     folder = daemon.root / "noop"
     folder.mkdir()
     (folder / "manifest.yml").write_text(yaml.safe_dump(manifest("true", name="noop", cpus=1)))
@@ -46,6 +61,8 @@ def dlaasd_batch(daemon: Dlaasd) -> Callable[[int], float]:
         return api.multipart("/v1/runs", {"manifest": text}, {})["id"]
 
     def batch(n: int) -> float:
+        assert daemon.proc is not None
+        cpu = cpu_seconds(daemon.proc.pid)
         start = time.time()
         with ThreadPoolExecutor(8) as pool:  # all at once, as a script would
             ids = set(pool.map(submit, range(n)))
@@ -59,6 +76,7 @@ def dlaasd_batch(daemon: Dlaasd) -> Callable[[int], float]:
         runs = [r for r in api.json("GET", f"/v1/runs?limit={n}")["runs"] if r["id"] in ids]
         failed = [r["id"] for r in runs if r["status"] != "COMPLETED"]
         assert len(runs) == n and not failed, f"runs did not complete: {failed[:5]}"
+        cpu_ms.append((cpu_seconds(daemon.proc.pid) - cpu) * 1000 / n)
         return max(stamp(r["completed"]) for r in runs) - start
 
     return batch
@@ -82,7 +100,8 @@ def main() -> None:
     loads = Loads()
     with contextlib.ExitStack() as stack:
         daemon, _ = stack.enter_context(services(capacity={"cpus": 2, "memory": "8GiB"}))
-        systems: dict[str, Callable[[int], float]] = {"dlaasd": dlaasd_batch(daemon)}
+        cpu_ms: list[float] = []
+        systems: dict[str, Callable[[int], float]] = {"dlaasd": dlaasd_batch(daemon, cpu_ms)}
         systems[FLOOR] = xargs_batch
         for name, peer in PEERS.items():
             try:
@@ -117,6 +136,7 @@ def main() -> None:
         ("jobs", f"{n} each, {rounds} interleaved rounds of {per_round}"),
         ("load average (1 min), median", str(loads)),
         ("dlaasd, median round", rate("dlaasd")),
+        ("dlaasd daemon CPU per run, median round", f"{median(cpu_ms[1:]):.1f} ms"),
     ]
     for name in names[1:]:
         rs = ratios[name]
@@ -139,6 +159,7 @@ def main() -> None:
         rounds=rounds,
         load=loads.median(),
         dlaas_runs_per_s=round(per_round / median(ours), 3),
+        dlaas_cpu_ms_per_run=round(median(cpu_ms[1:]), 1),
         docker_runs_per_s=round(per_round / median(seconds[FLOOR]), 3),
         peer_ratios={k: round(v, 3) for k, v in peer_ratios.items()},
         peer_errors=errors,

@@ -402,8 +402,9 @@ class Database:
             if cursor.rowcount != 1:
                 raise NotFound(f"no run {run_id!r}")
 
-    def transition(self, run_id: str, status: str, message: str = "", **fields) -> None:
-        """Move a run to `status`, recording the event; final statuses stamp `completed`."""
+    def transition(self, run_id: str, status: str, message: str = "", **fields) -> Run | None:
+        """Move a run to `status`, recording the event; final statuses stamp `completed`
+        and return the run as it ended (read for its usage and notices anyway)."""
         fields = {"status": status, "status_message": message, **fields}
         if status in FINAL and "completed" not in fields:
             fields["completed"] = now()
@@ -422,6 +423,8 @@ class Database:
                         continue
                     for row in rows:
                         self.db.table("outbox").insert(row, ignore=True)  # a key once
+                return run
+        return None
 
     def _save_usage(self, row: dict) -> None:
         """A run's usage row, made or replaced in one statement (sqlite-utils' upsert

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -140,7 +141,7 @@ async def follow(
     read: Callable[[str], dict] = cgroup_reading,
 ) -> None:
     """Sample a run's learners until `ended` is set, keeping the figures in the database."""
-    measured = db.get(run_id).measured or {}
+    measured = _measured(db, run_id)
     count = 0
     while not ended.is_set():
         try:
@@ -154,5 +155,11 @@ async def follow(
         measured = latest
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(ended.wait(), INTERVAL)
-    if measured != (db.get(run_id).measured or {}):
+    if measured != _measured(db, run_id):
         db.update(run_id, measured=measured)
+
+
+def _measured(db, run_id: str) -> dict:
+    """The figures kept so far: the one column, not the whole run."""
+    kept = db.value(run_id, "measured")
+    return json.loads(kept) if kept else {}

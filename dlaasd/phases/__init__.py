@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
 from .. import diskspace, manifest
-from ..codes import HOLDING_RESOURCES, Code
+from ..codes import STORING, Code
 from ..config import Config
 from ..database import Database
 from ..errors import RunError
@@ -177,17 +177,16 @@ class Context:
     # --- recording --------------------------------------------------------------------
 
     def to(self, run_id: str, status: str, message: str = "", **fields: Any) -> Run:
-        self.db.transition(run_id, status, message, **fields)
+        ended = self.db.transition(run_id, status, message, **fields)
         log.info("event=status run=%s status=%s message=%r", run_id, status, message)
-        # a run that still holds its resources frees none: no scheduling pass for it
-        self.notify(run_id, status not in HOLDING_RESOURCES)
-        return self.db.get(run_id)
+        # a scheduling pass only when the run gives its resources back: at STORING (a final
+        # status comes after it, or ends the run's task, whose end wakes the scheduler)
+        self.notify(run_id, status == STORING)
+        return ended or self.db.get(run_id)
 
     def add_staging(self, run_id: str, **values: int | float) -> None:
         """Record staging figures beside those the run has already."""
-        figures = self.db.get(run_id).staging
-        merged = {**figures.to_json(), **values}
-        self.db.update(run_id, staging=StagingFigures(**merged).to_json())
+        self.db.update(run_id, staging=staging_with(self.db.get(run_id), **values))
 
     # --- waiting things out ----------------------------------------------------------
 
@@ -243,3 +242,8 @@ class Context:
                 )
                 await asyncio.sleep(delay)
                 delay, attempt = min(delay * 2, 30), attempt + 1
+
+
+def staging_with(run: Run, **values: int | float) -> dict[str, Any]:
+    """The run's staging figures with `values` added, as the database keeps them."""
+    return StagingFigures(**{**run.staging.to_json(), **values}).to_json()

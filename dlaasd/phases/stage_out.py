@@ -14,7 +14,7 @@ from ..manifest import Manifest
 from ..objectstore import Transfer
 from ..records import Outcome, Run
 from ..runfolder import RunFolder
-from . import Context
+from . import Context, staging_with
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +51,8 @@ async def stage_out(
     definition = [] if early and await early else _definition_files(run_id, folder)
     stats = Transfer()
     # the hooks (the drop folder's copy) read the same local files: alongside the upload
-    snapshot = ctx.db.get(run_id)
     hooks = asyncio.gather(
-        *(asyncio.to_thread(hook, snapshot, folder) for hook in ctx.after_store),
+        *(asyncio.to_thread(hook, run, folder) for hook in ctx.after_store),
         return_exceptions=True,
     )
 
@@ -96,20 +95,21 @@ async def stage_out(
         ctx.to(run_id, FAILED, message, error_code=code, exit_code=outcome.exit_code)
         await remove_learners(ctx, run_id)
         return
-    ctx.add_staging(
-        run_id,
+    staging = staging_with(
+        run,  # as STORING found it: nothing else adds figures meanwhile
         bytes_uploaded=stats.bytes,
         files_uploaded=stats.files,
         upload_seconds=round(stats.seconds, 3),
     )
-    ctx.db.update(run_id, results=f"s3://{bucket}/{prefix}")
     await _finish_hooks(run_id, hooks)
-    ctx.to(
+    ctx.to(  # with the figures and the results' place, in one transaction
         run_id,
         outcome.status,
         outcome.message,
         error_code=outcome.error_code,
         exit_code=outcome.exit_code,
+        staging=staging,
+        results=f"s3://{bucket}/{prefix}",
     )
     # tidying up after the final status: nobody waits for it, and it cannot change it
     try:

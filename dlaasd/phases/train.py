@@ -86,7 +86,8 @@ async def train(
     deadline = started.timestamp() + m.timeout if m.timeout and started else None
     ctx.handles[run_id] = list(learner_of)
     reader = MetricsReader(folder, m.evaluation_metrics)
-    ctx.db.clear_metrics(run_id)  # read again from the start, after a restart too
+    if resumed:  # read again from the start after a restart (a fresh start has none)
+        ctx.db.clear_metrics(run_id)
     ended = asyncio.Event()
     collector = asyncio.create_task(_collect_metrics(ctx, run_id, reader, ended))
     # learners that stage their own data: their status follows the phase they report
