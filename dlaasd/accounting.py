@@ -11,7 +11,7 @@ What its containers actually used (CPU time, peak memory, GPU utilisation) comes
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 
 from .codes import DOWNLOADING, FINAL, PROCESSING, QUEUED, STORING
@@ -82,7 +82,10 @@ class Usage:
     learners: list[LearnerUsage] = field(default_factory=list)
 
     def to_json(self) -> dict:
-        return asdict(self)
+        # one level deep: asdict deep-copies every value, a third of a final status's CPU
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["learners"] = [asdict(u) for u in self.learners]
+        return out
 
 
 def parse_time(text: str) -> datetime:
