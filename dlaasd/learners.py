@@ -27,11 +27,16 @@ SCRIPT_HEAD = """exec >>"$LOG_DIR/training-log.txt" 2>&1
 trap "exit 143" TERM
 (trap "exit 143" TERM
 """
+# the OOM killer's count in the container's cgroup (v2, else v1), read with the shell's
+# own `read`: no sed and head to start after every training, on the way to the next
 SCRIPT_TAIL = f"""
 )
 rc=$?
-n=$(sed -n 's/^oom_kill //p' /sys/fs/cgroup/memory.events \\
-  /sys/fs/cgroup/memory/memory.oom_control 2>/dev/null | head -n 1)
+n=0
+for f in /sys/fs/cgroup/memory.events /sys/fs/cgroup/memory/memory.oom_control; do
+  [ -r "$f" ] || continue
+  while read -r k v; do [ "$k" = oom_kill ] && n=$v && break 2; done <"$f"
+done
 [ "${{n:-0}}" -gt 0 ] && echo "$n" >"$LOG_DIR/{OOM_MARK}"
 exit $rc
 """

@@ -70,11 +70,14 @@ async def train(
             ctx.handed_over(run_id)
             return Outcome(HALTED, "halted before the training started")
     if missing:
+        pull = ctx.config.containers.pull_missing_images
+
+        def prepare_and_start() -> list[str]:  # one trip to a thread, on the path to a start
+            ctx.executor.prepare(run.image, pull)
+            return ctx.executor.start(missing)
+
         try:
-            await ctx.call(
-                run_id, ctx.executor.prepare, run.image, ctx.config.containers.pull_missing_images
-            )
-            handles = await ctx.call(run_id, ctx.executor.start, missing)
+            handles = await ctx.call(run_id, prepare_and_start)
         finally:
             ctx.handed_over(run_id)
         running.update(zip((s.learner for s in missing), handles, strict=True))

@@ -7,7 +7,7 @@ import subprocess
 
 from dlaasd import config, learners, manifest, schema
 from dlaasd.executors import Mount
-from dlaasd.runfolder import RunFolder
+from dlaasd.runfolder import OOM_MARK, RunFolder
 
 CONTAINERS = schema.load(config.Config, schema.load_yaml(config.embedded_text())[0]).containers
 
@@ -64,3 +64,27 @@ def test_the_shell_logs_the_command_and_keeps_its_exit_code(tmp_path):
     run = subprocess.run(script, env={"LOG_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"})
     assert run.returncode == 3
     assert (tmp_path / "training-log.txt").read_text() == "out\nerr\n"
+
+
+def test_the_shell_notes_the_cgroups_oom_kills(tmp_path):
+    """The count is read from the cgroup's memory.events (v2) or memory.oom_control (v1):
+    here from files standing in for them."""
+    v2, v1 = tmp_path / "memory.events", tmp_path / "memory.oom_control"
+    script = learners.entrypoint("exit 137")
+    script[2] = script[2].replace("/sys/fs/cgroup/memory.events", str(v2))
+    script[2] = script[2].replace("/sys/fs/cgroup/memory/memory.oom_control", str(v1))
+    env = {"LOG_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    mark = tmp_path / OOM_MARK
+
+    assert subprocess.run(script, env=env).returncode == 137  # neither file: no mark
+    assert not mark.exists()
+    v1.write_text("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n")
+    assert subprocess.run(script, env=env).returncode == 137
+    assert mark.read_text() == "2\n"
+    mark.unlink()
+    v2.write_text("low 0\nhigh 0\nmax 4\noom 1\noom_kill 0\n")  # v2 first: none there
+    subprocess.run(script, env=env)
+    assert not mark.exists()
+    v2.write_text("low 0\nhigh 0\nmax 4\noom 1\noom_kill 1\n")
+    subprocess.run(script, env=env)
+    assert mark.read_text() == "1\n"
