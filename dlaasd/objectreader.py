@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Iterable
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -34,11 +35,16 @@ class Reader:
         self._clients: dict[str, S3Store] = {}
         self._lock = threading.Lock()
 
-    def get(self, bucket: str, key: str) -> tuple[Bytes, str]:
-        """The object's bytes (in Rust's memory) and ETag. ValueError: a key obstore
-        cannot name (a control character, say), refused before any request."""
+    def get(self, bucket: str, key: str, whole_below: int) -> tuple[Iterable[bytes | Bytes], str]:
+        """The object's bytes and its ETag: whole (in Rust's memory) if it is smaller
+        than `whole_below`, else in chunks of that size (it may have grown since it was
+        listed). ValueError: a key obstore cannot name (a control character, say),
+        refused before any request."""
         result = obstore.get(self._client(bucket), key)
-        return result.bytes(), (result.meta.get("e_tag") or "").strip('"')
+        etag = (result.meta.get("e_tag") or "").strip('"')
+        if result.meta["size"] < whole_below:
+            return [result.bytes()], etag
+        return result.stream(whole_below), etag
 
     def _client(self, bucket: str) -> S3Store:
         with self._lock:
@@ -58,6 +64,9 @@ class Reader:
                     retry_config={"max_retries": 1, "retry_timeout": timedelta(seconds=30)},
                 )
             return client
+
+
+ReaderError = BaseError  # what obstore raises, besides FileNotFoundError for a 404
 
 
 def refusal(exc: BaseException) -> str | None:

@@ -352,19 +352,18 @@ class ObjectStore:
                 ep = self.endpoint
                 self._reader = objectreader.Reader(ep.url, ep.access_key, ep.secret_key, ep.region)
         try:
-            data, etag = self._reader.get(bucket, key)
+            chunks, etag = self._reader.get(bucket, key, SMALL)
+            etag = etag or obj["etag"]  # changed since it was listed: the new one's blob
+            return self._into_blob(cache, bucket, key, etag, lambda fd: _write(fd, chunks, 0))
         except ValueError:
             return self._download_with_sdk(bucket, obj, cache)
         except Exception as exc:
-            if code := objectreader.refusal(exc):
-                raise _by_code(code, _short(exc), what, bucket, key) from exc
-            raise StoreUnavailable(f"{type(exc).__name__}: {_short(exc)}") from exc
-        etag = etag or obj["etag"]  # changed since it was listed: the blob is the new one's
-        try:
-            return self._into_blob(cache, bucket, key, etag, lambda fd: _write(fd, [data], 0))
-        except OSError as exc:
             if is_disk_full(exc):  # our own disk, not the store: the lifecycle says where
                 raise
+            if code := objectreader.refusal(exc):
+                raise _by_code(code, _short(exc), what, bucket, key) from exc
+            if isinstance(exc, objectreader.ReaderError):  # the store did not answer
+                raise StoreUnavailable(f"{type(exc).__name__}: {_short(exc)}") from exc
             raise classify(exc, what) from exc
 
     def _download_with_sdk(self, bucket: str, obj: dict, cache: DataCache) -> str:

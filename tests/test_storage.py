@@ -576,10 +576,12 @@ def test_downloads_by_either_client_give_the_same_blobs_and_the_same_errors(mini
         assert blob == cache.blob(store.endpoint.cache_id, "two-clients", key, listed[key]["etag"])
         assert stat.S_IMODE(os.stat(blob).st_mode) == 0o444
 
-    # changed after it was listed: the blob is the new version's, under its own ETag
-    sdk.put_object("two-clients", "small.bin", io.BytesIO(b"new"), 3)
+    # changed after it was listed, and grown past SMALL (so read in chunks, not whole):
+    # the blob is the new version's, under its own ETag
+    grown = os.urandom(objectstore.SMALL * 2 + 7)
+    sdk.put_object("two-clients", "small.bin", io.BytesIO(grown), len(grown))
     blob = store._download("two-clients", listed["small.bin"], cache)
-    assert Path(blob).read_bytes() == b"new"
+    assert Path(blob).read_bytes() == grown
     assert blob != cache.blob(
         store.endpoint.cache_id, "two-clients", "small.bin", listed["small.bin"]["etag"]
     )
