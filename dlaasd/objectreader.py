@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -25,13 +25,15 @@ S3_CODE = re.compile(r"<Code>(\w+)</Code>")  # in the store's answer, which obst
 class Reader:
     """GETs from one endpoint; obstore's client is bound to a bucket: one per bucket."""
 
-    def __init__(self, url: str, access_key: str, secret_key: str, region: str) -> None:
+    def __init__(
+        self, url: str, access_key: str, secret_key: str, region_of: Callable[[str], str]
+    ) -> None:
         self.config: S3Config = {
             "endpoint": url,
             "access_key_id": access_key,
             "secret_access_key": secret_key,
-            "region": region or "us-east-1",
         }
+        self.region_of = region_of  # a bucket's region: requests are signed for it
         self._clients: dict[str, S3Store] = {}
         self._lock = threading.Lock()
 
@@ -52,7 +54,7 @@ class Reader:
             if client is None:
                 client = self._clients[bucket] = S3Store(
                     bucket,
-                    config=self.config,
+                    config={**self.config, "region": self.region_of(bucket)},
                     # as the SDK's: a short connect, a long read, one retry (a store that
                     # is down is retried by the lifecycle, which says so in the status)
                     client_options={

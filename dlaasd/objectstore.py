@@ -350,13 +350,17 @@ class ObjectStore:
         with self._reader_lock:
             if self._reader is None:
                 ep = self.endpoint
-                self._reader = objectreader.Reader(ep.url, ep.access_key, ep.secret_key, ep.region)
+                self._reader = objectreader.Reader(
+                    ep.url, ep.access_key, ep.secret_key, self._region_of
+                )
         try:
             chunks, etag = self._reader.get(bucket, key, SMALL)
             etag = etag or obj["etag"]  # changed since it was listed: the new one's blob
-            return self._into_blob(cache, bucket, key, etag, lambda fd: _write(fd, chunks, 0))
+            return self._into_blob(cache, bucket, key, etag, lambda fd: _write(fd, chunks))
         except ValueError:
             return self._download_with_sdk(bucket, obj, cache)
+        except (RunError, StoreUnavailable):  # the bucket's region, asked of the SDK
+            raise
         except Exception as exc:
             if is_disk_full(exc):  # our own disk, not the store: the lifecycle says where
                 raise
@@ -365,6 +369,11 @@ class ObjectStore:
             if isinstance(exc, objectreader.ReaderError):  # the store did not answer
                 raise StoreUnavailable(f"{type(exc).__name__}: {_short(exc)}") from exc
             raise classify(exc, what) from exc
+
+    def _region_of(self, bucket: str) -> str:
+        """The bucket's region: the configured one, else the SDK's (asked of the store
+        once per bucket, as it does for its own requests)."""
+        return self.call(f"bucket {bucket}", self.client._get_region, bucket)
 
     def _download_with_sdk(self, bucket: str, obj: dict, cache: DataCache) -> str:
         what = f"s3://{bucket}/{obj['key']}"
@@ -375,7 +384,7 @@ class ObjectStore:
         try:
             etag = resp.headers.get("ETag", obj["etag"]).strip('"')  # changed since listed?
             return self._into_blob(
-                cache, bucket, obj["key"], etag, lambda fd: _write(fd, resp.stream(CHUNK), 0)
+                cache, bucket, obj["key"], etag, lambda fd: _write(fd, resp.stream(CHUNK))
             )
         except RunError:
             raise
@@ -543,14 +552,12 @@ CONTENTS, KEY, SIZE, ETAG, MODIFIED = (
 LINK_PAGE = 1000  # objects a listing page of a stage-in (MinIO: smaller pages cost more)
 
 
-def _write(fd: int, chunks: Iterable, offset: int) -> int:
-    """Write the chunks into fd from offset on; return the offset after the last."""
+def _write(fd: int, chunks: Iterable) -> None:
+    """Write the chunks to fd, each whole (os.write may write less than asked)."""
     for chunk in chunks:
         view = memoryview(chunk)
         while view:
-            n = os.pwrite(fd, view, offset)
-            view, offset = view[n:], offset + n
-    return offset
+            view = view[os.write(fd, view) :]
 
 
 def _object(element: ElementTree.Element) -> dict:

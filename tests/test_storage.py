@@ -606,3 +606,24 @@ def test_downloads_by_either_client_give_the_same_blobs_and_the_same_errors(mini
         down = ObjectStore(Endpoint(f"http://127.0.0.1:{s.getsockname()[1]}", "k", "secret"))
         assert type(error(down, "two-clients", "small.bin")) is StoreUnavailable
     assert not list((tmp_path / "cache").rglob("*.part-*"))  # nothing half-written is left
+
+
+def test_small_objects_come_from_a_store_in_another_region(tmp_path, monkeypatch):
+    """A store whose region is not us-east-1, with no region configured: the requests
+    for small objects are signed for the bucket's region, which the SDK asks once."""
+    import io
+
+    from dlaasd.objectstore import DataCache, Endpoint, ObjectStore
+
+    monkeypatch.setenv("MINIO_SITE_REGION", "eu-west-3")
+    server = Minio(short_tmp("dlaas-s3-")).start()
+    try:
+        sdk = server.client()
+        sdk.make_bucket("regional", location="eu-west-3")
+        sdk.put_object("regional", "small.txt", io.BytesIO(b"far"), 3)
+        store = ObjectStore(Endpoint(server.url, server.access_key, server.secret_key))
+        (obj,) = store.list_objects("regional")
+        blob = store._download("regional", obj, DataCache(tmp_path / "cache", 1 << 20))
+        assert Path(blob).read_bytes() == b"far"
+    finally:
+        server.stop()
