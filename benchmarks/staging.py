@@ -6,6 +6,10 @@ the same disk; warm (cached) stage-in time as a ratio to cold; all in one run, s
 dlaasd taking turns over 3 rounds (the figures: medians of each round's ratios). Targets:
 at least 1.0 of s5cmd's speed both ways, warm at most 2% of cold.
 
+Beside the warm figure, its floor: the store's listing of the same objects, through
+dlaasd's own client, right after each warm run. A warm stage-in must list (S3 has no
+cheaper way to know that nothing changed) and then links each file.
+
 "Cold" means from the disk: as root, the page cache is dropped before the copy and before
 the cold run, and the copy ends with `sync`, because the object store's writes are durable
 too. Without root the caches stay warm, the copy runs at memory speed, and the table
@@ -23,6 +27,7 @@ from statistics import median
 import yaml
 
 from benchmarks.common import Loads, ensure_image, parse, pip_tool, report, services, timed
+from dlaasd.objectstore import Endpoint, ObjectStore
 from tests.harness import manifest, short_tmp
 
 MiB = 1024**2
@@ -121,28 +126,39 @@ def main() -> None:
                 shutil.rmtree(work / "s5cmd-down")
                 return up, down
 
-            def with_dlaasd() -> tuple[dict, dict]:
+            store = ObjectStore(Endpoint(minio.url, minio.access_key, minio.secret_key))
+
+            def listing() -> float:
+                start = time.perf_counter()
+                listed = sum(1 for _ in store.list_objects("bench-data"))
+                took = time.perf_counter() - start
+                assert listed == files, f"listed {listed} objects of {files}"
+                return took
+
+            def with_dlaasd() -> tuple[dict, dict, float]:
                 # cold: the daemon's cache emptied and the page cache dropped; it stages
-                # all of it out again; warm right after, as the next trial of a sweep would
+                # all of it out again; warm right after, as the next trial of a sweep
+                # would; then the warm's floor, the listing alone
                 for sub in (daemon.state / "cache" / "blobs").glob("*"):
                     shutil.rmtree(sub)
                 drop_caches()
-                return run("cp -r $DATA_DIR/. $RESULT_DIR/"), run("true")
+                return run("cp -r $DATA_DIR/. $RESULT_DIR/"), run("true"), listing()
 
             minio.client().make_bucket("bench-up")
-            s5_out, s5_in, colds, warms = [], [], [], []
+            s5_out, s5_in, colds, warms, lists = [], [], [], [], []
             loads = Loads()
             for r in range(rounds):  # the order alternates: drift hits both alike
                 loads.sample()
                 if r % 2:
-                    cold, warm = with_dlaasd()
+                    cold, warm, listed = with_dlaasd()
                 up, down = with_s5cmd(r)
                 if not r % 2:
-                    cold, warm = with_dlaasd()
+                    cold, warm, listed = with_dlaasd()
                 s5_out.append(up)
                 s5_in.append(down)
                 colds.append(cold)
                 warms.append(warm)
+                lists.append(listed)
                 print(f"round {r + 1}/{rounds}: load {loads.samples[-1]:.1f}", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -155,6 +171,7 @@ def main() -> None:
     in_ratios = [s / d for s, d in zip(s5_in, ins, strict=True)]
     out_ratios = [s / d for s, d in zip(s5_out, outs, strict=True)]
     warm_ratios = [w["download_seconds"] / d for w, d in zip(warms, ins, strict=True)]
+    list_ratios = [s / d for s, d in zip(lists, ins, strict=True)]
     in_ratio, out_ratio, warm_ratio = median(in_ratios), median(out_ratios), median(warm_ratios)
     spread = lambda rs, f: " (rounds " + ", ".join(f.format(r) for r in rs) + ")"  # noqa: E731
     in_s, out_s = median(ins), median(outs)
@@ -186,6 +203,11 @@ def main() -> None:
                 "stage-in, warm (cache)",
                 f"{warm_s:.3f} s: {warm_ratio:.1%} of cold" + spread(warm_ratios, "{:.1%}"),
             ),
+            (
+                "its floor: the store's listing alone",
+                f"{median(lists):.3f} s: {median(list_ratios):.1%} of cold"
+                + spread(list_ratios, "{:.1%}"),
+            ),
         ],
         min(in_ratio, out_ratio),
         f">= {TARGET} of s5cmd's speed both ways, warm <= {TARGET_WARM:.0%} of cold",
@@ -195,6 +217,7 @@ def main() -> None:
         stage_in_to_cp=round(copy_s / in_s, 3),
         stage_out_to_cp=round(copy_s / out_s, 3),
         warm_to_cold=round(warm_ratio, 4),
+        listing_to_cold=round(median(list_ratios), 4),
         rounds=rounds,
         load=loads.median(),
         bytes=nbytes,

@@ -1,19 +1,24 @@
-"""Small objects read through obstore (Rust's object_store) for stage-in: its cost a
-request is a third of the minio SDK's, and on an object of a few hundred KiB the request
-is the most of the work. Imported on a stage-in's first small download, not at start:
-the library is 7 MB of the daemon's memory."""
+"""Small objects and the folders' listings read through obstore (Rust's object_store)
+for stage-in: its cost a request is a third of the minio SDK's, and on an object of a
+few hundred KiB (or a listing's page) the request is the most of the work. Imported on
+a stage-in's first use, not at start: the library is 7 MB of the daemon's memory."""
 
 from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
 import obstore
 from obstore import Bytes
-from obstore.exceptions import BaseError, PermissionDeniedError, UnauthenticatedError
+from obstore.exceptions import (
+    BaseError,
+    InvalidPathError,
+    PermissionDeniedError,
+    UnauthenticatedError,
+)
 from obstore.store import S3Store
 
 if TYPE_CHECKING:
@@ -48,6 +53,22 @@ class Reader:
             return [result.bytes()], etag
         return result.stream(whole_below), etag
 
+    def list(self, bucket: str, folder: str, page: int) -> Iterator[list[dict]]:
+        """The objects under `folder` (a prefix ending in '/'), `page` at a time in key
+        order, as objectstore's listing gives them. Unnamed: a key obstore cannot name
+        (a control character, say), in the page it would have come in."""
+        for found in obstore.list(self._client(bucket), prefix=folder, chunk_size=page):
+            yield [
+                {
+                    "key": o["path"],
+                    "size": o["size"],
+                    "etag": (o["e_tag"] or "").strip('"'),
+                    "modified": o["last_modified"].isoformat(),
+                    "dir": False,
+                }
+                for o in found
+            ]
+
     def _client(self, bucket: str) -> S3Store:
         with self._lock:
             client = self._clients.get(bucket)
@@ -69,6 +90,7 @@ class Reader:
 
 
 ReaderError = BaseError  # what obstore raises, besides FileNotFoundError for a 404
+Unnamed = (ValueError, InvalidPathError)  # a key obstore cannot name
 
 
 def refusal(exc: BaseException) -> str | None:

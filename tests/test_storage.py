@@ -549,6 +549,45 @@ def test_a_listing_of_many_pages_is_staged_whole(minio, tmp_path, monkeypatch):
             assert (tmp_path / run / key).read_text() == key
 
 
+@pytest.mark.parametrize("split_max", [64, 1])
+def test_folders_listed_side_by_side_give_every_object_once(
+    minio, tmp_path, monkeypatch, split_max
+):
+    """A stage-in lists the folders below its prefix side by side through obstore (or,
+    past SPLIT_MAX folders, all in one listing): every object arrives once, the ones at
+    the top too, and again from the cache. A key obstore cannot name (a control
+    character) sends the rest of its folder's listing to the SDK, from the key after the
+    last one obstore gave (here in the store's second page of 1,000): nothing is lost
+    or counted twice."""
+    import io
+    from concurrent.futures import ThreadPoolExecutor
+
+    from dlaasd import objectstore
+    from dlaasd.objectstore import DataCache, Endpoint, ObjectStore, Transfer
+
+    sdk = minio.client()
+    bucket = f"split-test-{split_max}"
+    sdk.make_bucket(bucket)
+    keys = [f"data/f/{i:04d}.txt" for i in range(1003)] + ["data/f/1001\x01odd.txt"]
+    keys += ["data/g/a.txt", "data/g/h/b.txt", "data/top.txt", "database.txt", "other/x.txt"]
+    with ThreadPoolExecutor(16) as pool:
+        put = lambda key: sdk.put_object(bucket, key, io.BytesIO(key.encode()), len(key))  # noqa: E731
+        list(pool.map(put, keys))
+    monkeypatch.setattr(objectstore, "LINK_PAGE", 3)
+    monkeypatch.setattr(objectstore, "SPLIT_MAX", split_max)
+    store = ObjectStore(Endpoint(minio.url, minio.access_key, minio.secret_key), workers=4)
+    cache = DataCache(tmp_path / "cache", 1 << 20)
+    mine = [k for k in keys if k.startswith("data")]  # the prefix "data", as S3 means it
+    for run, hits in (("cold", 0), ("warm", len(mine))):
+        stats = Transfer()
+        store.stage_in(bucket, "data", tmp_path / run, cache, stats)
+        assert (stats.total_files, stats.cache_hits) == (len(mine), hits)
+        for key in mine:
+            assert (tmp_path / run / key[len("data") :].lstrip("/")).read_text() == key
+        staged = [p for p in (tmp_path / run).rglob("*") if p.is_file()]
+        assert len(staged) == len(mine), staged
+
+
 def test_downloads_by_either_client_give_the_same_blobs_and_the_same_errors(minio, tmp_path):
     """Small objects come through obstore, large ones (and keys obstore cannot name)
     through the SDK: each gives the bytes and ETag the store holds, and a refusal means
