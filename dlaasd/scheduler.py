@@ -169,7 +169,9 @@ def _plan(
             if len(usable) < req.gpus:
                 gpu_line = req.run_id
                 blocked[True] = True
-                reasons[req.run_id] = f"Resources: {req.gpus} GPU(s) asked for, {len(usable)} free"
+                reasons[req.run_id] = (
+                    f"Resources: {req.gpus} GPU(s){_of_type(req)} asked for, {len(usable)} free"
+                )
                 continue
             if not fits_host:
                 gpu_line = cpu_line = req.run_id
@@ -215,6 +217,10 @@ def _over_limit(req: Request, limits: Limits | None, held: list[int]) -> str:
     return ""
 
 
+def _of_type(req: Request) -> str:
+    return f" of type {req.gpu_type!r}" if req.gpu_type else ""
+
+
 def _host_reason(req: Request, free_cpus: float, free_memory: int) -> str:
     return (
         f"Resources: {req.cpus:g} CPUs and {format_size(req.memory)} asked for, "
@@ -230,10 +236,13 @@ def impossible(
     if req.gpus:
         usable = [n for n in gpu_names if matches_type(n, req.gpu_type)]
         if len(usable) < req.gpus:
-            kind = f" of type {req.gpu_type!r}" if req.gpu_type else ""
             here = f" ({', '.join(sorted(set(gpu_names)))})" if req.gpu_type and gpu_names else ""
             reasons.append(
-                ("gpus", f"{req.gpus} GPU(s){kind} asked for; this machine has {len(usable)}{here}")
+                (
+                    "gpus",
+                    f"{req.gpus} GPU(s){_of_type(req)} asked for; "
+                    f"this machine has {len(usable)}{here}",
+                )
             )
     if req.cpus > total_cpus + 1e-9:
         reasons.append(("cpus", f"{req.cpus:g} CPUs asked for; dlaasd may use {total_cpus:g}"))

@@ -78,7 +78,13 @@ def test_a_later_gpu_run_does_not_overtake_a_run_waiting_for_host_resources():
 
 def test_a_gpu_run_waiting_for_a_gpu_type_blocks_later_gpu_runs():
     q = [gpu_run("a", 1, gpu_type="nvidia-H100"), gpu_run("b", 1)]
-    assert place(q, gpus(2, V100), 8, 8 * GiB) == []
+    decided = plan(q, gpus(2, V100), 8, 8 * GiB)
+    assert decided.placements == []
+    # two GPUs are free, but not of the type asked for: the reason says which type
+    assert decided.reasons == {
+        "a": "Resources: 1 GPU(s) of type 'nvidia-H100' asked for, 0 free",
+        "b": "Priority: behind a",
+    }
 
 
 def test_cpu_runs_do_not_wait_behind_gpu_runs_waiting_for_gpus():
