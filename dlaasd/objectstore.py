@@ -283,14 +283,14 @@ class ObjectStore:
         for page in self.pages(bucket, prefix, recursive=False, size=LINK_PAGE):
             folders += [o["key"] for o in page if o["dir"]]
             yield work([o for o in page if not o["dir"]])
+        if not folders:
+            return
         if len(folders) == 1:  # nothing to split here: below it, maybe
             yield from self.listing(bucket, folders[0], work)
             return
         if len(folders) > SPLIT_MAX:
             for page in self.pages(bucket, prefix, size=LINK_PAGE):  # less what was given
                 yield work([o for o in page if "/" in o["key"][len(prefix) :]])
-            return
-        if not folders:
             return
         pool = ThreadPoolExecutor(min(len(folders), SPLIT_WORKERS), "listing")
         try:
