@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import docker
 import docker.errors
@@ -38,6 +38,7 @@ from . import (
     Health,
     LearnerSpec,
 )
+from ._deaths import Deaths
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -61,9 +62,10 @@ class LocalExecutor(Executor):
         self.daemon_label = daemon_label
         self._client: docker.DockerClient | None = None
         self._images_seen: dict[str, float] = {}
-        # containers this daemon's life started (api.start answered), and their network
-        # mode: an exit 0 of one needs no inspection, nor its removal a look at its network
-        self._started: dict[str, str] = {}
+        # containers this daemon's life started (api.start answered): an exit 0 of one
+        # needs no inspection, nor its removal a look at its network
+        self._started: dict[str, _Started] = {}
+        self._deaths = Deaths(lambda: self.client.api, f"{LABEL_DAEMON}={daemon_label}")
 
     @property
     def client(self) -> docker.DockerClient:
@@ -221,6 +223,7 @@ class LocalExecutor(Executor):
             ) from exc
         except requests.RequestException as exc:
             raise DockerUnavailable(_docker_hint(exc)) from exc
+        watched = self._deaths.watching()  # before the start: a short one dies at once
         try:
             with engine():  # an engine that went away: the phase waits, then tries again
                 api.start(cid)
@@ -230,7 +233,7 @@ class LocalExecutor(Executor):
             raise RunError(
                 Code.CONTAINER_NOT_STARTED, f"the container could not start: {_first_line(exc)}"
             ) from exc
-        self._started[cid] = host_config.get("NetworkMode", "")
+        self._started[cid] = _Started(host_config.get("NetworkMode", ""), watched)
         log.info("event=container_start run=%s container=%s", spec.run_id, cid[:12])
         return cid
 
@@ -259,14 +262,27 @@ class LocalExecutor(Executor):
         return [(c["Labels"].get(LABEL_RUN, ""), c["Id"]) for c in found]
 
     def wait(self, handle: str, timeout: float | None) -> Exit | None:
+        """A container this daemon's life started that exits 0 ends at its `die` event:
+        it started (the start was answered) and succeeded (an OOM kill or an error would
+        not exit 0). The others, and one the event stream may have missed, are waited
+        for and inspected (one found again after a restart, too)."""
+        began = time.monotonic()
+        started = self._started.get(handle)
+        if started:
+            try:
+                code = self._deaths.exit_code(handle, started.watched, timeout)
+            except TimeoutError:
+                return None
+            if code == 0:
+                return Exit(0, False, "", started=True)
+            if timeout is not None:
+                timeout = max(timeout - (time.monotonic() - began), 0.01)
         try:
             with engine():
                 status = self.client.api.wait(handle, timeout=timeout)
         except TimedOut:
             return None
-        if status.get("StatusCode") == 0 and handle in self._started:
-            # it started (the start was answered) and succeeded: an OOM kill or an error
-            # would not exit 0; one found again after a restart is inspected
+        if status.get("StatusCode") == 0 and started:
             return Exit(0, False, "", started=True)
         return self.exit_info(handle)
 
@@ -285,7 +301,9 @@ class LocalExecutor(Executor):
             self.client.api.stop(handle, timeout=int(max(grace, 1)))
 
     def remove(self, handle: str) -> None:
-        network = self._started.pop(handle, None)
+        started = self._started.pop(handle, None)
+        self._deaths.forget(handle)
+        network = started.network if started else None
         with engine(), contextlib.suppress(docker.errors.NotFound):
             if network is None:  # started before a restart
                 info = self.client.api.inspect_container(handle)
@@ -300,6 +318,11 @@ class LocalExecutor(Executor):
 
     def waiting_reason(self, run_id: str) -> str | None:
         return None  # dlaasd's own queue says why a run waits
+
+
+class _Started(NamedTuple):
+    network: str  # its network mode
+    watched: int  # the subscription of the event stream that sees it die (0: none)
 
 
 class _OnePoolAdapter(UnixHTTPAdapter):
