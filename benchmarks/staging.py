@@ -8,7 +8,8 @@ at least 1.0 of s5cmd's speed both ways, warm at most 2% of cold.
 
 Beside the warm figure, its floor: the store's listing of the same objects, through
 dlaasd's own client, right after each warm run. A warm stage-in must list (S3 has no
-cheaper way to know that nothing changed) and then links each file.
+cheaper way to know that nothing changed); it finds the cache's tree of the same objects
+and links nothing.
 
 "Cold" means from the disk: as root, the page cache is dropped before the copy and before
 the cold run, and the copy ends with `sync`, because the object store's writes are durable
@@ -139,7 +140,8 @@ def main() -> None:
                 # cold: the daemon's cache emptied and the page cache dropped; it stages
                 # all of it out again; warm right after, as the next trial of a sweep
                 # would; then the warm's floor, the listing alone
-                for sub in (daemon.state / "cache" / "blobs").glob("*"):
+                cache = daemon.state / "cache"
+                for sub in [*(cache / "blobs").glob("*"), *(cache / "trees").glob("*")]:
                     shutil.rmtree(sub)
                 drop_caches()
                 return run("cp -r $DATA_DIR/. $RESULT_DIR/"), run("true"), listing()

@@ -9,6 +9,7 @@ size in the bucket before the local copy may go.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import ipaddress
 import logging
@@ -16,6 +17,7 @@ import os
 import re
 import shutil
 import stat
+import tempfile
 import threading
 import time
 import uuid
@@ -365,34 +367,53 @@ class ObjectStore:
         stats: Transfer,
         stop: Callable[[], bool] = lambda: False,
     ) -> None:
-        """Link every object under `prefix` into `dest`, downloading only cache misses."""
+        """Link every object under `prefix` into `dest`, downloading only cache misses;
+        each page linked as it is listed (a node program's stage-in)."""
         started = time.monotonic()
         stats.total_files = stats.total_bytes = 0  # counted page by page (again on a retry)
-        made: set[str] = set()  # folders already created
-        base = str(dest)
-        endpoint = self.endpoint.cache_id
+        linking = _Linking(self.endpoint.cache_id, bucket, prefix, str(dest), cache, stats)
+        misses = [miss for missed in self.listing(bucket, prefix, linking.hits) for miss in missed]
+        self._fetch(linking, misses, stop)
+        stats.seconds += time.monotonic() - started
 
-        def link_hits(objects: list[dict]) -> list[tuple[dict, str]]:
-            """Link the page's cached objects; the others, with their paths."""
-            with stats.lock:
-                stats.total_files += len(objects)
-                stats.total_bytes += sum(o["size"] for o in objects)
-            missed = []
-            for obj in objects:  # hits are a few system calls each
-                rel = obj["key"][len(prefix) :].lstrip("/")
-                if not safe_relative(rel):
-                    raise RunError(
-                        Code.DOWNLOAD_FAILED,
-                        f"object key {obj['key']!r} is not a usable file path",
-                    )
-                target = os.path.join(base, rel)
-                blob = cache.blob(endpoint, bucket, obj["key"], obj["etag"])
-                if not cache.link(blob, target, made):
-                    missed.append((obj, target))
-            stats.add(0, hit=True, files=len(objects) - len(missed))
-            return missed
+    def stage_in_tree(
+        self,
+        bucket: str,
+        prefix: str,
+        cache: DataCache,
+        stats: Transfer,
+        run_id: str,
+        stop: Callable[[], bool] = lambda: False,
+    ) -> Path | None:
+        """The objects under `prefix` as one of the cache's trees (see DataCache), made
+        unless a stage-in that found the same objects made it: its path (held for
+        `run_id`), None if `stop` cut it short."""
+        started = time.monotonic()
+        stats.total_files = stats.total_bytes = 0
+        objects = [o for page in self.listing(bucket, prefix, list) for o in page]
+        name = cache.tree_name(self.endpoint.cache_id, bucket, prefix, objects)
+        if cache.hold(run_id, name):
+            stats.total_files, stats.total_bytes = len(objects), sum(o["size"] for o in objects)
+            stats.add(0, hit=True, files=len(objects))
+        else:
+            partial = cache.partial_tree()
+            try:
+                linking = _Linking(
+                    self.endpoint.cache_id, bucket, prefix, str(partial), cache, stats
+                )
+                self._fetch(linking, linking.hits(objects), stop)
+                if stop():
+                    return None
+                cache.keep_tree(partial, name)
+            finally:
+                shutil.rmtree(partial, ignore_errors=True)  # gone once kept
+        stats.seconds += time.monotonic() - started
+        return cache.tree(name)
 
-        misses = [miss for missed in self.listing(bucket, prefix, link_hits) for miss in missed]
+    def _fetch(
+        self, linking: _Linking, misses: list[tuple[dict, str]], stop: Callable[[], bool]
+    ) -> None:
+        """Download the objects the cache missed, and link each where it goes."""
         misses.sort(key=lambda item: -item[0]["size"])  # the longest first, none left alone
 
         def fetch(item: tuple[dict, str]) -> None:
@@ -400,13 +421,12 @@ class ObjectStore:
                 return
             obj, target = item
             for _ in range(3):  # another run's eviction may take a fresh blob before its link
-                blob = self._download(bucket, obj, cache)
-                if cache.link(blob, target, made):
+                blob = self._download(linking.bucket, obj, linking.cache)
+                if linking.cache.link(blob, target, linking.made):
                     break
-            stats.add(obj["size"])
+            linking.stats.add(obj["size"])
 
         self._parallel(fetch, misses)
-        stats.seconds += time.monotonic() - started
 
     def _download(self, bucket: str, obj: dict, cache: DataCache) -> str:
         """Fetch an object into the cache and return its blob. A small object comes
@@ -697,13 +717,55 @@ def safe_relative(rel: str) -> bool:
     )
 
 
+@dataclass
+class _Linking:
+    """Where one stage-in links the objects it lists, and the folders it made there."""
+
+    store: str  # the endpoint's cache id
+    bucket: str
+    prefix: str
+    base: str
+    cache: DataCache
+    stats: Transfer
+    made: set[str] = field(default_factory=set)
+
+    def hits(self, objects: list[dict]) -> list[tuple[dict, str]]:
+        """Link the cached objects; the others, with their paths."""
+        with self.stats.lock:
+            self.stats.total_files += len(objects)
+            self.stats.total_bytes += sum(o["size"] for o in objects)
+        missed = []
+        for obj in objects:  # hits are a few system calls each
+            rel = obj["key"][len(self.prefix) :].lstrip("/")
+            if not safe_relative(rel):
+                raise RunError(
+                    Code.DOWNLOAD_FAILED, f"object key {obj['key']!r} is not a usable file path"
+                )
+            target = os.path.join(self.base, rel)
+            blob = self.cache.blob(self.store, self.bucket, obj["key"], obj["etag"])
+            if not self.cache.link(blob, target, self.made):
+                missed.append((obj, target))
+        self.stats.add(0, hit=True, files=len(objects) - len(missed))
+        return missed
+
+
 class DataCache:
-    """Content cache of downloaded objects. A blob with one link is used by no run."""
+    """Content cache of downloaded objects. A blob with one link is used by no run.
+
+    Beside the blobs, trees: the links of one stage-in's whole listing, named by what it
+    listed (keys and ETags), mounted read-only as DATA_DIR by every run whose stage-in
+    lists the same. A warm stage-in lists and links nothing (1,004 links took 13 ms of a
+    39 ms stage-in). A tree holds its blobs; over max_bytes the trees no run mounts go
+    first."""
 
     def __init__(self, root: Path, max_bytes: int):
         self.root = root
         self.max_bytes = max_bytes
+        self._held: dict[str, str] = {}  # run id -> the tree it mounts (or is about to)
+        self._lock = threading.Lock()
         (root / "blobs").mkdir(parents=True, exist_ok=True)
+        for partial in (root / "trees").glob(".partial-*"):  # a stage-in cut off
+            shutil.rmtree(partial, ignore_errors=True)
 
     def blob(self, endpoint: str, bucket: str, key: str, etag: str) -> str:
         digest = hashlib.sha256(f"{endpoint}\0{bucket}\0{key}\0{etag}".encode()).hexdigest()
@@ -728,10 +790,63 @@ class DataCache:
             os.utime(blob)  # recently used (a link says so itself: see evict)
         return True
 
+    def tree_name(self, store: str, bucket: str, prefix: str, objects: list[dict]) -> str:
+        digest = hashlib.sha256(f"{store}\0{bucket}\0{prefix}".encode())
+        for o in sorted(objects, key=lambda o: o["key"]):
+            digest.update(f"\0{o['key']}\0{o['etag']}\0{o['size']}".encode())
+        return digest.hexdigest()
+
+    def tree(self, name: str) -> Path:
+        return self.root / "trees" / name
+
+    def hold(self, run_id: str, name: str) -> bool:
+        """Keep the tree from eviction while the run uses it (see release); whether it is
+        made already (marked used now, then)."""
+        with self._lock:
+            self._held[run_id] = name
+            try:
+                os.utime(self.tree(name))
+                return True
+            except FileNotFoundError:
+                return False
+
+    def release(self, run_id: str) -> None:
+        with self._lock:
+            self._held.pop(run_id, None)
+
+    def partial_tree(self) -> Path:
+        (self.root / "trees").mkdir(exist_ok=True)
+        partial = Path(tempfile.mkdtemp(prefix=".partial-", dir=self.root / "trees"))
+        partial.chmod(0o755)  # DATA_DIR: read by the learner's user, as its folders are
+        return partial
+
+    def keep_tree(self, partial: Path, name: str) -> None:
+        """A tree made whole takes its name; one made meanwhile by another run stays."""
+        with self._lock:
+            try:
+                os.rename(partial, self.tree(name))
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+
     def evict(self) -> int:
-        """Remove least recently used unlinked blobs beyond max_bytes; return bytes freed.
-        A blob's ctime is its last use: a link to it, or a link removed, changes it, and
-        no system call more per file is needed to say so."""
+        """Beyond max_bytes: first the trees no run holds, then the least recently used
+        blobs nothing links; the bytes freed. A blob's ctime is its last use: a link to
+        it, or a link removed, changes it, and no system call more per file is needed to
+        say so."""
+        total, blobs = self._blobs()
+        if total > self.max_bytes and self._drop_trees():
+            total, blobs = self._blobs()  # what only the trees linked is unlinked now
+        freed = 0
+        for _, size, path in sorted(blobs):
+            if total - freed <= self.max_bytes:
+                break
+            path.unlink(missing_ok=True)
+            freed += size
+        return freed
+
+    def _blobs(self) -> tuple[int, list[tuple[float, int, Path]]]:
+        """The bytes of all blobs, and (last use, size, path) of those nothing links."""
         blobs = []
         total = 0
         for path in (self.root / "blobs").glob("*/*"):
@@ -742,10 +857,12 @@ class DataCache:
             total += st.st_size
             if st.st_nlink == 1 and ".part-" not in path.name:
                 blobs.append((max(st.st_mtime, st.st_ctime), st.st_size, path))
-        freed = 0
-        for _, size, path in sorted(blobs):
-            if total - freed <= self.max_bytes:
-                break
-            path.unlink(missing_ok=True)
-            freed += size
-        return freed
+        return total, blobs
+
+    def _drop_trees(self) -> int:
+        with self._lock:
+            held = set(self._held.values())
+            dropped = [t for t in (self.root / "trees").glob("[!.]*") if t.name not in held]
+            for tree in dropped:
+                shutil.rmtree(tree, ignore_errors=True)
+        return len(dropped)

@@ -3,9 +3,11 @@
 <state>/runs/<run-id>/
     manifest.yml        as submitted
     model.zip           as submitted (what `download --definition` returns)
+    data-tree           the name of the data cache's tree mounted as DATA_DIR, if any
     job/                mounted at /job (JOB_STATE_DIR)
         model-code/     MODEL_DIR, the unpacked code, the working directory
-        data/           DATA_DIR, read-only: hard links into the data cache
+        data/           DATA_DIR, read-only: where the data tree is mounted (or a
+                        mount_volume; an older release linked the data here)
         results/        RESULT_DIR, uploaded after the run
         checkpoints/    CHECKPOINT_DIR, uploaded after the run
         logs/           LOG_DIR: training-log.txt, evaluation-metrics.txt
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
 import stat
 from dataclasses import dataclass
@@ -55,6 +58,18 @@ class RunFolder:
     @property
     def job(self) -> Path:
         return self.root / "job"
+
+    @property
+    def data_tree(self) -> Path:
+        """The record of the data tree the run mounts (outside the job: dlaasd's alone)."""
+        return self.root / "data-tree"
+
+    def data_tree_name(self) -> str | None:
+        try:
+            name = self.data_tree.read_text().strip()
+        except FileNotFoundError:
+            return None
+        return name if re.fullmatch(r"[0-9a-f]{64}", name) else None
 
     @property
     def model_code(self) -> Path:

@@ -72,6 +72,9 @@ def test_stage_in_cache_and_changed_objects(make_daemon, tmp_path):
     second = d.wait(d.submit(folder))
     s2 = d.ctl_json("show", second["id"])["staging"]
     assert s2["files_downloaded"] == 0 and s2["bytes_downloaded"] == 0 and s2["cache_hits"] == 3
+    assert "a.txt alpha" in d.ctl("logs", second["id"]).stdout
+    # the same objects: the same tree of the cache, mounted as it was (nothing linked)
+    assert data_tree(d, second) == data_tree(d, first)
 
     (data / "a.txt").write_text("ALPHA, changed")
     changed = d.ctl_json("data", "upload", "stage-in-test", str(data / "a.txt"))
@@ -80,11 +83,51 @@ def test_stage_in_cache_and_changed_objects(make_daemon, tmp_path):
     s3 = d.ctl_json("show", third["id"])["staging"]
     assert s3["files_downloaded"] == 1 and s3["cache_hits"] == 2
     assert "a.txt ALPHA, changed" in d.ctl("logs", third["id"]).stdout
+    assert data_tree(d, third) != data_tree(d, first)
 
     run = d.ctl_json("show", third["id"])
     assert run["results"] == f"s3://test-results/{third['id']}/"
     # the run's data links are gone once it ended; the cache keeps the blobs
     assert not (d.state / "runs" / third["id"] / "job" / "data").exists()
+
+
+def data_tree(d, run: dict) -> str:
+    """The name of the data cache's tree the run mounted; the tree is there."""
+    name = (d.state / "runs" / run["id"] / "data-tree").read_text()
+    assert (d.state / "cache" / "trees" / name).is_dir()
+    return name
+
+
+def test_a_runs_data_stays_while_another_runs_download_goes_over_the_cache_limit(
+    make_daemon, tmp_path
+):
+    d = make_daemon(cache={"max_size": "1KiB"})  # every download is over it
+    for bucket, text in (("evict-a", "alpha"), ("evict-b", "beta"), ("evict-c", "gamma")):
+        (tmp_path / bucket).mkdir()
+        (tmp_path / bucket / f"{bucket}.txt").write_text(text * 500)
+        d.ctl_json("data", "upload", bucket, str(tmp_path / bucket))
+
+    def submit(bucket: str, first: str = "") -> str:
+        m = data_manifest(bucket)
+        m["framework"]["command"] = f"{first}python3 read.py | cut -c1-40"
+        return d.submit(model(tmp_path / f"m-{bucket}-{first[:5]}", m, {"read.py": READER}))
+
+    # reads its data once told to: after the other run's download and eviction
+    slow = submit("evict-a", 'while [ ! -e "$RESULT_DIR/go" ]; do sleep 0.1; done; ')
+    d.wait(slow, "PROCESSING")
+    other = d.wait(submit("evict-b"))
+    assert other["status"] == "COMPLETED"
+    assert d.ctl_json("show", other["id"])["staging"]["files_downloaded"] == 1
+    (d.state / "runs" / slow / "job" / "results" / "go").touch()
+    done = d.wait(slow)
+    assert done["status"] == "COMPLETED"
+    assert "evict-a.txt alphaalpha" in d.ctl("logs", slow).stdout  # its data was kept
+    # both ended: the next download drops their trees, then what only they linked
+    third = d.wait(submit("evict-c"))
+    assert third["status"] == "COMPLETED"
+    assert [t.name for t in (d.state / "cache" / "trees").iterdir()] == [data_tree(d, third)]
+    again = d.wait(submit("evict-a"))
+    assert d.ctl_json("show", again["id"])["staging"]["files_downloaded"] == 1
 
 
 def test_results_and_logs_uploaded_after_success_failure_and_halt(make_daemon, minio, tmp_path):

@@ -17,10 +17,11 @@ import os
 import pwd
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from .. import diskspace, manifest
-from ..codes import STORING, Code
+from ..codes import HOLDING_RESOURCES, STORING, Code
 from ..config import Config
 from ..database import Database
 from ..errors import RunError
@@ -144,6 +145,19 @@ class Context:
     def folder(self, run_id: str) -> RunFolder:
         return RunFolder.of(self.config.state_path, run_id)
 
+    def data_tree(self, run_id: str) -> Path | None:
+        """The data cache's tree the run's stage-in chose, held for it (after a restart
+        too); None if it staged no data."""
+        name = self.folder(run_id).data_tree_name()
+        if name is None:
+            return None
+        if not self.cache.hold(run_id, name):
+            raise RunError(
+                Code.DOWNLOAD_FAILED,
+                f"the run's staged data ({self.cache.tree(name)}) is gone from the data cache",
+            )
+        return self.cache.tree(name)
+
     def store_for(self, m: Manifest) -> ObjectStore:
         """The manifest's own endpoint (FfDL `connection`), or the configured store."""
         conn = m.data_store.remote if m.data_store else None
@@ -179,6 +193,8 @@ class Context:
     def to(self, run_id: str, status: str, message: str = "", **fields: Any) -> Run:
         ended = self.db.transition(run_id, status, message, **fields)
         log.info("event=status run=%s status=%s message=%r", run_id, status, message)
+        if status not in HOLDING_RESOURCES:  # its learners ended: their data may go
+            self.cache.release(run_id)
         # a scheduling pass only when the run gives its resources back: at STORING (a final
         # status comes after it, or ends the run's task, whose end wakes the scheduler)
         self.notify(run_id, status == STORING)

@@ -39,14 +39,10 @@ async def _stage_in(ctx: Context, run: Run, m: Manifest, folder: RunFolder) -> N
         stats = Transfer()
 
         def transfer(attempt: int) -> None:
-            objects.stage_in(
-                bucket,
-                prefix,
-                folder.data,
-                ctx.cache,
-                stats,
-                stop=lambda: ctx.halted(run_id) or ctx.stopping,
-            )
+            stop = lambda: ctx.halted(run_id) or ctx.stopping  # noqa: E731
+            tree = objects.stage_in_tree(bucket, prefix, ctx.cache, stats, run_id, stop)
+            if tree:  # mounted as DATA_DIR, after a restart too
+                folder.data_tree.write_text(tree.name)
 
         await ctx.with_retries(
             run_id,

@@ -131,7 +131,7 @@ def specs_of(ctx: Context, run: Run, m: Manifest, folder: RunFolder) -> list[Lea
         ctx.container_user(run.owner_uid),
         run.gpus or [],
         ctx.config.containers,
-        volume_path(m),
+        volume_path(m) or ctx.data_tree(run.id),
     )
     if not ctx.executor.stages_data:
         return specs

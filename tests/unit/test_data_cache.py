@@ -32,3 +32,58 @@ def test_eviction_keeps_the_recently_linked_and_the_linked(tmp_path: Path):
     cache.max_bytes = 0
     assert cache.evict() == 10  # a goes too; b is linked, so it stays
     assert not os.path.exists(a) and os.path.exists(b)
+
+
+def _tree(cache: DataCache, name: str, *blobs: str) -> Path:
+    """A tree as a stage-in makes it: the blobs linked in a partial one, then kept."""
+    partial = cache.partial_tree()
+    made: set[str] = set()
+    for i, blob in enumerate(blobs):
+        assert cache.link(blob, str(partial / "sub" / f"f{i}"), made)
+    cache.keep_tree(partial, name)
+    return cache.tree(name)
+
+
+def test_over_the_limit_the_trees_no_run_holds_go_first_and_their_blobs_after(tmp_path: Path):
+    cache = DataCache(tmp_path / "cache", max_bytes=10)
+    a, b = _blob(cache, "a"), _blob(cache, "b")
+    old, held = _tree(cache, "t-old", a), _tree(cache, "t-held", b)
+    assert cache.hold("run-1", "t-held")  # made: a run mounts it
+    assert not cache.hold("run-2", "t-new")  # not made yet: held all the same
+    assert cache.evict() == 10  # 20 bytes over 10: the tree nobody holds, then its blob
+    assert not old.exists() and not os.path.exists(a)
+    assert (held / "sub" / "f0").read_bytes() == b"x" * 10 and os.path.exists(b)
+    cache.release("run-1")
+    cache.max_bytes = 0
+    assert cache.evict() == 10
+    assert not held.exists() and not os.path.exists(b)
+
+
+def test_a_tree_made_twice_keeps_the_first_and_a_cut_off_one_is_gone_after_a_restart(
+    tmp_path: Path,
+):
+    cache = DataCache(tmp_path / "cache", max_bytes=100)
+    a = _blob(cache, "a")
+    first = _tree(cache, "t", a)
+    inode = first.stat().st_ino
+    assert _tree(cache, "t", a).stat().st_ino == inode  # another run's, made meanwhile
+    assert oct(first.stat().st_mode & 0o777) == "0o755"  # the learner's user reads it
+    cut_off = cache.partial_tree()
+    DataCache(tmp_path / "cache", max_bytes=100)  # the daemon started again
+    assert not cut_off.exists() and first.exists()
+    assert [p.name for p in (tmp_path / "cache" / "trees").iterdir()] == ["t"]
+
+
+def test_a_trees_name_is_what_was_listed(tmp_path: Path):
+    cache = DataCache(tmp_path / "cache", max_bytes=100)
+    objects = [
+        {"key": "p/a", "etag": "1", "size": 3},
+        {"key": "p/b", "etag": "2", "size": 4},
+    ]
+    name = cache.tree_name("store", "bucket", "p/", objects)
+    assert name == cache.tree_name("store", "bucket", "p/", objects[::-1])  # in any order
+    changed = [objects[0], {**objects[1], "etag": "3"}]
+    assert name != cache.tree_name("store", "bucket", "p/", changed)
+    assert name != cache.tree_name("store", "bucket", "p/", objects[:1])
+    assert name != cache.tree_name("other", "bucket", "p/", objects)
+    assert name != cache.tree_name("store", "bucket2", "p/", objects)
