@@ -5,7 +5,8 @@ As root, on a lab machine, the state folder holds everyone's runs:
     <state_dir>/        0711: the drop folder inside it stays reachable by its path
         dlaas.db*       0600 (every manifest, redacted, and every status)
         runs/           0711: people reach their own run's job folder by its id
-            <run-id>/   0711, root; manifest.yml, model.zip 0600 (the definition)
+            <run-id>/   0711, root; manifest.yml, model.zip 0600 (the definition), and
+                        data-tree 0600 (the data it mounts: see objectstore.DataCache)
                 job/    0700, the run's owner: its containers run as the owner
             .incoming/  0700 (uploads under way)
         secrets/ cache/ minio/ ...   0700 / 0600
@@ -67,9 +68,10 @@ def private_dir(path: Path) -> Path:
 
 
 def seal_run(root: Path, owner: tuple[int, int] | None = None) -> None:
-    """One run's folder: reachable, its definition root's alone, its job folder the owner's."""
+    """One run's folder: reachable, its definition and records root's alone, its job
+    folder the owner's."""
     set_mode(root, reachable())
-    for name in ("manifest.yml", "model.zip"):
+    for name in ("manifest.yml", "model.zip", "data-tree"):
         set_mode(root / name, PRIVATE_FILE)
     job = root / "job"
     if owner is None:

@@ -64,6 +64,11 @@ class RunFolder:
         """The record of the data tree the run mounts (outside the job: dlaasd's alone)."""
         return self.root / "data-tree"
 
+    def record_data_tree(self, name: str) -> None:
+        fd = os.open(self.data_tree, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with open(fd, "w") as f:  # dlaasd's alone, as the rest of the run's folder
+            f.write(name)
+
     def data_tree_name(self) -> str | None:
         try:
             name = self.data_tree.read_text().strip()

@@ -16,7 +16,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-REMEMBERED = 10_000  # deaths nobody waited for yet (a waiter comes soon after the start)
+REMEMBERED = 10_000  # deaths kept until their containers are removed (forget)
 
 
 class Deaths:
@@ -27,7 +27,7 @@ class Deaths:
         self._label = label
         self._lock = threading.Lock()
         self._waiting: dict[str, Future[int | None]] = {}
-        self._died: dict[str, int] = {}  # exit codes, by container id, not asked for yet
+        self._died: dict[str, int] = {}  # exit codes, by container id, until forgotten
         self._subscriptions = 0  # how many the stream had; the last one counts while live
         self._live = False
         self._thread: threading.Thread | None = None
@@ -49,8 +49,8 @@ class Deaths:
         """The exit code of `container` once it dies (it was started while `subscription`
         was live); None if the stream may not see it die. TimeoutError after `timeout`."""
         with self._lock:
-            if container in self._died:
-                return self._died.pop(container)
+            if container in self._died:  # asked again (a run resumed), or dead before
+                return self._died[container]
             if not self._live or subscription != self._subscriptions:
                 return None
             future: Future[int | None] = Future()
@@ -96,10 +96,9 @@ class Deaths:
     def _died_now(self, container: str, code: int) -> None:
         with self._lock:
             future = self._waiting.pop(container, None)
-            if future is None:
-                if len(self._died) >= REMEMBERED:
-                    self._died.pop(next(iter(self._died)))  # the oldest
-                self._died[container] = code
+            if len(self._died) >= REMEMBERED:
+                self._died.pop(next(iter(self._died)))  # the oldest
+            self._died[container] = code
         if future is not None:
             future.set_result(code)
 

@@ -42,7 +42,7 @@ async def _stage_in(ctx: Context, run: Run, m: Manifest, folder: RunFolder) -> N
             stop = lambda: ctx.halted(run_id) or ctx.stopping  # noqa: E731
             tree = objects.stage_in_tree(bucket, prefix, ctx.cache, stats, run_id, stop)
             if tree:  # mounted as DATA_DIR, after a restart too
-                folder.data_tree.write_text(tree.name)
+                folder.record_data_tree(tree.name)
 
         await ctx.with_retries(
             run_id,
