@@ -389,13 +389,15 @@ class ObjectStore:
         unless a stage-in that found the same objects made it: its path (held for
         `run_id`), None if `stop` cut it short."""
         started = time.monotonic()
-        stats.total_files = stats.total_bytes = 0
-        objects = [o for page in self.listing(bucket, prefix, list) for o in page]
-        name = cache.tree_name(self.endpoint.cache_id, bucket, prefix, objects)
-        if cache.hold(run_id, name):
-            stats.total_files, stats.total_bytes = len(objects), sum(o["size"] for o in objects)
-            stats.add(0, hit=True, files=len(objects))
-        else:
+        for _ in range(3):  # an object changed while it was fetched: list again
+            stats.total_files = stats.total_bytes = 0
+            objects = [o for page in self.listing(bucket, prefix, list) for o in page]
+            name = cache.tree_name(self.endpoint.cache_id, bucket, prefix, objects)
+            if cache.hold(run_id, name):
+                stats.total_files = len(objects)
+                stats.total_bytes = sum(o["size"] for o in objects)
+                stats.add(0, hit=True, files=len(objects))
+                break
             partial = cache.partial_tree()
             try:
                 linking = _Linking(
@@ -404,9 +406,13 @@ class ObjectStore:
                 self._fetch(linking, linking.hits(objects), stop)
                 if stop():
                     return None
-                cache.keep_tree(partial, name)
+                if not linking.changed:  # else the tree would not hold what it is named by
+                    cache.keep_tree(partial, name)
+                    break
             finally:
                 shutil.rmtree(partial, ignore_errors=True)  # gone once kept
+        else:
+            raise StoreUnavailable(f"the objects under s3://{bucket}/{prefix} keep changing")
         stats.seconds += time.monotonic() - started
         return cache.tree(name)
 
@@ -424,6 +430,10 @@ class ObjectStore:
                 blob = self._download(linking.bucket, obj, linking.cache)
                 if linking.cache.link(blob, target, linking.made):
                     break
+            else:
+                raise StoreUnavailable(f"{obj['key']} was evicted from the cache as it came")
+            if blob != linking.blob(obj):  # another version than the one listed
+                linking.changed = True
             linking.stats.add(obj["size"])
 
         self._parallel(fetch, misses)
@@ -589,7 +599,9 @@ class ObjectStore:
         size = path.stat().st_size
         what = f"s3://{bucket}/{key}"
         if not self.unsigned_ok or size > SINGLE_PUT_MAX:
-            self.call(what, self.client.fput_object, bucket, key, str(path))
+            result = self.call(what, self.client.fput_object, bucket, key, str(path))
+            if not result.etag:  # a multipart upload's completion may answer 200 and an error
+                raise StoreUnavailable(f"the store did not confirm {what}")
             return
         try:
             url = self.client.presigned_put_object(bucket, key)
@@ -728,6 +740,10 @@ class _Linking:
     cache: DataCache
     stats: Transfer
     made: set[str] = field(default_factory=set)
+    changed: bool = False  # an object came in another version than the one listed
+
+    def blob(self, obj: dict) -> str:
+        return self.cache.blob(self.store, self.bucket, obj["key"], obj["etag"])
 
     def hits(self, objects: list[dict]) -> list[tuple[dict, str]]:
         """Link the cached objects; the others, with their paths."""
@@ -742,8 +758,7 @@ class _Linking:
                     Code.DOWNLOAD_FAILED, f"object key {obj['key']!r} is not a usable file path"
                 )
             target = os.path.join(self.base, rel)
-            blob = self.cache.blob(self.store, self.bucket, obj["key"], obj["etag"])
-            if not self.cache.link(blob, target, self.made):
+            if not self.cache.link(self.blob(obj), target, self.made):
                 missed.append((obj, target))
         self.stats.add(0, hit=True, files=len(objects) - len(missed))
         return missed
@@ -860,9 +875,13 @@ class DataCache:
         return total, blobs
 
     def _drop_trees(self) -> int:
+        """Drop the trees no run holds: each renamed away at once (no run finds it half
+        removed, and a restart removes what is left), then removed."""
         with self._lock:
             held = set(self._held.values())
             dropped = [t for t in (self.root / "trees").glob("[!.]*") if t.name not in held]
             for tree in dropped:
-                shutil.rmtree(tree, ignore_errors=True)
+                os.rename(tree, tree.with_name(f".partial-dropped-{tree.name}"))
+        for tree in dropped:
+            shutil.rmtree(tree.with_name(f".partial-dropped-{tree.name}"), ignore_errors=True)
         return len(dropped)

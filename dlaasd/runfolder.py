@@ -68,6 +68,8 @@ class RunFolder:
         fd = os.open(self.data_tree, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
         with open(fd, "w") as f:  # dlaasd's alone, as the rest of the run's folder
             f.write(name)
+            f.flush()
+            os.fsync(fd)  # before the status says PROCESSING: a run never trains without it
 
     def data_tree_name(self) -> str | None:
         try:

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from dlaasd.executors import LABEL_DAEMON, Exit, LearnerSpec, Mount
+from dlaasd.executors import LABEL_DAEMON, Exit, LearnerSpec, Mount, local
 from dlaasd.executors._deaths import Deaths
 from dlaasd.executors.local import LocalExecutor
 from dlaasd.runfolder import IN_CONTAINER, RunFolder
@@ -102,18 +102,39 @@ def spec(folder: RunFolder, command: str, label: str) -> LearnerSpec:
     )
 
 
-@pytest.mark.parametrize("stream", ["up", "down"])
+@pytest.mark.parametrize("stream", ["up", "down", "dropped"])
 def test_the_executor_ends_a_learner_with_its_exit_either_way(
-    docker_client, tmp_path, label, stream
+    docker_client, tmp_path, label, stream, monkeypatch
 ):
     folder = RunFolder(tmp_path / "run")
     folder.prepare()
     executor = LocalExecutor(label)
+    engines_wait = executor.client.api.wait
+    if stream == "up":  # an exit 0 comes from the stream alone
+        waited_for = []
+        monkeypatch.setattr(
+            executor.client.api,
+            "wait",
+            lambda c, **kw: waited_for.append(c) or engines_wait(c, **kw),
+        )
     if stream == "down":  # never subscribed: every wait is the engine's
-        executor._deaths.watching = lambda: 0  # type: ignore[method-assign]
+        monkeypatch.setattr(executor._deaths, "watching", lambda: 0)
+    if stream == "dropped":  # the engine dropped every event: the look finds the end
+        monkeypatch.setattr(local, "LOOK_EVERY", 0.2)
+        original = executor._deaths.exit_code
+
+        def dropped(container, subscription, timeout):
+            if timeout is None:
+                return original(container, subscription, None)  # a halt's wait: not here
+            time.sleep(timeout)
+            raise TimeoutError
+
+        monkeypatch.setattr(executor._deaths, "exit_code", dropped)
     try:
         (ok,) = executor.start([spec(folder, "true", label)])
         assert executor.wait(ok, 30) == Exit(0, False, "", started=True)
+        if stream == "up":
+            assert ok not in waited_for
         executor.remove(ok)
         (failed,) = executor.start([spec(folder, "exit 4", label)])
         ended = executor.wait(failed, 30)
@@ -124,3 +145,20 @@ def test_the_executor_ends_a_learner_with_its_exit_either_way(
     finally:
         for _, handle in executor.leftovers():
             executor.remove(handle)
+
+
+def test_two_waiters_on_one_container_both_get_its_end(docker_client, containers, label):
+    """A run resumed while a wait of its earlier attempt still runs in its thread."""
+    deaths = Deaths(lambda: docker_client.api, f"{LABEL_DAEMON}={label}")
+    watched = deaths.watching()
+    running = containers("sleep 1; exit 5")
+    answers: list[int | None] = []
+    waiters = [
+        threading.Thread(target=lambda: answers.append(deaths.exit_code(running, watched, 20)))
+        for _ in range(2)
+    ]
+    for waiter in waiters:
+        waiter.start()
+    for waiter in waiters:
+        waiter.join(25)
+    assert answers == [5, 5]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import signal
 import socket
@@ -709,3 +710,33 @@ def test_small_objects_come_from_a_store_in_another_region(tmp_path, monkeypatch
         assert Path(blob).read_bytes() == b"far"
     finally:
         server.stop()
+
+
+def test_an_object_changed_while_staged_in_is_listed_again_and_the_tree_holds_what_it_names(
+    minio, tmp_path, monkeypatch
+):
+    from dlaasd.objectstore import DataCache, Endpoint, ObjectStore, Transfer
+
+    sdk, bucket = minio.client(), "tree-changed"
+    if not sdk.bucket_exists(bucket):
+        sdk.make_bucket(bucket)
+    for key, text in (("a.txt", b"one"), ("b.txt", b"two")):
+        sdk.put_object(bucket, key, io.BytesIO(text), len(text))
+    store = ObjectStore(Endpoint(minio.url, minio.access_key, minio.secret_key))
+    cache = DataCache(tmp_path / "cache", 10**9)
+    real, listings = store.listing, []
+
+    def stale_first(bucket: str, prefix: str, work):
+        """The first listing gives a.txt as an older version (another ETag) than the GET."""
+        for page in real(bucket, prefix, work):
+            stale = {"etag": "0" * 32} if not listings else {}
+            yield [{**o, **stale} if o["key"] == "a.txt" else o for o in page]
+        listings.append(prefix)
+
+    monkeypatch.setattr(store, "listing", stale_first)
+    tree = store.stage_in_tree(bucket, "", cache, Transfer(), "run-1")
+    assert tree is not None and len(listings) == 2  # listed again
+    listed = [o for page in real(bucket, "", list) for o in page]
+    assert tree.name == cache.tree_name(store.endpoint.cache_id, bucket, "", listed)
+    assert (tree / "a.txt").read_bytes() == b"one" and (tree / "b.txt").read_bytes() == b"two"
+    assert [t.name for t in (tmp_path / "cache" / "trees").iterdir()] == [tree.name]

@@ -3,7 +3,9 @@ comes before the engine answers a wait call (11 ms before, the median on 2 cores
 containers at a time), time in which a finished run still held its slot.
 
 Best effort: a container the stream may have missed (it was down, or subscribed again
-after the container started) gets None, and its waiter asks the engine instead."""
+after the container started) gets None, and its waiter asks the engine instead. The
+engine drops events for a subscriber that falls behind (a send timeout in moby's
+pubsub), so a waiter also looks at its container now and then (local.py)."""
 
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ class Deaths:
         self._api = api
         self._label = label
         self._lock = threading.Lock()
-        self._waiting: dict[str, Future[int | None]] = {}
+        self._waiting: dict[str, list[Future[int | None]]] = {}  # a run resumed: two
         self._died: dict[str, int] = {}  # exit codes, by container id, until forgotten
         self._subscriptions = 0  # how many the stream had; the last one counts while live
         self._live = False
@@ -54,12 +56,16 @@ class Deaths:
             if not self._live or subscription != self._subscriptions:
                 return None
             future: Future[int | None] = Future()
-            self._waiting[container] = future
+            self._waiting.setdefault(container, []).append(future)
         try:
             return future.result(timeout)  # TimeoutError (concurrent.futures' is the same)
         finally:
             with self._lock:
-                self._waiting.pop(container, None)
+                futures = self._waiting.get(container, [])
+                if future in futures:
+                    futures.remove(future)
+                if not futures:
+                    self._waiting.pop(container, None)
 
     def forget(self, container: str) -> None:
         """A removed container: no death of it to keep."""
@@ -95,11 +101,11 @@ class Deaths:
 
     def _died_now(self, container: str, code: int) -> None:
         with self._lock:
-            future = self._waiting.pop(container, None)
+            futures = self._waiting.pop(container, [])
             if len(self._died) >= REMEMBERED:
                 self._died.pop(next(iter(self._died)))  # the oldest
             self._died[container] = code
-        if future is not None:
+        for future in futures:
             future.set_result(code)
 
     def _lost(self) -> None:
@@ -107,6 +113,7 @@ class Deaths:
         and the next subscription counts as another (what died meanwhile was not seen)."""
         with self._lock:
             self._live = False
-            waiting, self._waiting = list(self._waiting.values()), {}
+            waiting = [f for futures in self._waiting.values() for f in futures]
+            self._waiting = {}
         for future in waiting:
             future.set_result(None)

@@ -266,17 +266,15 @@ class LocalExecutor(Executor):
         it started (the start was answered) and succeeded (an OOM kill or an error would
         not exit 0). The others, and one the event stream may have missed, are waited
         for and inspected (one found again after a restart, too)."""
-        began = time.monotonic()
+        deadline = None if timeout is None else time.monotonic() + timeout
         started = self._started.get(handle)
         if started:
-            try:
-                code = self._deaths.exit_code(handle, started.watched, timeout)
-            except TimeoutError:
-                return None
-            if code == 0:
+            if self._died(handle, started.watched, deadline) == 0:
                 return Exit(0, False, "", started=True)
-            if timeout is not None:
-                timeout = max(timeout - (time.monotonic() - began), 0.01)
+            if deadline is not None:
+                timeout = deadline - time.monotonic()
+                if timeout <= 0:
+                    return None
         try:
             with engine():
                 status = self.client.api.wait(handle, timeout=timeout)
@@ -285,6 +283,25 @@ class LocalExecutor(Executor):
         if status.get("StatusCode") == 0 and started:
             return Exit(0, False, "", started=True)
         return self.exit_info(handle)
+
+    def _died(self, handle: str, watched: int, deadline: float | None) -> int | None:
+        """The container's exit code from the event stream; None once `deadline` passed,
+        or if the stream may have missed its death: a look every LOOK_EVERY seconds
+        finds it ended without an event."""
+        while True:
+            left = LOOK_EVERY if deadline is None else min(deadline - time.monotonic(), LOOK_EVERY)
+            try:
+                return self._deaths.exit_code(handle, watched, max(left, 0))
+            except TimeoutError:
+                if deadline is not None and time.monotonic() >= deadline:
+                    return None
+            with engine():
+                try:
+                    state = self.client.api.inspect_container(handle)["State"]
+                except docker.errors.NotFound:
+                    return None  # removed meanwhile: the engine's wait says so
+            if not state.get("Running"):
+                return None  # ended, its event dropped: the engine's wait answers
 
     def exit_info(self, container_id: str) -> Exit:
         with engine():
@@ -318,6 +335,9 @@ class LocalExecutor(Executor):
 
     def waiting_reason(self, run_id: str) -> str | None:
         return None  # dlaasd's own queue says why a run waits
+
+
+LOOK_EVERY = 30.0  # seconds between looks at a container whose death no event told
 
 
 class _Started(NamedTuple):

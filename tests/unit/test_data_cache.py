@@ -52,6 +52,7 @@ def test_over_the_limit_the_trees_no_run_holds_go_first_and_their_blobs_after(tm
     assert not cache.hold("run-2", "t-new")  # not made yet: held all the same
     assert cache.evict() == 10  # 20 bytes over 10: the tree nobody holds, then its blob
     assert not old.exists() and not os.path.exists(a)
+    assert not list((tmp_path / "cache" / "trees").glob(".partial-*"))  # renamed, removed
     assert (held / "sub" / "f0").read_bytes() == b"x" * 10 and os.path.exists(b)
     cache.release("run-1")
     cache.max_bytes = 0
