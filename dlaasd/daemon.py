@@ -271,9 +271,9 @@ class Daemon:
             log.warning("event=sweep_skipped reason=%r", str(exc))
         for run in self.db.in_status(following):
             log.info("event=recover run=%s status=%s", run.id, run.status)
-            tree = self.lifecycle.folder(run.id).data_tree_name()
-            if tree and run.status in HOLDING_RESOURCES:  # before any stage-in may evict
-                self.cache.hold(run.id, tree)
+            if run.status in HOLDING_RESOURCES:  # its data, held before any stage-in evicts
+                with contextlib.suppress(RunError):  # gone: its training says so
+                    self.lifecycle.data_tree(run.id)
             if run.halt_requested:
                 self.lifecycle.request_halt(run.id)
             self._drive(run.id)

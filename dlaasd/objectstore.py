@@ -1,9 +1,9 @@
 """The object store (any S3 endpoint, through the minio SDK): stage-in, stage-out, data.
 
 Stage-in fills a local cache keyed by endpoint, bucket, key and ETag; a run's DATA_DIR is
-a tree of hard links into it, so unchanged data is never fetched twice and a run's view
-cannot change under it. Stage-out uploads results and logs, then checks every object's
-size in the bucket before the local copy may go.
+a tree of hard links into it, shared by the runs that list the same objects, so unchanged
+data is never fetched or linked twice and a run's view cannot change under it. Stage-out
+uploads results and logs; the local copy may go once the store answered every PUT.
 """
 
 from __future__ import annotations
@@ -879,9 +879,10 @@ class DataCache:
         removed, and a restart removes what is left), then removed."""
         with self._lock:
             held = set(self._held.values())
-            dropped = [t for t in (self.root / "trees").glob("[!.]*") if t.name not in held]
-            for tree in dropped:
-                os.rename(tree, tree.with_name(f".partial-dropped-{tree.name}"))
+            dropped = []
+            for tree in (self.root / "trees").glob("[!.]*"):
+                if tree.name not in held:
+                    dropped.append(tree.rename(tree.with_name(f".partial-dropped-{tree.name}")))
         for tree in dropped:
-            shutil.rmtree(tree.with_name(f".partial-dropped-{tree.name}"), ignore_errors=True)
+            shutil.rmtree(tree, ignore_errors=True)
         return len(dropped)

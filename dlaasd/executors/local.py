@@ -269,7 +269,7 @@ class LocalExecutor(Executor):
         deadline = None if timeout is None else time.monotonic() + timeout
         started = self._started.get(handle)
         if started:
-            if self._died(handle, started.watched, deadline) == 0:
+            if self._exit_from_events(handle, started.watched, deadline) == 0:
                 return Exit(0, False, "", started=True)
             if deadline is not None:
                 timeout = deadline - time.monotonic()
@@ -284,7 +284,7 @@ class LocalExecutor(Executor):
             return Exit(0, False, "", started=True)
         return self.exit_info(handle)
 
-    def _died(self, handle: str, watched: int, deadline: float | None) -> int | None:
+    def _exit_from_events(self, handle: str, watched: int, deadline: float | None) -> int | None:
         """The container's exit code from the event stream; None once `deadline` passed,
         or if the stream may have missed its death: a look every LOOK_EVERY seconds
         finds it ended without an event."""
